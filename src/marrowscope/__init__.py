@@ -1,0 +1,3 @@
+"""marrowscope: bone-marrow aspirate smear slides to a leukemia diagnosis suggestion."""
+
+__version__ = "0.1.0"

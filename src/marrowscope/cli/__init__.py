@@ -1,0 +1,1 @@
+"""Thin command-line commands: each chains library functions and holds no logic."""

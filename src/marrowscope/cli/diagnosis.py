@@ -1,0 +1,3 @@
+"""CLI: diagnosis commands (filled in by the module owner)."""
+
+from marrowscope.cli.app import app  # noqa: F401

@@ -1,0 +1,1 @@
+"""Reading and writing slides, annotations and tables. Never imports :mod:`marrowscope.models`."""

@@ -1,0 +1,67 @@
+"""Bundled models: ``src/marrowscope/bundled/<name>/`` holds the weights, ``meta.json`` and ``card.md``.
+
+``meta.json`` keys: name, task, file, sha256, classes, training_data, size_bytes, metrics (dict),
+description. ``resolve_model(name_or_path)`` accepts a bundled name or a path to a weights file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marrowscope.errors import InputError
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    task: str
+    path: Path
+    sha256: str | None
+    classes: tuple[str, ...]
+    training_data: str
+    size_bytes: int
+    card: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def list_models(bundled_dir: Path = BUNDLED_DIR) -> list[BundledModel]:
+    models = []
+    for meta_path in sorted(bundled_dir.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        weights = meta_path.parent / meta["file"]
+        card = meta_path.parent / "card.md"
+        models.append(
+            BundledModel(
+                name=meta["name"],
+                task=meta["task"],
+                path=weights,
+                sha256=meta.get("sha256"),
+                classes=tuple(meta.get("classes", ())),
+                training_data=meta.get("training_data", ""),
+                size_bytes=weights.stat().st_size if weights.exists() else 0,
+                card=card if card.exists() else None,
+                metrics=dict(meta.get("metrics", {})),
+                description=meta.get("description", ""),
+            )
+        )
+    return models
+
+
+def resolve_model(name_or_path: str | Path, task: str | None = None) -> tuple[Path, str | None]:
+    """Return ``(weights path, expected sha256 or None)`` for a bundled name or a file path."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p, None
+    for m in list_models():
+        if m.name == str(name_or_path):
+            if task is not None and m.task != task:
+                raise InputError(name_or_path, f"bundled model is a {m.task}, not a {task}")
+            return m.path, m.sha256
+    names = ", ".join(m.name for m in list_models() if task is None or m.task == task) or "none"
+    raise InputError(name_or_path, f"no such file or bundled model (bundled: {names})")
