@@ -1,0 +1,1 @@
+"""Synthetic bone-marrow cohort: patients, rendered cells, smear slides and the dataset's file formats."""
