@@ -1,0 +1,333 @@
+"""DICOM whole-slide images (VL Whole Slide Microscopy Image Storage) through wsidicom.
+
+Only slide (SM) instances are handed to wsidicom: it crashes on folders that also hold the dataset's
+RECTANGLE annotation (ANN) objects. Files are told apart by their DICOM headers, not their names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marrowscope.errors import InputError
+from marrowscope.io.slides.base import SlideInfo, SlideLevel, SlideReader
+
+log = logging.getLogger(__name__)
+
+SM_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
+ANN_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.91.1"  # Microscopy Bulk Simple Annotations Storage
+COMMENT_CODE = ("121106", "DCM")  # concept "Comment" holding the OpenSlide property JSON
+_HEADER_TAGS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "ImageType",
+    "TotalPixelMatrixColumns",
+    "TotalPixelMatrixRows",
+    "ContainerIdentifier",
+    "PatientID",
+    "SeriesDescription",
+    "Modality",
+)
+
+
+@dataclass(frozen=True)
+class DicomFileHeader:
+    """The few header fields used to sort a folder of DICOM files."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    image_type: tuple[str, ...]
+    columns: int
+    rows: int
+    container_id: str
+    patient_id: str
+    series_description: str
+    modality: str
+
+    @property
+    def is_slide(self) -> bool:
+        return self.sop_class_uid == SM_SOP_CLASS_UID
+
+    @property
+    def is_volume(self) -> bool:
+        """A pyramid level (not a label, overview or thumbnail image)."""
+        return self.is_slide and (len(self.image_type) < 3 or self.image_type[2] == "VOLUME")
+
+
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_header(path: Path) -> DicomFileHeader:
+    """Read the sorting fields of one DICOM file; InputError if it is not a readable DICOM file."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
+        problem = f"not a readable DICOM file ({type(e).__name__}: {e}); the file may be truncated"
+        raise InputError(path, problem) from e
+    if "SOPClassUID" not in ds:
+        raise InputError(path, "DICOM file has no SOPClassUID; it may be truncated or not a DICOM object")
+
+    def text(name: str) -> str:
+        v = ds.get(name)
+        return "" if v is None else str(v)
+
+    def number(name: str) -> int:
+        v = ds.get(name)
+        try:
+            return int(v) if v is not None else 0
+        except (TypeError, ValueError):
+            return 0
+
+    image_type = ds.get("ImageType")
+    return DicomFileHeader(
+        path=path,
+        sop_class_uid=text("SOPClassUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        series_uid=text("SeriesInstanceUID"),
+        study_uid=text("StudyInstanceUID"),
+        image_type=tuple(str(t) for t in image_type) if image_type is not None else (),
+        columns=number("TotalPixelMatrixColumns"),
+        rows=number("TotalPixelMatrixRows"),
+        container_id=text("ContainerIdentifier"),
+        patient_id=text("PatientID"),
+        series_description=text("SeriesDescription"),
+        modality=text("Modality"),
+    )
+
+
+def scan_dicom(paths: Iterable[Path]) -> list[DicomFileHeader]:
+    """Headers of the DICOM files among ``paths``.
+
+    A file counts as DICOM when it has the ``DICM`` preamble or ends in ``.dcm``; such a file that
+    cannot be read raises InputError. Other files (READMEs, CSVs, DICOMDIR) are skipped.
+    """
+    headers = []
+    for p in sorted(paths):
+        if not p.is_file() or p.name.upper() == "DICOMDIR":
+            continue
+        if _has_dicm_magic(p) or p.suffix.lower() == ".dcm":
+            headers.append(read_header(p))
+    return headers
+
+
+def find_slide_files(source: Path | Sequence[Path], series_uid: str | None = None) -> list[DicomFileHeader]:
+    """The SM instances of the one slide in ``source`` (a folder, searched recursively, or files).
+
+    ANN and other non-slide objects are ignored. Several slide series → InputError naming them,
+    unless ``series_uid`` picks one.
+    """
+    if isinstance(source, Path):
+        if not source.exists():
+            raise InputError(source, "no such file or folder")
+        where: Path | str = source
+        candidates = [p for p in source.rglob("*") if p.is_file()] if source.is_dir() else [source]
+    else:
+        candidates = [Path(p) for p in source]
+        missing = [p for p in candidates if not p.is_file()]
+        if missing:
+            raise InputError(missing[0], "no such file")
+        if not candidates:
+            raise InputError("<file list>", "empty list of DICOM files")
+        where = candidates[0].parent if len({p.parent for p in candidates}) == 1 else "<file list>"
+    headers = scan_dicom(candidates)
+    slides = [h for h in headers if h.is_slide]
+    if not slides:
+        if not candidates:
+            raise InputError(where, "folder is empty; expected the DICOM files of one whole-slide image")
+        others = sorted({h.modality or h.sop_class_uid for h in headers})
+        found = f"{len(headers)} DICOM file(s) ({', '.join(others)})" if headers else "no DICOM files"
+        raise InputError(
+            where,
+            f"no DICOM whole-slide image (SM) instances found: {found} among {len(candidates)} file(s)",
+        )
+    by_series: dict[str, list[DicomFileHeader]] = defaultdict(list)
+    for h in slides:
+        by_series[h.series_uid].append(h)
+    if series_uid is not None:
+        if series_uid not in by_series:
+            found = ", ".join(sorted(by_series))
+            raise InputError(where, f"slide series {series_uid} not found; found {found}")
+        return by_series[series_uid]
+    if len(by_series) > 1:
+        listing = "; ".join(
+            f"{uid} ({hs[0].container_id or 'no ContainerIdentifier'}, {hs[0].path.parent})"
+            for uid, hs in sorted(by_series.items())
+        )
+        raise InputError(
+            where,
+            f"holds {len(by_series)} slides (SM series): {listing}. Pass the folder or files of one slide",
+        )
+    return next(iter(by_series.values()))
+
+
+def openslide_properties_from_dataset(ds: Any) -> dict[str, str]:
+    """OpenSlide properties stored as JSON in AcquisitionContextSequence (TEXT, DCM 121106 "Comment")."""
+    out: dict[str, str] = {}
+    for item in ds.get("AcquisitionContextSequence", None) or []:
+        if str(item.get("ValueType", "")) != "TEXT":
+            continue
+        codes = item.get("ConceptNameCodeSequence", None) or []
+        if codes:
+            code = (str(codes[0].get("CodeValue", "")), str(codes[0].get("CodingSchemeDesignator", "")))
+            if code != COMMENT_CODE:
+                continue
+        text = str(item.get("TextValue", ""))
+        try:
+            parsed = json.loads(text)
+        except (json.JSONDecodeError, ValueError):
+            out.setdefault("dicom.Comment", text)
+            continue
+        if isinstance(parsed, Mapping):
+            out.update({str(k): str(v) for k, v in parsed.items()})
+    return out
+
+
+def dicom_properties(ds: Any) -> dict[str, str]:
+    """``dicom.*`` identifiers of a slide's base instance plus its OpenSlide properties."""
+    props = openslide_properties_from_dataset(ds)
+    for key in (
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "ContainerIdentifier",
+        "PatientID",
+        "PatientAge",
+        "PatientSex",
+        "StudyDescription",
+        "SeriesDescription",
+        "SeriesNumber",
+        "FrameOfReferenceUID",
+        "PhotometricInterpretation",
+        "Manufacturer",
+    ):
+        v = ds.get(key)
+        if v is not None and str(v) != "":
+            props[f"dicom.{key}"] = str(v)
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None:
+        props["dicom.TransferSyntaxUID"] = str(ts)
+    return props
+
+
+class DicomSlide(SlideReader):
+    """A DICOM WSI series opened with wsidicom (only its SM instances)."""
+
+    def __init__(
+        self,
+        source: Path | Sequence[Path],
+        mpp: float | None = None,
+        series_uid: str | None = None,
+    ) -> None:
+        import pydicom
+        from wsidicom import WsiDicom
+
+        headers = find_slide_files(source, series_uid)
+        volumes = [h for h in headers if h.is_volume] or headers
+        base = max(volumes, key=lambda h: (h.columns * h.rows, h.path.name))
+        self._files = [h.path for h in headers]
+        self._base_path = base.path
+        label = str(source) if isinstance(source, Path) else str(base.path.parent)
+        try:
+            self._wsi = WsiDicom.open(self._files)
+        except Exception as e:  # wsidicom raises many types for damaged files
+            raise InputError(label, f"cannot open the DICOM slide ({type(e).__name__}: {e})") from e
+        try:
+            base_ds = pydicom.dcmread(base.path, stop_before_pixels=True)
+            base_mpp = float(self._wsi.levels.base_level.mpp.width)
+        except Exception as e:
+            self._wsi.close()
+            raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
+        self._base_ds = base_ds
+        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+            raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
+        the_mpp = float(mpp) if mpp is not None else base_mpp
+        levels = []
+        self._wsi_levels: list[int] = []
+        for i, lvl in enumerate(self._wsi.levels):
+            d = float(2**lvl.level)
+            levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, the_mpp * d))
+            self._wsi_levels.append(int(lvl.level))
+        props = dicom_properties(base_ds)
+        props["marrowscope.mpp"] = repr(the_mpp)
+        props["marrowscope.dicom_mpp"] = repr(base_mpp)
+        cid = props.get("dicom.ContainerIdentifier", "")
+        slide_id = cid if cid and cid != "Unknown" else props.get("dicom.SeriesInstanceUID", base.path.stem)
+        self.info = SlideInfo(
+            path=label,
+            slide_id=slide_id,
+            format="dicom",
+            width=levels[0].width,
+            height=levels[0].height,
+            mpp=the_mpp,
+            levels=tuple(levels),
+            properties=props,
+        )
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The SM instance files of this slide."""
+        return tuple(self._files)
+
+    def base_dataset(self) -> Any:
+        """The pydicom Dataset (header only) of the base-level SM instance."""
+        return self._base_ds
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"region size must be positive, got {width} x {height}")
+        if not 0 <= level < len(self.info.levels):
+            n = len(self.info.levels)
+            raise ValueError(f"{self.info.path}: level {level} does not exist (0..{n - 1})")
+        lv = self.info.levels[level]
+        lx, ly = math.floor(x / lv.downsample), math.floor(y / lv.downsample)
+        x0, y0 = max(lx, 0), max(ly, 0)
+        x1, y1 = min(lx + int(width), lv.width), min(ly + int(height), lv.height)
+        out = np.full((int(height), int(width), 3), 255, dtype=np.uint8)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        try:
+            img = self._wsi.read_region((x0, y0), self._wsi_levels[level], (x1 - x0, y1 - y0))
+        except Exception as e:
+            problem = f"cannot read pixels at level {level} ({type(e).__name__}: {e})"
+            raise InputError(self.info.path, problem) from e
+        arr = np.asarray(img.convert("RGB"))
+        out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = arr
+        return out
+
+    def close(self) -> None:
+        self._wsi.close()
+
+
+__all__ = [
+    "ANN_SOP_CLASS_UID",
+    "SM_SOP_CLASS_UID",
+    "DicomFileHeader",
+    "DicomSlide",
+    "dicom_properties",
+    "find_slide_files",
+    "openslide_properties_from_dataset",
+    "read_header",
+    "scan_dicom",
+]

@@ -1,0 +1,335 @@
+"""Write an RGB array as a pyramidal DICOM whole-slide image shaped like the IDC bone-marrow slides.
+
+The image is written as a tiled, JPEG-compressed pyramidal TIFF (tifffile, level by level, each level
+box-filtered from the previous one, in row strips) into a temporary folder, converted with
+``wsidicomizer`` (tiles are passed through, not re-encoded) and the series is moved into place
+atomically. Result: one VL Whole Slide Microscopy Image Storage series, one instance per level,
+JPEG Baseline, YBR_FULL_422, downsample 4 per level, with the identifiers and descriptions of the
+real dataset (dataset.md §3.2) and the OpenSlide property JSON in AcquisitionContextSequence (§3.3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from marrowscope.errors import InputError
+from marrowscope.io.atomic import atomic_dir
+from marrowscope.io.slides.array import as_rgb_uint8
+
+log = logging.getLogger(__name__)
+
+SERIES_DESCRIPTION = "Bone marrow aspirate smear, May-Gruenwald-Giemsa stain"
+STUDY_DESCRIPTION = "Bone marrow aspirate smear, pediatric leukemia"
+MANUFACTURER = "marrowscope"
+MODEL_NAME = "marrowscope synthetic slide writer"
+LEVEL_FACTOR = 4
+_STRIP_ROWS = 1024  # rows of the finer level reduced at a time (bounds temporary memory)
+
+
+@dataclass(frozen=True)
+class DicomSlideRef:
+    """Where a written DICOM WSI series lies and what it is."""
+
+    folder: Path
+    study_uid: str
+    series_uid: str
+    base_sop_uid: str
+    files: tuple[Path, ...]
+    width: int
+    height: int
+    mpp: float
+
+
+def deterministic_uid(*parts: object) -> str:
+    """A DICOM UID derived from ``parts`` (same parts, same UID), under pydicom's root."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
+
+
+class _UidSequence:
+    """Zero-argument UID generator for wsidicomizer: deterministic given the seed text."""
+
+    def __init__(self, seed: str) -> None:
+        self._seed = seed
+        self._n = 0
+
+    def __call__(self) -> str:
+        self._n += 1
+        return deterministic_uid(self._seed, self._n)
+
+
+def reduce_by(image: np.ndarray, factor: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Box-filter ``image`` by an integer ``factor``, working in row strips.
+
+    The image is treated as padded with white to ``out_shape * factor`` (default: the ceiling).
+    """
+    h, w = image.shape[:2]
+    oh, ow = out_shape if out_shape is not None else (math.ceil(h / factor), math.ceil(w / factor))
+    if oh * factor < h or ow * factor < w:
+        raise ValueError(f"out_shape {out_shape} too small for {h} x {w} / {factor}")
+    out = np.full((oh, ow, 3), 255, dtype=np.uint8)
+    strip = max(factor, (_STRIP_ROWS // factor) * factor)
+    for y0 in range(0, h, strip):
+        block = image[y0 : y0 + strip]
+        bh = block.shape[0]
+        ph, pw = math.ceil(bh / factor) * factor, ow * factor
+        if (ph, pw) != block.shape[:2]:
+            padded = np.full((ph, pw, 3), 255, dtype=np.uint8)
+            padded[:bh, :w] = block
+            block = padded
+        summed = block.reshape(ph // factor, factor, ow, factor, 3).sum(axis=(1, 3), dtype=np.uint32)
+        half = factor * factor // 2
+        oy = y0 // factor
+        out[oy : oy + ph // factor] = ((summed + half) // (factor * factor)).astype(np.uint8)
+    return out
+
+
+def padded_size(width: int, height: int, n_levels: int) -> tuple[int, int]:
+    """The written level-0 size: rounded up to a multiple of ``4 ** (n_levels - 1)`` so that every
+    level is exactly 4x smaller than the one above (wsidicom requires exact pyramid scales)."""
+    m = LEVEL_FACTOR ** (n_levels - 1)
+    return math.ceil(width / m) * m, math.ceil(height / m) * m
+
+
+def _levels(image: np.ndarray, n_levels: int) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
+    """(level image, padded level size (h, w)) per level; level 0 is the input itself (not copied)."""
+    pw, ph = padded_size(image.shape[1], image.shape[0], n_levels)
+    level = image
+    yield level, (ph, pw)
+    for i in range(1, n_levels):
+        f = LEVEL_FACTOR**i
+        level = reduce_by(level, LEVEL_FACTOR, (ph // f, pw // f))
+        yield level, (ph // f, pw // f)
+
+
+def _tiles(level: np.ndarray, shape: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
+    """Row-major tiles of ``level`` seen as padded with white to ``shape`` (tifffile tile iterator)."""
+    h, w = level.shape[:2]
+    for y in range(0, shape[0], tile):
+        for x in range(0, shape[1], tile):
+            t = level[y : y + tile, x : x + tile]
+            if t.shape[:2] != (tile, tile):
+                full = np.full((tile, tile, 3), 255, dtype=np.uint8)
+                full[: t.shape[0], : t.shape[1]] = t
+                t = full
+            yield np.ascontiguousarray(t)
+
+
+def _write_tiff(
+    image: np.ndarray, path: Path, *, mpp: float, tile_size: int, n_levels: int, quality: int
+) -> None:
+    import tifffile
+
+    res = 1e4 / mpp  # pixels per centimetre
+    with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tw:
+        for i, (level, shape) in enumerate(_levels(image, n_levels)):
+            f = LEVEL_FACTOR**i
+            tw.write(
+                _tiles(level, shape, tile_size),
+                shape=(*shape, 3),
+                dtype=np.uint8,
+                tile=(tile_size, tile_size),
+                compression="jpeg",
+                compressionargs={"level": quality},
+                photometric="rgb",
+                subfiletype=0 if i == 0 else 1,
+                resolution=(res / f, res / f),
+                resolutionunit="CENTIMETER",
+                metadata=None,
+            )
+
+
+def _header_dataset(
+    *,
+    slide_id: str,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    properties_json: str,
+    patient_age: str | None,
+    patient_sex: str | None,
+) -> object:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = Dataset()
+    ds.PatientID = patient_id
+    ds.PatientName = patient_id
+    if patient_age is not None:
+        ds.PatientAge = patient_age
+    if patient_sex is not None:
+        ds.PatientSex = patient_sex
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDescription = STUDY_DESCRIPTION
+    ds.StudyID = slide_id[:16]
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = SERIES_DESCRIPTION
+    ds.ContainerIdentifier = slide_id
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = MODEL_NAME
+    concept = Dataset()
+    concept.CodeValue = "121106"
+    concept.CodingSchemeDesignator = "DCM"
+    concept.CodeMeaning = "Comment"
+    item = Dataset()
+    item.ValueType = "TEXT"
+    item.ConceptNameCodeSequence = Sequence([concept])
+    item.TextValue = properties_json
+    ds.AcquisitionContextSequence = Sequence([item])
+    return ds
+
+
+def _metadata(slide_id: str, patient_id: str, patient_sex: str | None, mpp: float) -> object:
+    from wsidicom.geometry import SizeMm
+    from wsidicom.metadata import (
+        Equipment,
+        Image,
+        Label,
+        Patient,
+        PatientSex,
+        Pyramid,
+        Series,
+        Slide,
+        Study,
+        WsiMetadata,
+    )
+
+    sex = {"M": PatientSex.M, "F": PatientSex.F, "O": PatientSex.O}.get((patient_sex or "").upper())
+    return WsiMetadata(
+        study=Study(description=STUDY_DESCRIPTION),
+        series=Series(number=1, description=SERIES_DESCRIPTION),
+        patient=Patient(name=patient_id, identifier=patient_id, sex=sex),
+        equipment=Equipment(manufacturer=MANUFACTURER, model_name=MODEL_NAME),
+        slide=Slide(identifier=slide_id),
+        pyramid=Pyramid(image=Image(pixel_spacing=SizeMm(mpp / 1000.0, mpp / 1000.0)), optical_paths=[]),
+        label=Label(),
+    )
+
+
+def write_dicom_wsi(
+    image: np.ndarray,
+    out_dir: Path,
+    *,
+    mpp: float,
+    slide_id: str,
+    patient_id: str,
+    study_uid: str | None = None,
+    tile_size: int = 256,
+    n_levels: int = 3,
+    jpeg_quality: int = 90,
+    openslide_properties: Mapping[str, str] | None = None,
+    patient_age: str | None = None,
+    patient_sex: str | None = None,
+    series_uid: str | None = None,
+) -> DicomSlideRef:
+    """Write ``image`` (H, W, 3 uint8 RGB) as a DICOM WSI series into the folder ``out_dir``.
+
+    The written slide is ``padded_size(width, height, n_levels)``: the image padded with white at
+    the right and bottom to a multiple of ``4 ** (n_levels - 1)`` px (exact pyramid scales);
+    level-0 coordinates are unchanged. ``out_dir`` is replaced as a whole (atomically); it should
+    be dedicated to this series, e.g. ``dicom/<PatientID>/<StudyInstanceUID>/SM_<SeriesUID>``.
+    UIDs not given are derived deterministically from ``slide_id`` and ``patient_id``.
+    ``openslide_properties`` (the MRXS's OpenSlide properties, e.g. ``openslide.bounds-x``) are
+    stored as JSON in the header; when not
+    given, mpp and zero bounds are stored.
+    """
+    from wsidicomizer import WsiDicomizer
+
+    out_dir = Path(out_dir)
+    rgb = as_rgb_uint8(image, out_dir)
+    if not (mpp > 0 and math.isfinite(mpp)):
+        raise InputError(out_dir, f"pixel size must be a positive number of µm/px, got {mpp}")
+    if n_levels < 1:
+        raise InputError(out_dir, f"n_levels must be at least 1, got {n_levels}")
+    if tile_size < 16 or tile_size % 16:
+        raise InputError(out_dir, f"tile_size must be a positive multiple of 16, got {tile_size}")
+    w, h = padded_size(rgb.shape[1], rgb.shape[0], n_levels)
+    study_uid = study_uid or deterministic_uid("study", patient_id, slide_id)
+    series_uid = series_uid or deterministic_uid("series", patient_id, slide_id)
+    props = {
+        "openslide.mpp-x": repr(float(mpp)),
+        "openslide.mpp-y": repr(float(mpp)),
+        "openslide.bounds-x": "0",
+        "openslide.bounds-y": "0",
+        "openslide.bounds-width": str(w),
+        "openslide.bounds-height": str(h),
+    }
+    props.update({str(k): str(v) for k, v in (openslide_properties or {}).items()})
+    header = _header_dataset(
+        slide_id=slide_id,
+        patient_id=patient_id,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        properties_json=json.dumps(props, sort_keys=True),
+        patient_age=patient_age,
+        patient_sex=patient_sex,
+    )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".wsi-tiff-", dir=out_dir.parent) as tmp:
+        tiff = Path(tmp) / f"{slide_id}.tif"
+        _write_tiff(rgb, tiff, mpp=mpp, tile_size=tile_size, n_levels=n_levels, quality=jpeg_quality)
+        with atomic_dir(out_dir) as staging:
+            WsiDicomizer.convert(
+                tiff,
+                staging,
+                metadata=_metadata(slide_id, patient_id, patient_sex, mpp),  # type: ignore[arg-type]
+                metadata_post_processor=header,  # type: ignore[arg-type]
+                tile_size=tile_size,
+                uid_generator=_UidSequence(f"{study_uid}/{series_uid}"),
+                include_label=False,
+                include_overview=False,
+                include_thumbnail=False,
+                workers=1,
+                offset_table="eot",
+            )
+            _rename_by_level(staging)
+    files = tuple(sorted(out_dir.glob("*.dcm")))
+    base_sop = _base_sop_uid(files)
+    log.info("wrote DICOM WSI %s (%d x %d px, %d levels) to %s", slide_id, w, h, len(files), out_dir)
+    return DicomSlideRef(
+        folder=out_dir,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        base_sop_uid=base_sop,
+        files=files,
+        width=w,
+        height=h,
+        mpp=float(mpp),
+    )
+
+
+def _rename_by_level(folder: Path) -> None:
+    """Name files ``level<k>_<SOPInstanceUID>.dcm`` (finest first) so listings read in pyramid order."""
+    import pydicom
+
+    entries = []
+    for f in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        entries.append((-int(ds.TotalPixelMatrixColumns), str(ds.SOPInstanceUID), f))
+    for k, (_, uid, f) in enumerate(sorted(entries)):
+        shutil.move(f, folder / f"level{k}_{uid}.dcm")
+
+
+def _base_sop_uid(files: tuple[Path, ...]) -> str:
+    import pydicom
+
+    best: tuple[int, str] | None = None
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        cols = int(ds.TotalPixelMatrixColumns)
+        if best is None or cols > best[0]:
+            best = (cols, str(ds.SOPInstanceUID))
+    if best is None:
+        raise InputError(files, "no DICOM instance was written")
+    return best[1]
