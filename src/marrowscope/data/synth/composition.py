@@ -61,7 +61,7 @@ LAB_UNITS: Mapping[str, str] = {
     "hemoglobin": "g/dL",
 }
 
-# Countable nucleated cells (the differential) ---------------------------------------------------
+# Nucleated cells (the differential plus a few never-counted nucleated cells) ------------------------
 # Normal paediatric marrow, % of nucleated cells (hematogone-rich; roughly after published paediatric
 # reference differentials; not tuned to any dataset).
 _NORMAL: Mapping[str, float] = {
@@ -104,10 +104,10 @@ _NORMAL: Mapping[str, float] = {
     "pseudo_gaucher_cell": 0.0,
     "phagocytosis": 0.1,
 }
-COUNTED_LABELS: tuple[str, ...] = tuple(_NORMAL)
+NUCLEATED_LABELS: tuple[str, ...] = tuple(_NORMAL)
 BLAST_LABELS: tuple[str, ...] = ("lymphocytic_blast", "myelocytic_blast", "monocytic_blast", "unknown_blast")
 
-# Non-counted boxed objects, per 100 nucleated cells.
+# Other boxed objects (never counted), per 100 nucleated cells.
 _NOT_COUNTED: Mapping[str, float] = {
     "erythrocyte": 3.0,
     "thrombocyte": 2.0,
@@ -119,8 +119,8 @@ _NOT_COUNTED: Mapping[str, float] = {
     "technically_unfit": 0.3,
     "neutrophil_extracellular_trap": 0.1,
 }
-NOT_COUNTED_LABELS: tuple[str, ...] = tuple(_NOT_COUNTED)
-ALL_LABELS: tuple[str, ...] = COUNTED_LABELS + NOT_COUNTED_LABELS
+OTHER_LABELS: tuple[str, ...] = tuple(_NOT_COUNTED)
+ALL_LABELS: tuple[str, ...] = NUCLEATED_LABELS + OTHER_LABELS
 
 # Multiplicative changes of the non-blast background per diagnosis (suppression, left shift...).
 _BACKGROUND_FACTORS: Mapping[str, Mapping[str, float]] = {
@@ -178,8 +178,9 @@ class SynthPatient:
     """One synthetic patient: identity, clinical record values and the true cell composition.
 
     ``composition``: label -> probability over every boxed object label (sums to 1);
-    ``counted_composition``: the same restricted to counted nucleated cells, renormalised;
-    ``blast_fraction``: fraction of leukemic-blast labels among counted cells (the truth).
+    ``nucleated_composition``: the same restricted to nucleated cells (:data:`NUCLEATED_LABELS`: the
+    differential plus megakaryocytes, macrophages, mitoses...), renormalised;
+    ``blast_fraction``: fraction of leukemic-blast labels among nucleated cells (the truth).
     ``labs``: values keyed by :data:`LAB_NAMES` (``None`` = not measured).
     """
 
@@ -191,7 +192,7 @@ class SynthPatient:
     sex: str
     labs: Mapping[str, float | None]
     composition: Mapping[str, float]
-    counted_composition: Mapping[str, float]
+    nucleated_composition: Mapping[str, float]
     blast_fraction: float
     hard_case: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -313,7 +314,7 @@ def sample_patient(
     counted = {k: (1.0 - blast_fraction) * v for k, v in background.items()}
     for k, v in blast_mix.items():
         counted[k] = counted.get(k, 0.0) + blast_fraction * v
-    counted = {k: counted.get(k, 0.0) for k in COUNTED_LABELS}
+    counted = {k: counted.get(k, 0.0) for k in NUCLEATED_LABELS}
     counted = _normalise(counted)
 
     nc_factors = _NOT_COUNTED_FACTORS[diagnosis]
@@ -338,7 +339,7 @@ def sample_patient(
         sex=sex,
         labs=sample_labs(diagnosis, true_blasts, rng),
         composition=composition,
-        counted_composition=counted,
+        nucleated_composition=counted,
         blast_fraction=float(true_blasts),
         hard_case=hard,
     )
