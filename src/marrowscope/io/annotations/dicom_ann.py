@@ -1,0 +1,664 @@
+"""DICOM Microscopy Bulk Simple Annotations (ANN) as used by the BoneMarrowWSI-PediatricLeukemia
+collection in NCI IDC: reading (highdicom) and writing, both in the slide's level-0 pixel frame.
+
+Series kinds (dataset.md §3.2):
+
+- ``roi``: "Monolayer regions of interest for cell classification", SeriesNumber 33, no
+  ClinicalTrialSeriesID;
+- ``session`` k (zero-based): "Session k: Cell bounding boxes with cell type labels", 33+k, "k";
+- ``consensus``: "Consensus: cell bounding boxes with cell type labels", 42, "consensus";
+- ``unlabeled``: "Unlabeled cell bounding boxes", 42, "detection-only";
+- ``automatic`` (ours, predictions): "Automatic: cell bounding boxes with predicted cell types", 50, none.
+
+Inside a cell series there is one annotation group per label (alphabetical), split in two when the
+label has cells inside and outside ROIs. Groups of cells inside ROIs carry two measurements
+(EFO 0010197 cell id, DCM 130489 roi id), groups outside ROIs only the cell id (roi id -1 on reading).
+Structural labels (``no_consensus_found``, ``haematological_structure``) share one SNOMED code, so
+groups are told apart by their label, never by code. ``haematological_structure`` reads as an
+unlabeled box (``Cell.label is None``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from marrowscope.cells import Box, Cell, CellAnnotations, Region
+from marrowscope.errors import InputError
+from marrowscope.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import highdicom as hd
+
+    from marrowscope.io.slides.base import SlideInfo
+
+log = logging.getLogger(__name__)
+
+AnnotationKind = Literal["roi", "session", "consensus", "unlabeled", "automatic"]
+KINDS: tuple[str, ...] = ("roi", "session", "consensus", "unlabeled", "automatic")
+
+ANN_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.91.1"
+SM_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+UNLABELED_GROUP = "haematological_structure"
+ROI_GROUP = "region_of_interest"
+ROI_GROUP_ALIASES = frozenset({ROI_GROUP, "monolayer"})  # "monolayer": early converter versions
+
+ROI_DESCRIPTION = "Monolayer regions of interest for cell classification"
+SESSION_DESCRIPTION = "Session {k}: Cell bounding boxes with cell type labels"
+CONSENSUS_DESCRIPTION = "Consensus: cell bounding boxes with cell type labels"
+UNLABELED_DESCRIPTION = "Unlabeled cell bounding boxes"
+AUTOMATIC_DESCRIPTION = "Automatic: cell bounding boxes with predicted cell types"
+
+# Measurement concepts: (scheme, value)
+CELL_ID_CODES = frozenset({("EFO", "0010197"), ("DCM", "125010")})  # DCM Identifier: early converter
+ROI_ID_CODE = ("DCM", "130489")
+IMAGE_REGION_CODE = ("DCM", "111030")
+PRIVATE_SCHEME = "99MRWSCP"  # private coding scheme for our prediction measurements
+SCORE_CODE_VALUE = "SCORE"
+PROB_PREFIX = "Probability of "
+_FLOAT32_EXACT = 2**24  # integers above this are not exact in the float32 measurement values
+
+_SESSION_RE = re.compile(r"^\s*session\s+(\d+)\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AnnotationSeriesRef:
+    """What the header of one ANN instance says (no annotations decoded). ``load()`` reads it."""
+
+    kind: str
+    session: int | None
+    series_uid: str
+    sop_uid: str
+    study_uid: str
+    referenced_series_uid: str | None
+    referenced_sop_uid: str | None
+    series_description: str
+    path: str
+    patient_id: str | None = None
+    container_id: str | None = None
+    series_number: int | None = None
+
+    def load(self) -> AnnotationSeries:
+        return read_dicom_ann(self.path)
+
+
+@dataclass(frozen=True)
+class AnnotationSeries:
+    """One ANN instance decoded: its kind and the boxes it holds, in the referenced slide's level-0 frame.
+
+    For ``roi`` series the ROIs are in ``annotations.regions`` and ``annotations.cells`` is empty.
+    For ``session`` series each cell's ``label`` is its label in that session.
+    """
+
+    kind: str
+    session: int | None
+    annotations: CellAnnotations
+    series_uid: str
+    sop_uid: str
+    study_uid: str
+    referenced_series_uid: str | None
+    referenced_sop_uid: str | None
+    series_description: str
+    path: str
+    patient_id: str | None = None
+    container_id: str | None = None
+    series_number: int | None = None
+    algorithm_name: str | None = None
+    algorithm_version: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _resolve_file(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        if len(files) != 1:
+            raise InputError(p, f"expected one DICOM ANN file in the folder, found {len(files)}")
+        return files[0]
+    if not p.is_file():
+        raise InputError(p, "file not found")
+    return p
+
+
+def _dcmread(path: Path, *, header_only: bool) -> Dataset:
+    try:
+        if header_only:
+            return pydicom.dcmread(path, defer_size=4096)
+        return pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for corrupt input
+        raise InputError(
+            path, f"not a readable DICOM file ({type(exc).__name__}: {exc}); re-download it"
+        ) from exc
+
+
+def _check_is_ann(ds: Dataset, path: Path) -> None:
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop != ANN_SOP_CLASS_UID and ds.get("Modality") != "ANN":
+        raise InputError(
+            path, f"not a Microscopy Bulk Simple Annotations object (SOP class {sop or 'missing'}, "
+            f"modality {ds.get('Modality', 'missing')})"
+        )
+
+
+def _generation_types(ds: Dataset) -> set[str]:
+    return {str(g.get("AnnotationGroupGenerationType", "")) for g in ds.get("AnnotationGroupSequence", [])}
+
+
+def series_kind(ds: Dataset) -> tuple[str, int | None]:
+    """(kind, session) of an ANN dataset, from ClinicalTrialSeriesID, SeriesDescription and groups."""
+    trial_id = str(ds.get("ClinicalTrialSeriesID", "") or "").strip().lower()
+    desc = str(ds.get("SeriesDescription", "") or "").strip()
+    m = _SESSION_RE.match(desc)
+    if trial_id.isdigit():
+        return "session", int(trial_id)
+    if m:
+        return "session", int(m.group(1))
+    if trial_id == "consensus" or desc.lower().startswith("consensus"):
+        return "consensus", None
+    if trial_id == "detection-only" or desc.lower().startswith("unlabeled"):
+        return "unlabeled", None
+    if "AUTOMATIC" in _generation_types(ds) or desc.lower().startswith("automatic"):
+        return "automatic", None
+    labels = {str(g.get("AnnotationGroupLabel", "")) for g in ds.get("AnnotationGroupSequence", [])}
+    if "regions of interest" in desc.lower() or (labels and labels <= ROI_GROUP_ALIASES):
+        return "roi", None
+    if labels and labels <= {UNLABELED_GROUP}:
+        return "unlabeled", None
+    log.warning("ANN series %r has no known kind; reading it as labelled (consensus-like)", desc)
+    return "consensus", None
+
+
+def _ref_uids(ds: Dataset) -> tuple[str | None, str | None]:
+    ref_series = None
+    ref_sop = None
+    if "ReferencedSeriesSequence" in ds and len(ds.ReferencedSeriesSequence):
+        ref_series = str(ds.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    if "ReferencedImageSequence" in ds and len(ds.ReferencedImageSequence):
+        ref_sop = str(ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID)
+    elif ref_series is not None:
+        inst = ds.ReferencedSeriesSequence[0].get("ReferencedInstanceSequence", [])
+        if len(inst):
+            ref_sop = str(inst[0].ReferencedSOPInstanceUID)
+    return ref_series, ref_sop
+
+
+def _ref_from_dataset(ds: Dataset, path: Path) -> AnnotationSeriesRef:
+    kind, session = series_kind(ds)
+    ref_series, ref_sop = _ref_uids(ds)
+    number = ds.get("SeriesNumber")
+    return AnnotationSeriesRef(
+        kind=kind,
+        session=session,
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
+        referenced_series_uid=ref_series,
+        referenced_sop_uid=ref_sop,
+        series_description=str(ds.get("SeriesDescription", "") or ""),
+        path=str(path),
+        patient_id=str(ds.PatientID) if ds.get("PatientID") else None,
+        container_id=str(ds.ContainerIdentifier) if ds.get("ContainerIdentifier") else None,
+        series_number=int(number) if number not in (None, "") else None,
+    )
+
+
+def read_dicom_ann_header(path: str | Path) -> AnnotationSeriesRef:
+    """Kind, UIDs and references of an ANN file without decoding its annotations."""
+    p = _resolve_file(path)
+    ds = _dcmread(p, header_only=True)
+    _check_is_ann(ds, p)
+    return _ref_from_dataset(ds, p)
+
+
+def _label_from_group(group_label: str, path: Path) -> str | None:
+    from marrowscope.taxonomy import from_idc_label
+
+    if group_label == UNLABELED_GROUP:
+        return None
+    try:
+        return from_idc_label(group_label)
+    except InputError as exc:
+        raise InputError(path, f"unknown annotation group label {group_label!r} ({exc.problem})") from exc
+
+
+def _boxes_from_graphics(
+    graphics: Sequence[np.ndarray], graphic_type: str, path: Path, label: str
+) -> list[Box]:
+    if graphic_type not in ("RECTANGLE", "POLYGON", "ELLIPSE", "POLYLINE"):
+        raise InputError(path, f"group {label!r} has {graphic_type} graphics; boxes need RECTANGLE/POLYGON")
+    boxes = []
+    for g in graphics:
+        pts = np.asarray(g, dtype=np.float64).reshape(-1, 2)
+        x1, y1 = pts.min(axis=0)
+        x2, y2 = pts.max(axis=0)
+        try:
+            boxes.append(Box(float(x1), float(y1), float(x2), float(y2)))
+        except ValueError as exc:
+            raise InputError(path, f"group {label!r}: {exc}") from exc
+    return boxes
+
+
+def _code_key(code: Any) -> tuple[str, str]:
+    return (str(code.scheme_designator), str(code.value))
+
+
+def _as_int(v: float) -> int | None:
+    return None if math.isnan(v) else int(round(v))
+
+
+def _group_columns(group: hd.ann.AnnotationGroup, n: int) -> dict[str, Any]:
+    """Measurement columns of a group by role: cell_id, roi_id, image_region, score, probabilities."""
+    names, values, _units = group.get_measurements()
+    values = np.asarray(values, dtype=np.float64).reshape(n, len(names)) if names else np.zeros((n, 0))
+    out: dict[str, Any] = {"probabilities": {}}
+    for j, name in enumerate(names):
+        key = _code_key(name)
+        col = values[:, j]
+        if key in CELL_ID_CODES:
+            out["cell_id"] = col
+        elif key == ROI_ID_CODE:
+            out["roi_id"] = col
+        elif key == IMAGE_REGION_CODE:
+            out["image_region"] = col
+        elif key[0] == PRIVATE_SCHEME and key[1] == SCORE_CODE_VALUE:
+            out["score"] = col
+        elif key[0] == PRIVATE_SCHEME and str(name.meaning).startswith(PROB_PREFIX):
+            out["probabilities"][str(name.meaning)[len(PROB_PREFIX):]] = col
+    return out
+
+
+def read_dicom_ann(path: str | Path) -> AnnotationSeries:
+    """Read one ANN file (or a series folder holding one file) into an :class:`AnnotationSeries`."""
+    import highdicom as hd
+
+    p = _resolve_file(path)
+    ds = _dcmread(p, header_only=False)
+    _check_is_ann(ds, p)
+    ref = _ref_from_dataset(ds, p)
+    if str(ds.get("AnnotationCoordinateType", "2D")) != "2D":
+        raise InputError(
+            p, "annotation coordinates are 3D (frame of reference); only 2D pixel coordinates are supported"
+        )
+    try:
+        ann = hd.ann.MicroscopyBulkSimpleAnnotations.from_dataset(ds, copy=False)
+        groups = ann.get_annotation_groups()
+    except Exception as exc:
+        raise InputError(p, f"cannot decode annotation groups ({type(exc).__name__}: {exc})") from exc
+
+    any_roi_column = False
+    cells: list[Cell] = []
+    regions: list[Region] = []
+    algo_name = algo_version = None
+    for group in groups:
+        label = str(group.label)
+        if group.algorithm_identification is not None:
+            algo = group.algorithm_identification[0]
+            algo_name, algo_version = str(algo.AlgorithmName), str(algo.AlgorithmVersion)
+        try:
+            graphics = group.get_graphic_data(coordinate_type="2D")
+        except Exception as exc:
+            raise InputError(p, f"group {label!r}: cannot decode graphic data ({exc})") from exc
+        boxes = _boxes_from_graphics(graphics, group.graphic_type.value, p, label)
+        cols = _group_columns(group, len(boxes))
+        if label in ROI_GROUP_ALIASES:
+            ids = cols.get("image_region", cols.get("roi_id"))
+            for i, box in enumerate(boxes):
+                rid = _as_int(ids[i]) if ids is not None else None
+                regions.append(Region(box=box, roi_id=rid if rid is not None else i))
+            continue
+        name = _label_from_group(label, p)
+        any_roi_column = any_roi_column or "roi_id" in cols
+        cell_ids = cols.get("cell_id")
+        roi_ids = cols.get("roi_id")
+        score = cols.get("score")
+        probs: dict[str, np.ndarray] = cols["probabilities"]
+        for i, box in enumerate(boxes):
+            p_i = {k: float(v[i]) for k, v in probs.items() if not math.isnan(v[i])} or None
+            cells.append(
+                Cell(
+                    box=box,
+                    label=name,
+                    cell_id=_as_int(cell_ids[i]) if cell_ids is not None else None,
+                    roi_id=(_as_int(roi_ids[i]) if roi_ids is not None else -1),
+                    score=(None if score is None or math.isnan(score[i]) else float(score[i])),
+                    probabilities=p_i,
+                )
+            )
+    if ref.kind == "automatic" and not any_roi_column:
+        cells = [replace(c, roi_id=None) for c in cells]
+    annotations = CellAnnotations(
+        cells=tuple(cells),
+        regions=tuple(regions),
+        slide_id=ref.container_id,
+        source=f"dicom-ann:{ref.kind}" + (f":{ref.session}" if ref.session is not None else ""),
+        extra={"frame": "dicom", "series_uid": ref.series_uid,
+               "referenced_series_uid": ref.referenced_series_uid or ""},
+    )
+    return AnnotationSeries(
+        kind=ref.kind,
+        session=ref.session,
+        annotations=annotations,
+        series_uid=ref.series_uid,
+        sop_uid=ref.sop_uid,
+        study_uid=ref.study_uid,
+        referenced_series_uid=ref.referenced_series_uid,
+        referenced_sop_uid=ref.referenced_sop_uid,
+        series_description=ref.series_description,
+        path=ref.path,
+        patient_id=ref.patient_id,
+        container_id=ref.container_id,
+        series_number=ref.series_number,
+        algorithm_name=algo_name,
+        algorithm_version=algo_version,
+    )
+
+
+def merge_sessions(base: CellAnnotations, sessions: Iterable[AnnotationSeries]) -> CellAnnotations:
+    """Fill ``Cell.session_labels`` of ``base`` (matched by ``cell_id``) from Session k series.
+
+    Session k holds only the cells that received at least k+1 labels, so a cell's labels are the
+    sessions 0, 1, ... it appears in; a gap (present in k but not in k-1) raises :class:`InputError`.
+    """
+    per_cell: dict[int, dict[int, str]] = defaultdict(dict)
+    ordered = sorted((s for s in sessions if s.kind == "session"), key=lambda s: s.session or 0)
+    for s in ordered:
+        assert s.session is not None
+        for c in s.annotations.cells:
+            if c.cell_id is None or c.label is None:
+                continue
+            per_cell[c.cell_id][s.session] = c.label
+    out = []
+    for c in base.cells:
+        labels = per_cell.get(c.cell_id, {}) if c.cell_id is not None else {}
+        if labels and sorted(labels) != list(range(len(labels))):
+            path = ordered[0].path if ordered else "sessions"
+            raise InputError(
+                path, f"cell {c.cell_id} has labels in sessions {sorted(labels)}: session k must only hold "
+                "cells labelled in sessions 0..k-1 too (zero-based sessions)"
+            )
+        out.append(replace(c, session_labels=tuple(labels[k] for k in sorted(labels))))
+    return base.with_cells(out)
+
+
+# ----------------------------------------------------------------------------------------------- checking
+
+
+def check_references(
+    series: AnnotationSeries | AnnotationSeriesRef, slide_info: SlideInfo, *, check_bounds: bool = True
+) -> None:
+    """Raise :class:`InputError` when ``series`` belongs to another slide than ``slide_info``.
+
+    Compares the referenced SM series UID with ``slide_info.properties['dicom.SeriesInstanceUID']``
+    (and the container identifier / slide id when UIDs are not available); with ``check_bounds`` also
+    checks that every box lies inside the slide.
+    """
+    props = slide_info.properties
+    slide_series = props.get("dicom.SeriesInstanceUID")
+    if slide_series and series.referenced_series_uid and series.referenced_series_uid != slide_series:
+        raise InputError(
+            series.path, f"annotations reference slide series {series.referenced_series_uid}, but the slide "
+            f"{slide_info.slide_id} is series {slide_series}: use the ANN series of this slide"
+        )
+    slide_container = props.get("dicom.ContainerIdentifier") or slide_info.slide_id
+    if (not slide_series or not series.referenced_series_uid) and series.container_id and slide_container \
+            and series.container_id != slide_container:
+        raise InputError(
+            series.path, f"annotations belong to slide {series.container_id}, not to {slide_container}"
+        )
+    if check_bounds and isinstance(series, AnnotationSeries):
+        boxes = [c.box for c in series.annotations.cells] + [r.box for r in series.annotations.regions]
+        tol = 1.0
+        bad = [b for b in boxes if not b.within(slide_info.width + tol, slide_info.height + tol)
+               or b.x1 < -tol or b.y1 < -tol]
+        if bad:
+            raise InputError(
+                series.path, f"{len(bad)} box(es) lie outside the slide ({slide_info.width} x "
+                f"{slide_info.height} px), e.g. {bad[0].as_tuple()}: wrong slide or wrong coordinate frame "
+                "(CSV boxes need the openslide bounds offset)"
+            )
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def hex_to_cielab(color: str) -> tuple[float, float, float]:
+    """'#rrggbb' (sRGB, D65) to CIE L*a*b*."""
+    s = color.lstrip("#")
+    if len(s) != 6:
+        raise ValueError(f"colour {color!r} is not #rrggbb")
+    rgb = np.array([int(s[i : i + 2], 16) / 255.0 for i in (0, 2, 4)])
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                  [0.0193339, 0.1191920, 0.9503041]])
+    xyz = m @ lin / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    L = 116 * f[1] - 16
+    a = 500 * (f[0] - f[1])
+    b = 200 * (f[1] - f[2])
+    return (float(np.clip(L, 0, 100)), float(np.clip(a, -127, 127)), float(np.clip(b, -128, 127)))
+
+
+def _hd_code(code: Any) -> Any:
+    from pydicom.sr.coding import Code as PdCode
+
+    return PdCode(value=str(code.value), scheme_designator=str(code.scheme), meaning=str(code.meaning))
+
+
+def _label_concepts(name: str) -> tuple[str, Any, Any, str]:
+    """(group label, category Code, type Code, colour) for a taxonomy label name."""
+    from marrowscope.taxonomy import LABELS, to_idc_label
+
+    info = LABELS.get(name)
+    if info is None:
+        raise ValueError(f"unknown label {name!r}: not in marrowscope.taxonomy.LABELS")
+    idc = to_idc_label(name) if name not in (UNLABELED_GROUP, ROI_GROUP) else name
+    return idc, _hd_code(info.category), _hd_code(info.type_code), info.color
+
+
+def _rect(box: Box) -> np.ndarray:
+    return np.array(
+        [[box.x1, box.y1], [box.x2, box.y1], [box.x2, box.y2], [box.x1, box.y2]], dtype=np.float32
+    )
+
+
+def _check_ids(values: Sequence[int], what: str) -> None:
+    if any(abs(v) > _FLOAT32_EXACT for v in values):
+        raise ValueError(f"{what} above 2**24 cannot be stored exactly in DICOM float32 measurements")
+
+
+def _unit() -> Any:
+    from pydicom.sr.codedict import codes
+
+    return codes.UCUM.NoUnits
+
+
+def _cell_measurements(cells: Sequence[Cell], inside: bool, prob_classes: Sequence[str],
+                       with_score: bool) -> list[Any]:
+    import highdicom as hd
+    from pydicom.sr.coding import Code as PdCode
+
+    ids = [c.cell_id if c.cell_id is not None else -1 for c in cells]
+    _check_ids(ids, "cell_id")
+    ms = [hd.ann.Measurements(name=PdCode("0010197", "EFO", "single cell identifier"),
+                              values=np.array(ids, dtype=np.float64), unit=_unit())]
+    if inside:
+        rois = [int(c.roi_id) for c in cells if c.roi_id is not None]
+        _check_ids(rois, "roi_id")
+        roi_code = PdCode("130489", "DCM", "Referenced Region of Interest Identifier")
+        ms.append(hd.ann.Measurements(name=roi_code, values=np.array(rois, dtype=np.float64), unit=_unit()))
+    if with_score:
+        vals = np.array([np.nan if c.score is None else c.score for c in cells], dtype=np.float64)
+        if not np.isnan(vals).all():  # highdicom cannot write an all-missing column
+            ms.append(hd.ann.Measurements(name=PdCode(SCORE_CODE_VALUE, PRIVATE_SCHEME, "Detection score"),
+                                          values=vals, unit=_unit()))
+    for j, cls in enumerate(prob_classes):
+        vals = np.array([np.nan if not c.probabilities or cls not in c.probabilities else c.probabilities[cls]
+                         for c in cells], dtype=np.float64)
+        meaning = f"{PROB_PREFIX}{cls}"
+        if len(meaning) > 64:
+            raise ValueError(f"class name {cls!r} too long for a DICOM code meaning (64 characters)")
+        if not np.isnan(vals).all():
+            ms.append(hd.ann.Measurements(name=PdCode(f"P{j:04d}", PRIVATE_SCHEME, meaning), values=vals,
+                                          unit=_unit()))
+    return ms
+
+
+def _series_defaults(kind: str, session: int | None) -> tuple[str, int, str | None]:
+    if kind == "roi":
+        return ROI_DESCRIPTION, 33, None
+    if kind == "session":
+        if session is None or session < 0:
+            raise ValueError("kind='session' needs session=k (zero-based)")
+        return SESSION_DESCRIPTION.format(k=session), 33 + session, str(session)
+    if kind == "consensus":
+        return CONSENSUS_DESCRIPTION, 42, "consensus"
+    if kind == "unlabeled":
+        return UNLABELED_DESCRIPTION, 42, "detection-only"
+    if kind == "automatic":
+        return AUTOMATIC_DESCRIPTION, 50, None
+    raise ValueError(f"unknown kind {kind!r}; use one of {KINDS}")
+
+
+def _cells_for_kind(annotations: CellAnnotations, kind: str, session: int | None) -> list[tuple[Cell, str]]:
+    """(cell, label name to write) pairs for a cell series kind."""
+    if kind == "session":
+        assert session is not None
+        return [(c, c.session_labels[session]) for c in annotations.cells if len(c.session_labels) > session]
+    if kind == "unlabeled":
+        return [(c, UNLABELED_GROUP) for c in annotations.cells]
+    if kind == "consensus":
+        out = [(c, c.label) for c in annotations.cells if c.label is not None]
+        if len(out) < len(annotations.cells):
+            log.warning("consensus series: %d unlabeled boxes left out (write them with kind='unlabeled')",
+                        len(annotations.cells) - len(out))
+        return out
+    return [(c, c.label if c.label is not None else UNLABELED_GROUP) for c in annotations.cells]
+
+
+def write_dicom_ann(
+    annotations: CellAnnotations,
+    out_path: str | Path,
+    *,
+    source_image: Dataset,
+    kind: str,
+    session: int | None = None,
+    generation: str | None = None,
+    algorithm_name: str | None = None,
+    algorithm_version: str | None = None,
+    series_number: int | None = None,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    series_description: str | None = None,
+    manufacturer: str = "marrowscope",
+    manufacturer_model_name: str = "marrowscope",
+    software_versions: str | None = None,
+    device_serial_number: str = "0",
+) -> Path:
+    """Write one ANN instance (RECTANGLE graphics, 2D pixel coordinates) referencing ``source_image``.
+
+    ``source_image`` is the pydicom header of the base-level SM instance of the slide the boxes belong
+    to. ``kind`` picks what is written: ``roi`` the regions; ``session`` (with ``session=k``) the k-th
+    session label of cells that have one; ``consensus`` the labels; ``unlabeled`` every box as
+    ``haematological_structure``; ``automatic`` predictions (``generation`` AUTOMATIC, ``algorithm_name``
+    required), with ``Cell.score`` and ``Cell.probabilities`` stored as measurements.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    import marrowscope
+
+    desc, number, trial_id = _series_defaults(kind, session)
+    gen = (generation or ("AUTOMATIC" if kind == "automatic" else "MANUAL")).upper()
+    if gen not in ("MANUAL", "AUTOMATIC", "SEMIAUTOMATIC"):
+        raise ValueError(f"generation {generation!r}: use MANUAL or AUTOMATIC")
+    algo = None
+    if gen != "MANUAL":
+        if not algorithm_name:
+            raise ValueError("AUTOMATIC annotations need algorithm_name (and algorithm_version)")
+        algo = hd.AlgorithmIdentificationSequence(
+            name=algorithm_name, family=codes.DCM.ArtificialIntelligence,
+            version=algorithm_version or "unknown",
+        )
+    for attr in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        if attr not in source_image:
+            raise ValueError(f"source_image lacks {attr}: pass the base-level SM header of the slide")
+
+    groups: list[hd.ann.AnnotationGroup] = []
+
+    def add_group(label: str, cat: Any, typ: Any, color: str, boxes: list[Box], ms: list[Any],
+                  description: str | None) -> None:
+        groups.append(hd.ann.AnnotationGroup(
+            number=len(groups) + 1, uid=hd.UID(), label=label, annotated_property_category=cat,
+            annotated_property_type=typ, graphic_type="RECTANGLE", graphic_data=[_rect(b) for b in boxes],
+            algorithm_type=gen, algorithm_identification=algo, measurements=ms, description=description,
+            display_color=hd.color.CIELabColor(*hex_to_cielab(color)),
+        ))
+
+    if kind == "roi":
+        if annotations.regions:
+            label, cat, typ, color = _label_concepts(ROI_GROUP)
+            ids = [r.roi_id for r in annotations.regions]
+            _check_ids(ids, "roi_id")
+            from pydicom.sr.coding import Code as PdCode
+
+            ms = [hd.ann.Measurements(name=PdCode("111030", "DCM", "Image Region"),
+                                      values=np.array(ids, dtype=np.float64), unit=_unit())]
+            add_group(label, cat, typ, color, [r.box for r in annotations.regions], ms, None)
+    else:
+        pairs = _cells_for_kind(annotations, kind, session)
+        by_label: dict[str, list[Cell]] = defaultdict(list)
+        for cell, name in pairs:
+            by_label[name].append(cell)
+        prob_classes: list[str] = []
+        with_score = False
+        if gen != "MANUAL":
+            prob_classes = sorted({k for c, _ in pairs for k in (c.probabilities or {})})
+            with_score = any(c.score is not None for c, _ in pairs)
+        concepts = {name: _label_concepts(name) for name in by_label}
+        for name in sorted(by_label, key=lambda n: concepts[n][0]):
+            label, cat, typ, color = concepts[name]
+            cells = by_label[name]
+            inside = [c for c in cells if c.roi_id is not None and c.roi_id >= 0]
+            outside = [c for c in cells if c.roi_id is None or c.roi_id < 0]
+            for part, is_inside in ((inside, True), (outside, False)):
+                if part:
+                    ms = _cell_measurements(part, is_inside, prob_classes, with_score)
+                    add_group(label, cat, typ, color, [c.box for c in part], ms,
+                              "cells inside ROIs" if is_inside else "cells outside ROIs")
+    if not groups:
+        raise ValueError(f"nothing to write for kind={kind!r}: no boxes of that kind in the annotations")
+
+    obj = hd.ann.MicroscopyBulkSimpleAnnotations(
+        source_images=[source_image],
+        annotation_coordinate_type="2D",
+        annotation_groups=groups,
+        series_instance_uid=series_uid or hd.UID(),
+        series_number=series_number if series_number is not None else number,
+        sop_instance_uid=sop_uid or hd.UID(),
+        instance_number=1,
+        manufacturer=manufacturer,
+        manufacturer_model_name=manufacturer_model_name,
+        software_versions=software_versions or f"marrowscope {marrowscope.__version__}",
+        device_serial_number=device_serial_number,
+        series_description=series_description or desc,
+    )
+    if trial_id is not None:
+        obj.ClinicalTrialSeriesID = trial_id
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        obj.save_as(tmp, enforce_file_format=True)
+    log.info("wrote %s ANN with %d groups to %s", kind, len(groups), out)
+    return out
