@@ -164,7 +164,6 @@ def _header_dataset(
 
     ds = Dataset()
     ds.PatientID = patient_id
-    ds.PatientName = patient_id
     if patient_age is not None:
         ds.PatientAge = patient_age
     if patient_sex is not None:
@@ -209,7 +208,7 @@ def _metadata(slide_id: str, patient_id: str, patient_sex: str | None, mpp: floa
     return WsiMetadata(
         study=Study(description=STUDY_DESCRIPTION),
         series=Series(number=1, description=SERIES_DESCRIPTION),
-        patient=Patient(name=patient_id, identifier=patient_id, sex=sex),
+        patient=Patient(identifier=patient_id, sex=sex),
         equipment=Equipment(manufacturer=MANUFACTURER, model_name=MODEL_NAME),
         slide=Slide(identifier=slide_id),
         pyramid=Pyramid(image=Image(pixel_spacing=SizeMm(mpp / 1000.0, mpp / 1000.0)), optical_paths=[]),
