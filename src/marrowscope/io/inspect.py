@@ -169,6 +169,9 @@ def _ann_groups(path: Path) -> tuple[AnnotationGroupSummary, ...]:
 
 
 def summarize_dicom_ann(path: str | Path) -> AnnotationSummary:
+    from marrowscope.io.slides.dicom import quiet_dicom_imports
+
+    quiet_dicom_imports()
     from marrowscope.io.annotations.dicom_ann import read_dicom_ann
 
     series = read_dicom_ann(path)
@@ -266,6 +269,9 @@ def summarize_cohort(path: str | Path, *, count_labels: bool = True) -> CohortSu
     ``count_labels`` decodes the consensus, unlabeled and ROI series (all ANN objects of a real IDC
     download together are 17 MB); without it only headers are read.
     """
+    from marrowscope.io.slides.dicom import quiet_dicom_imports
+
+    quiet_dicom_imports()
     from marrowscope.io.cohort import discover_cohort
 
     root = Path(path)

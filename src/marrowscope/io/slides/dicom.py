@@ -6,6 +6,7 @@ RECTANGLE annotation (ANN) objects. Files are told apart by their DICOM headers,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -65,6 +66,32 @@ class DicomFileHeader:
     def is_volume(self) -> bool:
         """A pyramid level (not a label, overview or thumbnail image)."""
         return self.is_slide and (len(self.image_type) < 3 or self.image_type[2] == "VOLUME")
+
+
+def quiet_dicom_imports() -> None:
+    """Import wsidicom (and through it dicomweb_client) without pydicom's deprecation notice.
+
+    dicomweb_client imports ``pydicom.encaps.get_frame_offsets``, which pydicom 3 reports through
+    its logger at WARNING level on every first import: noise for the user, so the ``pydicom``
+    logger is muted for the duration of that one import.
+    """
+    import sys
+    import warnings
+
+    if "wsidicom" in sys.modules and "dicomweb_client" in sys.modules:
+        return
+    logger = logging.getLogger("pydicom")
+    was_disabled = logger.disabled
+    logger.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import wsidicom  # noqa: F401
+
+            with contextlib.suppress(ImportError):  # optional dependency of wsidicom
+                import dicomweb_client.file  # noqa: F401
+    finally:
+        logger.disabled = was_disabled
 
 
 def _has_dicm_magic(path: Path) -> bool:
@@ -241,6 +268,8 @@ class DicomSlide(SlideReader):
         series_uid: str | None = None,
     ) -> None:
         import pydicom
+
+        quiet_dicom_imports()
         from wsidicom import WsiDicom
 
         headers = find_slide_files(source, series_uid)

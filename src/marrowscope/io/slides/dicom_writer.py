@@ -243,6 +243,9 @@ def write_dicom_wsi(
     stored as JSON in the header; when not
     given, mpp and zero bounds are stored.
     """
+    from marrowscope.io.slides.dicom import quiet_dicom_imports
+
+    quiet_dicom_imports()
     from wsidicomizer import WsiDicomizer
 
     out_dir = Path(out_dir)
