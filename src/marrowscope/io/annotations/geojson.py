@@ -74,12 +74,12 @@ def _ring(box: Box) -> list[list[list[float]]]:
 
 
 def _feature(
-    fid: str, box: Box, object_type: str, label: str | None, colors: Mapping[str, str] | None,
+    fid: str, box: Box, object_type: str, label: str | None, colors: dict[str, list[int]],
     measurements: dict[str, float], metadata: dict[str, str],
 ) -> dict[str, Any]:
     props: dict[str, Any] = {"objectType": object_type}
     if label is not None:
-        props["classification"] = {"name": label, "color": label_color(label, colors)}
+        props["classification"] = {"name": label, "color": list(colors[label])}
     if measurements:
         props["measurements"] = measurements
     if metadata:
@@ -100,12 +100,14 @@ def write_geojson(
     them editable). ``colors``: label -> '#rrggbb' overrides."""
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"object_type must be one of {', '.join(OBJECT_TYPES)}, not {object_type!r}")
+    labels = {c.label for c in ann.cells if c.label is not None} | {r.label for r in ann.regions}
+    rgb = {label: label_color(label, colors) for label in labels}
     ns = uuid.uuid5(uuid.NAMESPACE_URL, f"marrowscope:{ann.slide_id or ann.image_path or ''}")
     features: list[dict[str, Any]] = []
     for r in ann.regions:
         features.append(
             _feature(str(uuid.uuid5(ns, f"region/{r.roi_id}/{r.box.as_tuple()}")), r.box, "annotation",
-                     r.label, colors, {"roi_id": int(r.roi_id)}, {"kind": "region"})
+                     r.label, rgb, {"roi_id": int(r.roi_id)}, {"kind": "region"})
         )
     for k, c in enumerate(ann.cells):
         meas: dict[str, float] = {}
@@ -119,7 +121,7 @@ def write_geojson(
             meas["roi_id"] = int(c.roi_id)
         meta = {"session_labels": "|".join(c.session_labels)} if c.session_labels else {}
         fid = str(uuid.uuid5(ns, f"cell/{k}"))
-        features.append(_feature(fid, c.box, object_type, c.label, colors, meas, meta))
+        features.append(_feature(fid, c.box, object_type, c.label, rgb, meas, meta))
     info = {
         k: v for k, v in (("slide_id", ann.slide_id), ("image_path", ann.image_path), ("width", ann.width),
                           ("height", ann.height), ("mpp", ann.mpp)) if v is not None
