@@ -21,9 +21,9 @@ def _img(h: int = 256, w: int = 320) -> np.ndarray:
 
 def _cells() -> CellAnnotations:
     cells = (
-        Cell(Box(10, 10, 40, 40), label="lymphoblast", cell_id=1, roi_id=7),
-        Cell(Box(50, 10, 80, 40), label="lymphoblast", cell_id=2, roi_id=7),
-        Cell(Box(90, 10, 120, 40), label="myeloblast", cell_id=3, roi_id=-1),
+        Cell(Box(10, 10, 40, 40), "lymphoblast", 1, 7, session_labels=("lymphoblast", "lymphoblast")),
+        Cell(Box(50, 10, 80, 40), "lymphoblast", 2, 7, session_labels=("myeloblast", "lymphoblast")),
+        Cell(Box(90, 10, 120, 40), "myeloblast", 3, -1, session_labels=("myeloblast", "myeloblast")),
     )
     return CellAnnotations(cells=cells, regions=(Region(Box(0, 0, 200, 200), roi_id=7),), slide_id="P1_1_bm")
 
