@@ -215,6 +215,13 @@ def _ref_from_dataset(ds: Dataset, path: Path) -> AnnotationSeriesRef:
     )
 
 
+def annotation_ref_from_dataset(ds: Dataset, path: str | Path) -> AnnotationSeriesRef:
+    """The :class:`AnnotationSeriesRef` of an already-read ANN header (InputError if not an ANN)."""
+    p = Path(path)
+    _check_is_ann(ds, p)
+    return _ref_from_dataset(ds, p)
+
+
 def read_dicom_ann_header(path: str | Path) -> AnnotationSeriesRef:
     """Kind, UIDs and references of an ANN file without decoding its annotations."""
     p = _resolve_file(path)
