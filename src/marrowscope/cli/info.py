@@ -84,6 +84,10 @@ def format_summary(s: Summary) -> str:
             )
             if not same:
                 lines.extend(_counts(dict(s.csv_label_counts)))
+        if s.n_orphan_series:
+            lines.append(f"  {s.n_orphan_series} annotation series reference a slide not in this folder")
+        for problem in s.problems:
+            lines.append(f"  problem: {problem}")
         lines.append("  patients:")
         for p in s.patients:
             kinds = ", ".join(f"{k} {v}" for k, v in p.ann_series.items()) or "no annotations"

@@ -101,6 +101,8 @@ class CohortSummary:
     n_rois: int
     csv_label_counts: Mapping[str, int] | None = None  # from csv/cells_labelled.csv when present
     diagnoses: Mapping[str, int] = field(default_factory=dict)
+    n_orphan_series: int = 0  # ANN series whose referenced slide is not in the folder
+    problems: tuple[str, ...] = ()  # what discovery found wrong (unreadable CSVs, mismatches)
     kind: str = "cohort"
 
 
@@ -324,6 +326,8 @@ def summarize_cohort(path: str | Path, *, count_labels: bool = True) -> CohortSu
         n_rois=n_rois,
         csv_label_counts=csv_counts,
         diagnoses=dict(sorted(diagnoses.items())),
+        n_orphan_series=len(getattr(cohort, "orphan_series", ()) or ()),
+        problems=tuple(str(p) for p in (getattr(cohort, "problems", ()) or ())),
     )
 
 
