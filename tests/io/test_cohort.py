@@ -12,7 +12,7 @@ from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
 from marrowscope.io.annotations.bmdeep_csv import dicom_to_csv, write_cells_csv, write_rois_csv
 from marrowscope.io.annotations.clinical import ClinicalRecord, write_clinical_csv
-from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+from marrowscope.io.annotations.dicom_ann import write_dataset_series, write_dicom_ann
 from marrowscope.io.cohort import discover_cohort, load_patient_annotations
 
 BOUNDS = {"openslide.bounds-x": "1000", "openslide.bounds-y": "500", "openslide.mpp-x": "0.11"}
@@ -50,25 +50,14 @@ def _write_slide(root: Path, patient: str, slide: str) -> object:
     return src
 
 
-def _write_ann(root: Path, src: object, ann: CellAnnotations, kind: str, session: int | None = None) -> None:
-    import highdicom as hd
-
-    uid = hd.UID()
-    write_dicom_ann(ann, _series_dir(root, src, "ANN", uid) / "ann.dcm", source_image=src,  # type: ignore
-                    kind=kind, session=session, series_uid=uid)
-
-
 @pytest.fixture()
 def cohort_dir(tmp_path: Path) -> Path:
     root = tmp_path / "cohort"
     a, b = _write_slide(root, "AAA", "AAA_1_bm"), _write_slide(root, "BBB", "BBB_1_bm")
     lab, unl = _labelled(), _unlabelled()
-    _write_ann(root, a, lab, "roi")
-    for k in range(3):
-        _write_ann(root, a, lab, "session", k)
-    _write_ann(root, a, lab, "consensus")
-    _write_ann(root, b, unl, "roi")
-    _write_ann(root, b, unl, "unlabeled")
+    for src, ann in ((a, lab), (b, unl)):
+        study_dir = root / "dicom" / str(src.PatientID) / str(src.StudyInstanceUID)  # type: ignore
+        write_dataset_series(ann, study_dir, source_image=src)  # type: ignore[arg-type]
     # an ANN whose slide is not in the folder
     other = make_source_image(patient_id="ZZZ", slide_id="ZZZ_1_bm")
     import highdicom as hd

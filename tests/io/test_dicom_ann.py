@@ -21,6 +21,7 @@ from marrowscope.io.annotations.dicom_ann import (
     read_dicom_ann,
     read_dicom_ann_header,
     series_kind,
+    write_dataset_series,
     write_dicom_ann,
 )
 from marrowscope.io.slides.base import SlideInfo, SlideLevel
@@ -315,3 +316,29 @@ def test_hex_to_cielab_known_values() -> None:
     assert hex_to_cielab("#000000") == pytest.approx((0.0, 0.0, 0.0), abs=0.05)
     L, a, b = hex_to_cielab("#ff0000")
     assert (L, a, b) == pytest.approx((53.24, 80.09, 67.20), abs=0.1)
+
+
+def test_writer_checks_boxes_against_the_source_image(tmp_path: Path, src: pydicom.Dataset) -> None:
+    ann = CellAnnotations(cells=(Cell(Box(3950, 10, 4100, 60), "lymphocyte", cell_id=1, roi_id=-1),))
+    with pytest.raises(InputError, match="outside the slide"):
+        write_dicom_ann(ann, tmp_path / "a.dcm", source_image=src, kind="consensus")
+    assert not (tmp_path / "a.dcm").exists()
+    sm = save_source_image(src, tmp_path / "sm.dcm")  # a file path works as source_image too
+    ok = write_dicom_ann(ann.shifted(-200, 0), tmp_path / "b.dcm", source_image=sm, kind="consensus")
+    assert read_dicom_ann(ok).referenced_sop_uid == src.SOPInstanceUID
+
+
+def test_write_dataset_series_layout(tmp_path: Path, src: pydicom.Dataset) -> None:
+    ann = _cells()
+    extra = Cell(Box(1200, 1200, 1290, 1300), None, cell_id=80001, roi_id=2345)
+    ann = ann.with_cells((*ann.cells, extra))
+    paths = write_dataset_series(ann, tmp_path / "study", source_image=src)
+    kinds = [(s.kind, s.session) for s in map(read_dicom_ann, paths)]
+    assert kinds == [("roi", None), ("session", 0), ("session", 1), ("session", 2), ("consensus", None),
+                     ("unlabeled", None)]
+    assert all(p.parent.name.startswith("ANN_") and p.parent.parent == tmp_path / "study" for p in paths)
+    again = write_dataset_series(ann, tmp_path / "study2", source_image=src)
+    rel = [p.relative_to(tmp_path / "study") for p in paths]
+    assert [p.relative_to(tmp_path / "study2") for p in again] == rel  # same UIDs for the same inputs
+    unl = read_dicom_ann(paths[-1]).annotations
+    assert [c.cell_id for c in unl.cells] == [80001]

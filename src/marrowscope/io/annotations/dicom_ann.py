@@ -426,16 +426,18 @@ def check_references(
             series.path, f"annotations belong to slide {series.container_id}, not to {slide_container}"
         )
     if check_bounds and isinstance(series, AnnotationSeries):
-        boxes = [c.box for c in series.annotations.cells] + [r.box for r in series.annotations.regions]
-        tol = 1.0
-        bad = [b for b in boxes if not b.within(slide_info.width + tol, slide_info.height + tol)
-               or b.x1 < -tol or b.y1 < -tol]
-        if bad:
-            raise InputError(
-                series.path, f"{len(bad)} box(es) lie outside the slide ({slide_info.width} x "
-                f"{slide_info.height} px), e.g. {bad[0].as_tuple()}: wrong slide or wrong coordinate frame "
-                "(CSV boxes need the openslide bounds offset)"
-            )
+        _raise_outside(series.annotations, slide_info.width, slide_info.height, series.path)
+
+
+def _raise_outside(ann: CellAnnotations, width: int, height: int, path: object, tol: float = 1.0) -> None:
+    boxes = [c.box for c in ann.cells] + [r.box for r in ann.regions]
+    bad = [b for b in boxes if b.x1 < -tol or b.y1 < -tol or b.x2 > width + tol or b.y2 > height + tol]
+    if bad:
+        raise InputError(
+            path, f"{len(bad)} box(es) lie outside the slide ({width} x {height} px), e.g. "
+            f"{bad[0].as_tuple()}: wrong slide or wrong coordinate frame (CSV boxes need the openslide "
+            "bounds offset)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -555,11 +557,34 @@ def _cells_for_kind(annotations: CellAnnotations, kind: str, session: int | None
     return [(c, c.label if c.label is not None else UNLABELED_GROUP) for c in annotations.cells]
 
 
+def _source_dataset(source: Dataset | str | Path) -> Dataset:
+    if isinstance(source, Dataset):
+        return source
+    p = Path(source)
+    ds = _dcmread(p, header_only=True)
+    if str(ds.get("SOPClassUID", "")) != SM_SOP_CLASS_UID:
+        raise InputError(p, "source_image is not a VL Whole Slide Microscopy (SM) instance")
+    return ds
+
+
+def _check_inside(annotations: CellAnnotations, source: Dataset, out: Path) -> None:
+    width, height = source.get("TotalPixelMatrixColumns"), source.get("TotalPixelMatrixRows")
+    if not width or not height:
+        return
+    _raise_outside(annotations, int(width), int(height), out)
+
+
+def _derived_uid(*parts: object) -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
+
+
 def write_dicom_ann(
     annotations: CellAnnotations,
     out_path: str | Path,
     *,
-    source_image: Dataset,
+    source_image: Dataset | str | Path,
     kind: str,
     session: int | None = None,
     generation: str | None = None,
@@ -576,18 +601,22 @@ def write_dicom_ann(
 ) -> Path:
     """Write one ANN instance (RECTANGLE graphics, 2D pixel coordinates) referencing ``source_image``.
 
-    ``source_image`` is the pydicom header of the base-level SM instance of the slide the boxes belong
-    to. ``kind`` picks what is written: ``roi`` the regions; ``session`` (with ``session=k``) the k-th
-    session label of cells that have one; ``consensus`` the labels; ``unlabeled`` every box as
-    ``haematological_structure``; ``automatic`` predictions (``generation`` AUTOMATIC, ``algorithm_name``
-    required), with ``Cell.score`` and ``Cell.probabilities`` stored as measurements.
+    ``source_image`` is the pydicom header (or the file) of the base-level SM instance of the slide the
+    boxes belong to; boxes outside its pixel matrix raise :class:`InputError`. ``kind`` picks what is
+    written: ``roi`` the regions; ``session`` (with ``session=k``) the k-th session label of cells
+    that have one; ``consensus`` the labels; ``unlabeled`` every box as ``haematological_structure``;
+    ``automatic`` predictions (``generation`` AUTOMATIC, ``algorithm_name`` required), with
+    ``Cell.score`` and ``Cell.probabilities`` stored as measurements.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     import marrowscope
 
+    source_image = _source_dataset(source_image)
     desc, number, trial_id = _series_defaults(kind, session)
+    _check_inside(annotations, source_image, Path(out_path))
+    sop_uid = sop_uid or hd.UID()
     gen = (generation or ("AUTOMATIC" if kind == "automatic" else "MANUAL")).upper()
     if gen not in ("MANUAL", "AUTOMATIC", "SEMIAUTOMATIC"):
         raise ValueError(f"generation {generation!r}: use MANUAL or AUTOMATIC")
@@ -608,7 +637,8 @@ def write_dicom_ann(
     def add_group(label: str, cat: Any, typ: Any, color: str, boxes: list[Box], ms: list[Any],
                   description: str | None) -> None:
         groups.append(hd.ann.AnnotationGroup(
-            number=len(groups) + 1, uid=hd.UID(), label=label, annotated_property_category=cat,
+            number=len(groups) + 1, uid=_derived_uid(sop_uid, len(groups) + 1), label=label,
+            annotated_property_category=cat,
             annotated_property_type=typ, graphic_type="RECTANGLE", graphic_data=[_rect(b) for b in boxes],
             algorithm_type=gen, algorithm_identification=algo, measurements=ms, description=description,
             display_color=hd.color.CIELabColor(*hex_to_cielab(color)),
@@ -654,7 +684,7 @@ def write_dicom_ann(
         annotation_groups=groups,
         series_instance_uid=series_uid or hd.UID(),
         series_number=series_number if series_number is not None else number,
-        sop_instance_uid=sop_uid or hd.UID(),
+        sop_instance_uid=sop_uid,
         instance_number=1,
         manufacturer=manufacturer,
         manufacturer_model_name=manufacturer_model_name,
@@ -669,3 +699,40 @@ def write_dicom_ann(
         obj.save_as(tmp, enforce_file_format=True)
     log.info("wrote %s ANN with %d groups to %s", kind, len(groups), out)
     return out
+
+
+def write_dataset_series(
+    annotations: CellAnnotations,
+    study_dir: str | Path,
+    *,
+    source_image: Dataset | str | Path,
+    **kwargs: Any,
+) -> tuple[Path, ...]:
+    """Write a slide's annotations as the IDC collection does, one series per folder in ``study_dir``.
+
+    Writes ``ANN_<SeriesUID>/<SOPUID>.dcm`` for: the ROI series (when there are regions), Session 0..K-1
+    and Consensus (when cells have labels; K = most session labels of a cell) and Unlabeled (for cells
+    without a label). Series and instance UIDs are derived from the source image and the kind, so the
+    same inputs give the same UIDs. ``kwargs`` go to :func:`write_dicom_ann` (e.g. ``manufacturer``).
+    """
+    src = _source_dataset(source_image)
+    root = Path(study_dir)
+    labelled = [c for c in annotations.cells if c.label is not None]
+    unlabeled = [c for c in annotations.cells if c.label is None]
+    jobs: list[tuple[str, int | None, CellAnnotations]] = []
+    if annotations.regions:
+        jobs.append(("roi", None, annotations))
+    if labelled:
+        part = annotations.with_cells(labelled)
+        jobs += [("session", k, part) for k in range(max(len(c.session_labels) for c in labelled))]
+        jobs.append(("consensus", None, part))
+    if unlabeled:
+        jobs.append(("unlabeled", None, annotations.with_cells(unlabeled)))
+    out = []
+    for kind, session, part in jobs:
+        series_uid = _derived_uid(src.SOPInstanceUID, "series", kind, session)
+        sop_uid = _derived_uid(src.SOPInstanceUID, "instance", kind, session)
+        path = root / f"ANN_{series_uid}" / f"{sop_uid}.dcm"
+        out.append(write_dicom_ann(part, path, source_image=src, kind=kind, session=session,
+                                   series_uid=series_uid, sop_uid=sop_uid, **kwargs))
+    return tuple(out)
