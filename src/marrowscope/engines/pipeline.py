@@ -1,0 +1,251 @@
+"""Whole-slide analysis: regions → detect → classify → count → diagnose, as one :class:`SlideResult`.
+
+Counting follows the hematologist's procedure: regions are taken in order (annotated ROIs first, all of
+them; otherwise monolayer fields best first) until ``target_cells`` countable cells are counted; when the
+blast interval still straddles a diagnostic threshold, counting goes on (up to ``max_cells``) while fields
+remain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from marrowscope import __version__, taxonomy
+from marrowscope.cells import Box, Cell, CellAnnotations
+from marrowscope.counting import Differential, compute_differential
+from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, select_regions
+from marrowscope.engines.classify import classify_cells
+from marrowscope.engines.detect import TileDetector, detect_region
+from marrowscope.io.slides.base import SlideReader
+from marrowscope.models.classifier import CellClassifier
+from marrowscope.report.results import (
+    DiagnosisResult,
+    ModelRef,
+    RegionResult,
+    RunRecord,
+    SlideResult,
+    SlideSummary,
+    environment,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    detector: str = "detector-synth"
+    classifier: str = "classifier-synth"
+    diagnosis: str | None = "diagnosis-synth"
+    target_cells: int = 500  # countable cells for the differential (ICSH: 500 on marrow)
+    max_cells: int = 5000  # upper bound when extending for a straddled threshold
+    extend_for_thresholds: bool = True
+    score_threshold: float | None = None  # None: the detector's own operating point
+    uncertain_threshold: float | None = None  # None: the classifier's own
+    tta: int = 4
+    batch_size: int = 4
+    seed: int = 0
+    use_annotated_rois: bool = True
+    fields: FieldSelectionConfig = field(default_factory=FieldSelectionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Models:
+    detector: TileDetector
+    classifier: CellClassifier
+    diagnosis: Any | None  # marrowscope.models.diagnosis.DiagnosisModel
+    refs: tuple[ModelRef, ...]
+
+
+def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
+    """Load the three models named in ``cfg`` (bundled names or paths), with their hashes."""
+    from marrowscope.models.detector import load_detector
+    from marrowscope.models.diagnosis import load_diagnosis_model
+    from marrowscope.models.registry import resolve_model
+    from marrowscope.models.weights import sha256_file
+
+    refs = []
+    det = load_detector(cfg.detector, device=device)
+    p, _ = resolve_model(cfg.detector, task="detector")
+    refs.append(ModelRef(str(cfg.detector), "detector", str(p), sha256_file(p)))
+    clf = load_classifier_checked(cfg.classifier, device)
+    p, _ = resolve_model(cfg.classifier, task="classifier")
+    refs.append(ModelRef(str(cfg.classifier), "classifier", str(p), sha256_file(p)))
+    diag = None
+    if cfg.diagnosis:
+        p, sha = resolve_model(cfg.diagnosis, task="diagnosis")
+        diag = load_diagnosis_model(p, sha256=sha)
+        refs.append(ModelRef(str(cfg.diagnosis), "diagnosis", str(p), sha256_file(p)))
+    return Models(det, clf, diag, tuple(refs))
+
+
+def load_classifier_checked(name: str, device: str | None) -> CellClassifier:
+    from marrowscope.models.classifier import load_classifier
+
+    return load_classifier(name, device=device)
+
+
+def _detector_threshold(det: TileDetector, cfg: AnalysisConfig) -> float:
+    if cfg.score_threshold is not None:
+        return cfg.score_threshold
+    spec = getattr(det, "spec", None)
+    params = getattr(spec, "params", {}) or {}
+    return float(params.get("score_threshold", 0.5))
+
+
+def _is_countable(label: str | None) -> bool:
+    return label is not None and label in taxonomy.LABELS and taxonomy.is_countable(label)
+
+
+def _count_region(
+    slide: SlideReader, fq: FieldQuality, models: Models, cfg: AnalysisConfig, taken: Sequence[Box],
+    next_id: int,
+) -> list[Cell]:
+    box = fq.region.box
+    det = detect_region(slide, box, models.detector, batch_size=cfg.batch_size)
+    det = det.above(_detector_threshold(models.detector, cfg))
+    cells: list[Cell] = []
+    for b, s in zip(det.boxes, det.scores, strict=True):
+        cb = Box(*map(float, b))
+        cx, cy = cb.center
+        # centre rule: a cell belongs to the region holding its centre, and to the first such region
+        if not box.contains_point(cx, cy) or any(t.contains_point(cx, cy) for t in taken):
+            continue
+        cells.append(Cell(box=cb, score=float(s), roi_id=fq.region.roi_id, cell_id=next_id + len(cells)))
+    if not cells:
+        return []
+    result = classify_cells(models.classifier, slide, cells, tta=cfg.tta, threshold=cfg.uncertain_threshold)
+    out = []
+    for c, lab, p in zip(cells, result.labels, result.probabilities, strict=True):
+        probs = {k: float(v) for k, v in zip(result.classes, p, strict=True)}
+        out.append(replace(c, label=lab, probabilities=probs))
+    return out
+
+
+def _differential(cells: Sequence[Cell]) -> Differential:
+    uncertain = sum(1 for c in cells if c.label is None)
+    return compute_differential([c.label for c in cells if c.label is not None], uncertain=uncertain)
+
+
+def _needs_more(diff: Differential, cfg: AnalysisConfig) -> bool:
+    if diff.n_counted < cfg.target_cells:
+        return True
+    if not cfg.extend_for_thresholds or diff.n_counted >= cfg.max_cells:
+        return False
+    return any(f.cells_needed is not None and f.cells_needed > 0 for f in diff.flags)
+
+
+def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
+    """Diagnosis probabilities from the differential's counts, with the rule baseline beside them."""
+    import pandas as pd
+
+    from marrowscope.models.diagnosis import RuleBaseline
+
+    counts = {k: float(v) for k, v in diff.counts.items()}
+    row = pd.DataFrame([counts])
+    probs = model.predict_proba_table(row)[0]
+    classes = tuple(str(c) for c in model.classes)
+    suggestion = classes[int(np.argmax(probs))]
+    # the rules only need the class names; fit them on one row per class
+    table = pd.DataFrame([counts] * len(classes))
+    rules = RuleBaseline().fit(table, list(classes))
+    outcome = str(rules.rule_outcomes(row)[0])
+    rule_class = str(rules.predict(row)[0])
+    reason = (
+        f"rule '{outcome}': blasts {100 * diff.blast_pct:.1f} % "
+        f"(lymphoid {100 * diff.lymphoid_blast_pct:.1f} %, "
+        f"myeloid incl. equivalents {100 * diff.myeloid_blast_pct:.1f} %); thresholds ALL ≥ 25 % lymphoid "
+        "blasts, AML ≥ 20 % myeloid blasts, CML: left-shifted granulopoiesis with basophilia/eosinophilia"
+    )
+    return DiagnosisResult(
+        model=name,
+        classes=classes,
+        probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
+        suggestion=suggestion,
+        rule_baseline=rule_class,
+        rule_reason=reason,
+    )
+
+
+def analyze_slide(
+    slide: SlideReader,
+    models: Models,
+    cfg: AnalysisConfig,
+    annotations: CellAnnotations | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SlideResult:
+    """Count cells on ``slide`` region by region until the differential is complete, then diagnose."""
+    t0 = time.perf_counter()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    rois = annotations if (cfg.use_annotated_rois and annotations is not None) else None
+    regions = select_regions(slide, rois, cfg.fields)
+    t_regions = time.perf_counter() - t0
+    cells: list[Cell] = []
+    done: list[RegionResult] = []
+    taken: list[Box] = []
+    warnings: list[str] = []
+    annotated = bool(rois is not None and rois.regions)
+    for i, fq in enumerate(regions):
+        if not annotated and done and not _needs_more(_differential(cells), cfg):
+            break
+        new = _count_region(slide, fq, models, cfg, taken, next_id=len(cells))
+        taken.append(fq.region.box)
+        cells.extend(new)
+        done.append(
+            RegionResult(
+                roi_id=fq.region.roi_id,
+                box=fq.region.box.as_tuple(),
+                source="annotated ROI" if annotated else "auto field",
+                verdict=fq.verdict,
+                coverage=None if np.isnan(fq.coverage) else fq.coverage,
+                nuclear=None if np.isnan(fq.nuclear) else fq.nuclear,
+                n_cells=len(new),
+            )
+        )
+        if progress is not None:
+            progress(i + 1, len(regions))
+    t_count = time.perf_counter() - t0 - t_regions
+    diff = _differential(cells)
+    if diff.n_counted == 0:
+        warnings.append("no countable cells were found in the regions analysed")
+    elif diff.n_counted < cfg.target_cells:
+        warnings.append(
+            f"only {diff.n_counted} countable cells found (target {cfg.target_cells}); "
+            "the intervals are wide"
+        )
+    for f in diff.flags:
+        warnings.append(
+            f"blast interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
+            f"{100 * f.threshold:.0f} % threshold ({f.name})"
+        )
+    diagnosis = None
+    if models.diagnosis is not None and diff.n_counted > 0:
+        diagnosis = diagnose(diff, models.diagnosis, cfg.diagnosis or "diagnosis")
+    info = slide.info
+    py, plat, pkgs = environment()
+    seconds = time.perf_counter() - t0
+    return SlideResult(
+        slide=SlideSummary(info.path, info.slide_id, info.format, info.width, info.height, info.mpp),
+        regions=tuple(done),
+        cells=CellAnnotations(
+            cells=tuple(cells), regions=tuple(f.region for f in regions[: len(done)]),
+            slide_id=info.slide_id, width=info.width, height=info.height, mpp=info.mpp, source="marrowscope",
+        ),
+        differential=diff,
+        diagnosis=diagnosis,
+        run=RunRecord(
+            marrowscope_version=__version__, python=py, platform=plat, packages=pkgs, models=models.refs,
+            config=cfg.to_dict(), seed=cfg.seed, started=started, seconds=seconds,
+            timings={"regions": t_regions, "count": t_count, "total": seconds},
+        ),
+        warnings=tuple(warnings),
+    )

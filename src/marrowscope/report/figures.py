@@ -1,0 +1,98 @@
+"""Pictures for the report: slide overview with regions, a field with its boxes, cell galleries.
+
+Every picture is returned as a ``data:`` URI so the HTML report is a single self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from marrowscope.cells import Box, Cell
+from marrowscope.io.slides.base import SlideReader
+
+
+def to_data_uri(image: np.ndarray | Image.Image, fmt: str = "JPEG", quality: int = 85) -> str:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    buf = io.BytesIO()
+    if fmt.upper() == "JPEG":
+        img.convert("RGB").save(buf, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    else:
+        img.save(buf, format="PNG")
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def _hex_to_rgb(color: str) -> tuple[int, int, int]:
+    c = color.lstrip("#")
+    return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16))
+
+
+def overview_with_regions(
+    slide: SlideReader, regions: Sequence[tuple[Box, str]], max_size: int = 900
+) -> Image.Image:
+    """Slide thumbnail with each region outlined and captioned (level-0 boxes)."""
+    thumb = Image.fromarray(slide.thumbnail(max_size)).convert("RGB")
+    sx, sy = thumb.width / slide.info.width, thumb.height / slide.info.height
+    draw = ImageDraw.Draw(thumb)
+    for box, caption in regions:
+        xy = (box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy)
+        draw.rectangle(xy, outline=(0, 90, 200), width=2)
+        draw.text((xy[0] + 3, xy[1] + 2), caption, fill=(0, 60, 160))
+    return thumb
+
+
+def field_with_boxes(
+    slide: SlideReader,
+    field: Box,
+    cells: Iterable[Cell],
+    color_of: Callable[[str | None], str],
+    max_size: int = 900,
+) -> Image.Image:
+    """One field at the finest level that fits ``max_size``, with every cell box drawn in its class colour."""
+    info = slide.info
+    level = info.levels[0]
+    for lv in info.levels:
+        if max(field.width, field.height) / lv.downsample >= max_size * 0.9:
+            level = lv
+    w = max(1, round(field.width / level.downsample))
+    h = max(1, round(field.height / level.downsample))
+    img = Image.fromarray(slide.read_region(round(field.x1), round(field.y1), w, h, level=level.index))
+    scale = min(1.0, max_size / max(img.width, img.height))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+    s = img.width / field.width
+    draw = ImageDraw.Draw(img)
+    for c in cells:
+        b = c.box
+        draw.rectangle(
+            ((b.x1 - field.x1) * s, (b.y1 - field.y1) * s, (b.x2 - field.x1) * s, (b.y2 - field.y1) * s),
+            outline=_hex_to_rgb(color_of(c.label)),
+            width=2,
+        )
+    return img
+
+
+def cell_crop(slide: SlideReader, box: Box, size: int = 96, context: float = 0.25) -> Image.Image:
+    """A square crop around ``box`` with some context, resized to ``size`` pixels."""
+    cx, cy = box.center
+    side = max(box.width, box.height) * (1 + 2 * context)
+    x, y = round(cx - side / 2), round(cy - side / 2)
+    s = max(1, round(side))
+    return Image.fromarray(slide.read_region(x, y, s, s, level=0)).resize((size, size))
+
+
+def gallery(
+    slide: SlideReader, cells_by_class: Mapping[str, Sequence[Cell]], per_class: int = 12, size: int = 80
+) -> dict[str, list[str]]:
+    """Class -> data URIs of up to ``per_class`` cell crops, most confident first."""
+    out: dict[str, list[str]] = {}
+    for cls, cells in cells_by_class.items():
+        ranked = sorted(cells, key=lambda c: -(max((c.probabilities or {}).values(), default=c.score or 0.0)))
+        out[cls] = [to_data_uri(cell_crop(slide, c.box, size)) for c in ranked[:per_class]]
+    return out
