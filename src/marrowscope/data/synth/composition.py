@@ -126,21 +126,37 @@ ALL_LABELS: tuple[str, ...] = NUCLEATED_LABELS + OTHER_LABELS
 _BACKGROUND_FACTORS: Mapping[str, Mapping[str, float]] = {
     "ALL": {"lymphoblast": 0.4, "megakaryocyte": 0.3, "promegakaryocyte": 0.3},
     "AML": {
-        "lymphoblast": 0.3, "megakaryocyte": 0.4, "promyelocyte": 1.5,
-        "degranulated_neutrophilic_myelocyte": 4.0, "degranulated_neutrophilic_metamyelocyte": 4.0,
+        "lymphoblast": 0.3,
+        "megakaryocyte": 0.4,
+        "promyelocyte": 1.5,
+        "degranulated_neutrophilic_myelocyte": 4.0,
+        "degranulated_neutrophilic_metamyelocyte": 4.0,
     },
     "CML": {
-        "myeloblast": 1.5, "promyelocyte": 2.0,
-        "neutrophilic_myelocyte": 3.0, "neutrophilic_metamyelocyte": 2.2,
-        "neutrophilic_band": 1.6, "segmented_neutrophil": 1.2,
-        "eosinophilic_myelocyte": 4.0, "eosinophilic_metamyelocyte": 4.0, "eosinophilic_band": 4.0,
+        "myeloblast": 1.5,
+        "promyelocyte": 2.0,
+        "neutrophilic_myelocyte": 3.0,
+        "neutrophilic_metamyelocyte": 2.2,
+        "neutrophilic_band": 1.6,
+        "segmented_neutrophil": 1.2,
+        "eosinophilic_myelocyte": 4.0,
+        "eosinophilic_metamyelocyte": 4.0,
+        "eosinophilic_band": 4.0,
         "segmented_eosinophil": 3.0,
-        "basophilic_myelocyte": 20.0, "basophilic_metamyelocyte": 20.0, "basophilic_band": 15.0,
+        "basophilic_myelocyte": 20.0,
+        "basophilic_metamyelocyte": 20.0,
+        "basophilic_band": 15.0,
         "segmented_basophil": 12.0,
-        "proerythroblast": 0.3, "basophilic_erythroblast": 0.3, "polychromatic_erythroblast": 0.3,
+        "proerythroblast": 0.3,
+        "basophilic_erythroblast": 0.3,
+        "polychromatic_erythroblast": 0.3,
         "orthochromatic_erythroblast": 0.3,
-        "lymphoblast": 0.15, "lymphocyte": 0.3, "prolymphocyte": 0.3,
-        "megakaryocyte": 2.5, "micromegakaryocyte": 6.0, "promegakaryocyte": 2.0,
+        "lymphoblast": 0.15,
+        "lymphocyte": 0.3,
+        "prolymphocyte": 0.3,
+        "megakaryocyte": 2.5,
+        "micromegakaryocyte": 6.0,
+        "promegakaryocyte": 2.0,
         "pseudo_gaucher_cell": 1.0,
     },
     "control": {},
@@ -345,8 +361,9 @@ def sample_patient(
     )
 
 
-def assign_diagnoses(n_patients: int, rng: np.random.Generator,
-                     weights: Mapping[str, float] | None = None) -> list[str]:
+def assign_diagnoses(
+    n_patients: int, rng: np.random.Generator, weights: Mapping[str, float] | None = None
+) -> list[str]:
     """Diagnoses for ``n_patients``: round-robin over :data:`DIAGNOSES` (balanced), shuffled.
 
     With ``weights`` the diagnoses are drawn with those probabilities instead.

@@ -1,0 +1,444 @@
+"""Generate a synthetic cohort laid out like an IDC download plus the Zenodo CSVs (INTERFACES.md).
+
+DIR/
+  dicom/<PatientID>/<StudyInstanceUID>/SM_<SeriesInstanceUID>/*.dcm   pyramidal DICOM WSI (JPEG tiles)
+  dicom/<PatientID>/<StudyInstanceUID>/ANN_<SeriesInstanceUID>/*.dcm  ROI, Session k, Consensus, Unlabeled
+  csv/cells_labelled.csv, csv/cells_detection_only.csv, csv/rois.csv  (MRXS frame = DICOM + bounds offset)
+  csv/clinical.csv
+  synth_record.json                                                   the generator's truth
+
+Slide kinds: ``labelled`` (ROIs, sessions, consensus), ``detection_only`` (ROIs, unlabeled boxes),
+``roi_only`` (ROIs only). The folder is built beside DIR and moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marrowscope.cells import Cell, CellAnnotations, Region
+from marrowscope.data.synth.composition import DIAGNOSES, SynthPatient, assign_diagnoses, sample_patient
+from marrowscope.data.synth.experts import annotate, sample_experts
+from marrowscope.data.synth.field import FieldConfig, SmearField, render_field
+from marrowscope.errors import InputError
+from marrowscope.io.atomic import atomic_dir, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SLIDE_KINDS: tuple[str, ...] = ("labelled", "detection_only", "roi_only")
+RECORD_NAME = "synth_record.json"
+RECORD_FORMAT = "marrowscope-synth-record/1"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a synthetic cohort (same config, same cohort)."""
+
+    n_patients: int = 6
+    seed: int = 0
+    slide_size: int = 6144
+    roi_size: int = 2048
+    n_rois: int = 2
+    cells_per_roi: int = 120
+    mpp: float = 0.11
+    kind_weights: Mapping[str, float] = field(default_factory=lambda: {"labelled": 1.0})
+    diagnosis_weights: Mapping[str, float] | None = None  # None: balanced round-robin over DIAGNOSES
+    outside_fraction: float = 0.03  # annotated boxes outside ROIs, relative to those inside
+    hard_case_rate: float = 0.12
+    expert_accuracy: tuple[float, float] = (0.78, 0.95)
+    tile_size: int = 256
+    n_levels: int = 3
+    jpeg_quality: int = 90
+    first_cell_id: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n_patients < 1:
+            raise ValueError("n_patients must be >= 1")
+        bad = set(self.kind_weights) - set(SLIDE_KINDS)
+        if bad or not any(v > 0 for v in self.kind_weights.values()):
+            raise ValueError(
+                f"kind_weights: use positive weights over {SLIDE_KINDS}, got {dict(self.kind_weights)}"
+            )
+        if self.diagnosis_weights is not None and set(self.diagnosis_weights) - set(DIAGNOSES):
+            raise ValueError(f"diagnosis_weights: use keys from {DIAGNOSES}")
+
+    def field_config(self) -> FieldConfig:
+        return FieldConfig(
+            width=self.slide_size,
+            height=self.slide_size,
+            roi_size=self.roi_size,
+            n_rois=self.n_rois,
+            cells_per_roi=self.cells_per_roi,
+            mpp=self.mpp,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind_weights"] = dict(self.kind_weights)
+        d["diagnosis_weights"] = None if self.diagnosis_weights is None else dict(self.diagnosis_weights)
+        d["expert_accuracy"] = list(self.expert_accuracy)
+        return d
+
+
+@dataclass(frozen=True)
+class SynthSlideRecord:
+    """What was written for one patient (paths relative to the cohort folder)."""
+
+    patient_id: str
+    slide_id: str
+    diagnosis: str
+    kind: str
+    sm_folder: str
+    ann_files: tuple[str, ...]
+    n_rois: int
+    n_annotated: int
+    counts: Mapping[str, int]  # consensus label counts (``haematological_structure`` for unlabeled boxes)
+
+
+@dataclass(frozen=True)
+class SynthRecord:
+    """The cohort written by :func:`generate_cohort`."""
+
+    out_dir: Path
+    config: SynthConfig
+    slides: tuple[SynthSlideRecord, ...]
+    already_complete: bool = False
+    seconds: float = 0.0
+
+    @property
+    def n_annotated(self) -> int:
+        return sum(s.n_annotated for s in self.slides)
+
+
+def _kinds(cfg: SynthConfig, rng: np.random.Generator) -> list[str]:
+    """Slide kinds by largest remainder over the weights (so 1.0/0.0 weights are exact), shuffled."""
+    names = [k for k in SLIDE_KINDS if cfg.kind_weights.get(k, 0.0) > 0]
+    w = np.array([cfg.kind_weights[k] for k in names], dtype=float)
+    quota = w / w.sum() * cfg.n_patients
+    n = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - n))[: cfg.n_patients - int(n.sum())]:
+        n[i] += 1
+    out = [k for k, c in zip(names, n, strict=True) for _ in range(int(c))]
+    rng.shuffle(out)
+    return out
+
+
+def _uid(*parts: object) -> str:
+    from marrowscope.io.slides.dicom_writer import deterministic_uid
+
+    return deterministic_uid("marrowscope-synth", *parts)
+
+
+@dataclass(frozen=True)
+class _SlideTruth:
+    patient: SynthPatient
+    kind: str
+    field: SmearField
+    offset: tuple[int, int]
+    cells: tuple[Cell, ...]  # annotated cells, DICOM frame, no cell_id yet
+    true_labels: tuple[str, ...]
+    n_sessions: int
+
+
+def _annotated_cells(
+    cfg: SynthConfig, fld: SmearField, kind: str, rng: np.random.Generator
+) -> tuple[list[Cell], list[str], int]:
+    """Choose the boxes annotators drew and simulate their sessions (labelled slides)."""
+    if kind == "roi_only":
+        return [], [], 0
+    inside = [c for c in fld.cells if c.roi_id >= 0]
+    outside_pool = [c for c in fld.cells if c.roi_id < 0 and c.zone == "monolayer"]
+    n_out = min(len(outside_pool), int(round(cfg.outside_fraction * len(inside))))
+    chosen = list(inside)
+    if n_out:
+        idx = rng.choice(len(outside_pool), size=n_out, replace=False)
+        chosen += [outside_pool[int(i)] for i in sorted(idx)]
+    chosen.sort(key=lambda c: (c.roi_id if c.roi_id >= 0 else 10**9, c.box.y1, c.box.x1))
+    experts = sample_experts(rng, cfg.expert_accuracy) if kind == "labelled" else []
+    cells: list[Cell] = []
+    for pc in chosen:
+        if kind == "labelled":
+            sessions, consensus = annotate(pc.label, experts, rng)
+            cells.append(Cell(box=pc.box, label=consensus, roi_id=pc.roi_id, session_labels=sessions))
+        else:
+            cells.append(Cell(box=pc.box, label=None, roi_id=pc.roi_id))
+    return cells, [pc.label for pc in chosen], len(experts)
+
+
+def _write_slide(
+    cfg: SynthConfig, truth: _SlideTruth, root: Path, first_id: int
+) -> tuple[SynthSlideRecord, CellAnnotations, dict[str, Any]]:
+    """Write the SM and ANN series of one slide; return its record, CSV-frame annotations, JSON."""
+    import pydicom
+
+    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.slides.dicom_writer import write_dicom_wsi
+
+    p, fld = truth.patient, truth.field
+    study_uid = _uid("study", cfg.seed, p.patient_id)
+    sm_uid = _uid("sm", cfg.seed, p.patient_id)
+    study_dir = root / "dicom" / p.patient_id / study_uid
+    bx, by = truth.offset
+    h, w = fld.image.shape[:2]
+    props = {
+        "openslide.vendor": "mirax",
+        "openslide.bounds-x": str(bx),
+        "openslide.bounds-y": str(by),
+        "openslide.mpp-x": repr(cfg.mpp),
+        "openslide.mpp-y": repr(cfg.mpp),
+        "openslide.objective-power": "40",
+        "marrowscope.synthetic": "true",
+    }
+    ref = write_dicom_wsi(
+        fld.image,
+        study_dir / f"SM_{sm_uid}",
+        mpp=cfg.mpp,
+        slide_id=p.slide_id,
+        patient_id=p.patient_id,
+        study_uid=study_uid,
+        series_uid=sm_uid,
+        tile_size=cfg.tile_size,
+        n_levels=cfg.n_levels,
+        jpeg_quality=cfg.jpeg_quality,
+        openslide_properties=props,
+        patient_age=p.age,
+        patient_sex=p.sex,
+    )
+    base_file = next(
+        f
+        for f in ref.files
+        if str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) == ref.base_sop_uid
+    )
+    source = pydicom.dcmread(base_file, stop_before_pixels=True)
+
+    cells = tuple(replace(c, cell_id=first_id + i) for i, c in enumerate(truth.cells))
+    ann = CellAnnotations(
+        cells=cells,
+        regions=fld.rois,
+        slide_id=p.slide_id,
+        width=ref.width,
+        height=ref.height,
+        mpp=cfg.mpp,
+        source="synthetic",
+    )
+    series: list[tuple[str, int | None]] = [("roi", None)] if fld.rois else []
+    if truth.kind == "labelled" and cells:
+        series += [("session", k) for k in range(max(len(c.session_labels) for c in cells))]
+        series.append(("consensus", None))
+    elif truth.kind == "detection_only" and cells:
+        series.append(("unlabeled", None))
+    ann_files: list[str] = []
+    for kind, session in series:
+        s_uid = _uid("ann", cfg.seed, p.patient_id, kind, session)
+        out = study_dir / f"ANN_{s_uid}" / f"{_uid('ann-sop', cfg.seed, p.patient_id, kind, session)}.dcm"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_dicom_ann(
+            ann,
+            out,
+            source_image=source,
+            kind=kind,
+            session=session,
+            series_uid=s_uid,
+            sop_uid=_uid("ann-sop", cfg.seed, p.patient_id, kind, session),
+            manufacturer="marrowscope",
+            manufacturer_model_name="marrowscope synthetic cohort",
+        )
+        ann_files.append(str(out.relative_to(root)))
+
+    if truth.kind == "labelled":
+        counts = Counter(c.label or "" for c in cells)
+    else:
+        counts = Counter("haematological_structure" for _ in cells)
+    record = SynthSlideRecord(
+        patient_id=p.patient_id,
+        slide_id=p.slide_id,
+        diagnosis=p.diagnosis,
+        kind=truth.kind,
+        sm_folder=str(ref.folder.relative_to(root)),
+        ann_files=tuple(ann_files),
+        n_rois=len(fld.rois),
+        n_annotated=len(cells),
+        counts=dict(sorted(counts.items())),
+    )
+    csv_ann = ann.shifted(bx, by)
+    js: dict[str, Any] = {
+        "patient_id": p.patient_id,
+        "slide_id": p.slide_id,
+        "diagnosis": p.diagnosis,
+        "ncit_code": p.ncit_code,
+        "ncit_meaning": p.ncit_meaning,
+        "age": p.age,
+        "sex": p.sex,
+        "labs": dict(p.labs),
+        "hard_case": p.hard_case,
+        "blast_fraction": p.blast_fraction,
+        "composition": dict(p.composition),
+        "slide_kind": truth.kind,
+        "n_sessions": truth.n_sessions,
+        "study_uid": study_uid,
+        "sm_series_uid": sm_uid,
+        "sm_folder": record.sm_folder,
+        "ann_files": ann_files,
+        "width": ref.width,
+        "height": ref.height,
+        "mpp": cfg.mpp,
+        "csv_offset": [bx, by],
+        "stain": asdict(fld.stain),
+        "rois": [{"roi_id": r.roi_id, "box": list(r.box.as_tuple())} for r in fld.rois],
+        "counts": record.counts,
+        "true_counts": dict(sorted(Counter(truth.true_labels).items())),
+        "placed_counts": dict(sorted(Counter(c.label for c in fld.cells).items())),
+        "cells": [
+            {
+                "cell_id": c.cell_id,
+                "true_label": t,
+                "label": c.label,
+                "session_labels": list(c.session_labels),
+                "roi_id": c.roi_id,
+                "box": [int(v) for v in c.box.as_tuple()],
+            }
+            for c, t in zip(cells, truth.true_labels, strict=True)
+        ],
+        "placed": [
+            {"label": c.label, "roi_id": c.roi_id, "zone": c.zone, "box": [int(v) for v in c.box.as_tuple()]}
+            for c in fld.cells
+        ],
+    }
+    return record, csv_ann, js
+
+
+def _clinical(p: SynthPatient) -> Any:
+    from marrowscope.io.annotations.clinical import ClinicalRecord
+
+    return ClinicalRecord(
+        patient_id=p.patient_id,
+        sex=p.sex,
+        age=p.age,
+        diagnosis=p.diagnosis,
+        ncit_code=p.ncit_code,
+        labs=dict(p.labs),
+    )
+
+
+def read_synth_record(path: str | Path) -> dict[str, Any]:
+    """The JSON truth record of a cohort folder (or the record file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RECORD_NAME
+    try:
+        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(p, f"cannot read the synthetic cohort record ({exc})") from exc
+    if data.get("format") != RECORD_FORMAT:
+        raise InputError(p, f"not a marrowscope synthetic cohort record (format {data.get('format')!r})")
+    return data
+
+
+def _existing(out: Path, cfg: SynthConfig) -> SynthRecord | None:
+    """A complete cohort made with ``cfg`` already in ``out`` (None if ``out`` is absent or empty)."""
+    if not out.exists():
+        return None
+    if out.is_dir() and not any(out.iterdir()):
+        return None
+    rec_path = out / RECORD_NAME
+    if not rec_path.is_file():
+        raise InputError(out, "exists and is not a synthetic cohort folder: choose another output folder")
+    data = read_synth_record(rec_path)
+    if data.get("config") != json.loads(json.dumps(cfg.to_json())):
+        raise InputError(
+            out, "holds a synthetic cohort made with other settings: remove it or choose another folder"
+        )
+    slides = tuple(SynthSlideRecord(**{**s, "ann_files": tuple(s["ann_files"])}) for s in data["slides"])
+    return SynthRecord(out_dir=out, config=cfg, slides=slides, already_complete=True)
+
+
+def generate_cohort(config: SynthConfig, out_dir: str | Path) -> SynthRecord:
+    """Write the cohort to ``out_dir`` (atomically); a complete cohort with the same config is reused."""
+    from marrowscope.io.annotations.bmdeep_csv import write_cells_csv, write_rois_csv
+    from marrowscope.io.annotations.clinical import write_clinical_csv
+
+    out = Path(out_dir)
+    done = _existing(out, config)
+    if done is not None:
+        log.info("%s already holds this cohort", out)
+        return done
+    t0 = time.perf_counter()
+    cfg = config
+    rng = np.random.default_rng([cfg.seed, 0])
+    diagnoses = assign_diagnoses(cfg.n_patients, rng, cfg.diagnosis_weights)
+    kinds = _kinds(cfg, rng)
+    fcfg = cfg.field_config()
+    records: list[SynthSlideRecord] = []
+    patients_js: list[dict[str, Any]] = []
+    labelled: list[CellAnnotations] = []
+    detection: list[CellAnnotations] = []
+    rois: dict[str, tuple[Region, ...]] = {}
+    clinical = []
+    next_id = cfg.first_cell_id
+    with atomic_dir(out) as root:
+        for i, (dx, kind) in enumerate(zip(diagnoses, kinds, strict=True)):
+            prng = np.random.default_rng([cfg.seed, 1, i])
+            patient = sample_patient(dx, prng, hard_case_rate=cfg.hard_case_rate)
+            fld = render_field(patient.composition, fcfg, prng)
+            offset = (
+                int(prng.integers(1, 40)) * 1024 + int(prng.integers(0, 1024)),
+                int(prng.integers(1, 120)) * 1024 + int(prng.integers(0, 1024)),
+            )
+            cells, true_labels, n_sessions = _annotated_cells(
+                cfg, fld, kind, np.random.default_rng([cfg.seed, 2, i])
+            )
+            truth = _SlideTruth(patient, kind, fld, offset, tuple(cells), tuple(true_labels), n_sessions)
+            rec, csv_ann, js = _write_slide(cfg, truth, root, next_id)
+            next_id += len(cells)
+            records.append(rec)
+            patients_js.append(js)
+            if kind == "labelled" and csv_ann.cells:
+                labelled.append(csv_ann)
+            elif kind == "detection_only" and csv_ann.cells:
+                detection.append(csv_ann)
+            rois[patient.slide_id] = csv_ann.regions
+            clinical.append(_clinical(patient))
+            log.info(
+                "patient %d/%d %s (%s, %s): %d boxes",
+                i + 1,
+                cfg.n_patients,
+                patient.patient_id,
+                dx,
+                kind,
+                len(cells),
+            )
+        csv_dir = root / "csv"
+        csv_dir.mkdir()
+        write_cells_csv(labelled, csv_dir / "cells_labelled.csv", labelled=True)
+        write_cells_csv(detection, csv_dir / "cells_detection_only.csv", labelled=False)
+        write_rois_csv(rois, csv_dir / "rois.csv")
+        write_clinical_csv(clinical, csv_dir / "clinical.csv")
+        seconds = time.perf_counter() - t0
+        doc = {
+            "format": RECORD_FORMAT,
+            "config": cfg.to_json(),
+            "frames": "cells[].box and rois[].box are DICOM (level-0 pixel) coordinates; "
+            "CSV = DICOM + csv_offset (openslide.bounds-x/-y)",
+            "slides": [{**asdict(r), "ann_files": list(r.ann_files)} for r in records],
+            "patients": patients_js,
+        }
+        write_text_atomic(root / RECORD_NAME, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    return SynthRecord(out_dir=out, config=cfg, slides=tuple(records), seconds=seconds)
+
+
+__all__ = [
+    "SLIDE_KINDS",
+    "SynthConfig",
+    "SynthRecord",
+    "SynthSlideRecord",
+    "generate_cohort",
+    "read_synth_record",
+]
