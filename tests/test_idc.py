@@ -184,6 +184,20 @@ def test_download_verifies_what_arrived(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert [s.series_uid for s in plan2.todo] == ["2.2"]
 
 
+def test_annotations_before_slides(tmp_path: Path) -> None:
+    ann, sm = _fake("3.1", 1, 0.001), _fake("3.2", 1, 0.001, modality="SM")
+    order: list[list[str]] = []
+
+    def runner(series: Sequence[idc.IdcSeries], root: Path, source: str, timeout_s: float | None) -> bool:
+        order.append([s.modality for s in series])
+        assert timeout_s is not None and 0 < timeout_s <= 60
+        return False
+
+    idc.download(idc.plan_download([sm, ann], tmp_path), runner=runner, check=lambda h, p, t: True,
+                 timeout_s=60)
+    assert order == [["ANN"], ["SM"]]
+
+
 def test_run_bounded_kills_on_timeout() -> None:
     t0 = time.monotonic()
     code, timed_out = idc.run_bounded([sys.executable, "-c", "import time; time.sleep(60)"], "", 1.0)

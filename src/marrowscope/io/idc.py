@@ -560,7 +560,18 @@ def download(
     if plan.todo:
         require_network(source, network_timeout_s, check)
         log.info("fetching %s", plan.describe())
-        timed_out = (runner or _idc_runner)(plan.todo, plan.root, source, timeout_s)
+        deadline = None if timeout_s is None else t0 + timeout_s
+        # annotations first (small), then slides
+        batches = [b for b in (tuple(s for s in plan.todo if s.modality != "SM"),
+                               tuple(s for s in plan.todo if s.modality == "SM")) if b]
+        for batch in batches:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                timed_out = True
+                break
+            timed_out = (runner or _idc_runner)(batch, plan.root, source, left)
+            if timed_out:
+                break
     arrived = plan_download(plan.todo, plan.root)
     report = DownloadReport(
         root=plan.root, requested=requested, already_complete=len(plan.done),
