@@ -336,3 +336,18 @@ def test_matek_manifest_labels_map(shared_data: Path) -> None:
     assert labels
     for raw in labels:
         assert T.map_external("matek", raw) in T.LABELS
+
+
+def test_pitfall_9_3_monoblast_rename_bug() -> None:
+    """dataset.md §9.3: IDC renames monoblast to immature_monoblast, a key missing from the code table.
+
+    We read both spellings back to `monoblast` and write it with the code the table meant (NCIt C13120).
+    """
+    info = T.LABELS["monoblast"]
+    assert info.idc_name == "immature_monoblast"
+    assert str(info.type_code) == "NCIt:C13120" and info.type_code.meaning == "Immature Monocyte"
+    for raw in ("immature_monoblast", "immature_monocyte", "monoblast", "Immature Monoblast"):
+        assert T.normalise_label(raw) == "monoblast"
+    # the normal precursor is not the leukemic monocytic blast
+    assert T.normalise_label("monocytic_blast") == "monocytic_blast"
+    assert T.LABELS["monocytic_blast"].type_code.meaning == "Monoblast"
