@@ -42,8 +42,7 @@ def fetch(
 ) -> None:
     """List or download the BoneMarrowWSI-PediatricLeukemia collection from NCI IDC (annotations first).
 
-    Downloads resume: series already complete on disk are skipped. Without network it stops within a few
-    seconds with a clear error.
+    Downloads resume (complete series are skipped). Offline it stops within seconds with a clear error.
     """
     from marrowscope.io import idc
 
