@@ -249,3 +249,33 @@ def test_find_slide_files_ignores_non_slide(written) -> None:
     _, ref = written
     headers = find_slide_files(ref.folder)
     assert {h.path for h in headers} == set(ref.files)
+
+
+def test_pitfall6_regions_read_only_the_tiles_they_touch(
+    written, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dataset.md §9.6: slides are huge, so a region read must fetch only the frames it overlaps."""
+    from wsidicom.file.wsidicom_file_image_data import WsiDicomFileImageData
+
+    _, ref = written
+    calls: list[int] = []
+    original = WsiDicomFileImageData._get_tile_frame
+
+    def counting(self: WsiDicomFileImageData, frame_index: int) -> bytes:
+        calls.append(frame_index)
+        return original(self, frame_index)
+
+    monkeypatch.setattr(WsiDicomFileImageData, "_get_tile_frame", counting)
+    with open_slide(ref.folder) as s:
+        assert isinstance(s, DicomSlide)
+        calls.clear()
+        s.read_region(300, 300, 64, 64)  # inside one 256 px tile of a 4 x 3 tile level
+        assert len(set(calls)) == 1
+        calls.clear()
+        s._wsi.clear_cache()
+        s.read_region(240, 240, 32, 32)  # across a tile corner: 4 tiles
+        assert len(set(calls)) == 4
+        calls.clear()
+        s._wsi.clear_cache()
+        s.thumbnail(64)  # from the smallest level: its single tile
+        assert len(set(calls)) == 1
