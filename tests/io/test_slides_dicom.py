@@ -67,7 +67,7 @@ def test_writer_metadata(written) -> None:
     assert ds.SeriesDescription == SERIES_DESCRIPTION and ds.StudyDescription == STUDY_DESCRIPTION
     assert int(ds.SeriesNumber) == 1
     assert ds.SeriesInstanceUID == ref.series_uid and ds.StudyInstanceUID == ref.study_uid
-    assert ds.SOPInstanceUID == ref.base_sop_uid
+    assert ds.SOPInstanceUID == ref.base_sop_uid and ref.base_file == ref.files[0]
     assert [float(v) for v in ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing] == [
         pytest.approx(0.00011),
         pytest.approx(0.00011),

@@ -48,6 +48,11 @@ class DicomSlideRef:
     height: int
     mpp: float
 
+    @property
+    def base_file(self) -> Path:
+        """The base-level (level 0) instance: ``files`` are ordered finest level first."""
+        return self.files[0]
+
 
 def deterministic_uid(*parts: object) -> str:
     """A DICOM UID derived from ``parts`` (same parts, same UID), under pydicom's root."""
