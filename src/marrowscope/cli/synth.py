@@ -1,3 +1,68 @@
-"""CLI: synth commands (filled in by the module owner)."""
+"""CLI: ``marrowscope synth`` writes a synthetic cohort in the dataset's formats."""
 
-from marrowscope.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from marrowscope.cli.app import app
+from marrowscope.errors import InputError
+
+
+def _kind_weights(labelled: float, detection_only: float, roi_only: float) -> dict[str, float]:
+    weights = {"labelled": labelled, "detection_only": detection_only, "roi_only": roi_only}
+    if any(v < 0 for v in weights.values()) or not any(v > 0 for v in weights.values()):
+        raise InputError(
+            "--labelled/--detection-only/--roi-only", "kind weights must be >= 0, not all 0"
+        )
+    return {k: v for k, v in weights.items() if v > 0}
+
+
+@app.command("synth")
+def synth(
+    patients: int = typer.Option(6, "--patients", "-n", min=1, help="Number of patients (one slide each)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (built beside it, moved into place)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed and settings, same cohort."),
+    slide_size: int = typer.Option(6144, "--slide-size", min=64, help="Slide width and height in px."),
+    roi_size: int = typer.Option(2048, "--roi-size", min=32, help="ROI side in px (2048 in the real data)."),
+    rois: int = typer.Option(2, "--rois", min=0, help="ROIs per slide."),
+    cells_per_roi: int = typer.Option(120, "--cells-per-roi", min=0, help="Boxed objects placed per ROI."),
+    labelled: float = typer.Option(
+        1.0, "--labelled", help="Weight of labelled slides."
+    ),
+    detection_only: float = typer.Option(0.0, "--detection-only", help="Weight of detection-only slides."),
+    roi_only: float = typer.Option(0.0, "--roi-only", help="Weight of slides with ROIs only."),
+) -> None:
+    """Write a synthetic cohort: DICOM WSI + ANN series, dataset CSVs, clinical CSV, truth record."""
+    from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
+
+    try:
+        config = SynthConfig(
+            n_patients=patients,
+            seed=seed,
+            slide_size=slide_size,
+            roi_size=roi_size,
+            n_rois=rois,
+            cells_per_roi=cells_per_roi,
+            kind_weights=_kind_weights(labelled, detection_only, roi_only),
+        )
+    except ValueError as exc:
+        raise InputError(out, f"bad synthetic cohort settings: {exc}") from exc
+    record = generate_cohort(config, out)
+    if record.already_complete:
+        typer.echo(f"{out}: already holds this complete synthetic cohort (seed {seed}); nothing to do")
+    else:
+        n = len(record.slides)
+        typer.echo(f"wrote a synthetic cohort of {n} patient(s) to {out} in {record.seconds:.1f} s")
+    for s in record.slides:
+        typer.echo(
+            f"  {s.patient_id}  {s.diagnosis:<7} {s.kind:<14} {s.n_rois} ROI(s)  {s.n_annotated:>5} boxes  "
+            f"{len(s.ann_files)} ANN series"
+        )
+    typer.echo(
+        "  dicom/  csv/cells_labelled.csv  csv/cells_detection_only.csv  csv/rois.csv  csv/clinical.csv"
+    )
+    typer.echo(
+        f"  synth_record.json (the truth: diagnoses, counts, every box); {record.n_annotated} boxes in all"
+    )

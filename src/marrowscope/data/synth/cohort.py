@@ -69,6 +69,7 @@ class SynthConfig:
             )
         if self.diagnosis_weights is not None and set(self.diagnosis_weights) - set(DIAGNOSES):
             raise ValueError(f"diagnosis_weights: use keys from {DIAGNOSES}")
+        self.field_config()  # validates the slide geometry
 
     def field_config(self) -> FieldConfig:
         return FieldConfig(

@@ -24,6 +24,10 @@ from marrowscope.data.synth.render import DEFAULT_MPP, RenderedCell, Stain, od_o
 log = logging.getLogger(__name__)
 
 _OCC = 8  # occupancy grid cell (px)
+_WOBBLE = 0.025  # amplitude of the wavy zone borders, fraction of the width
+_GLASS = 0.015  # glass margin above and below the smear, fraction of the height
+_ROI_MARGIN = 48  # px between an ROI and a zone border
+_ROI_GAP = 32  # px between ROIs
 ZONES: tuple[str, ...] = ("thick", "monolayer", "thin")
 
 
@@ -55,6 +59,29 @@ class FieldConfig:
             raise ValueError(f"ROI size {self.roi_size} is too small (need >= 32 px)")
         if self.n_rois < 0 or self.cells_per_roi < 0:
             raise ValueError("n_rois and cells_per_roi must be >= 0")
+        fit = self.rois_that_fit()
+        if fit < self.n_rois:
+            raise ValueError(
+                f"only {fit} of {self.n_rois} non-overlapping {self.roi_size} px ROIs fit in the monolayer "
+                f"of a {self.width}x{self.height} px slide: use a larger slide size, fewer or smaller ROIs"
+            )
+
+    def monolayer_bounds(self) -> tuple[int, int, int, int]:
+        """Worst-case (x_lo, x_hi, y_lo, y_hi) of ROI top-left corners inside the monolayer."""
+        wob = _WOBBLE * self.width
+        x_lo = int(np.ceil(self.width * self.thick_fraction + wob)) + _ROI_MARGIN
+        x_hi = int(np.floor(self.width * (1.0 - self.thin_fraction) - wob)) - _ROI_MARGIN - self.roi_size
+        y_lo = int(_GLASS * self.height) + _ROI_MARGIN
+        y_hi = int((1.0 - _GLASS) * self.height) - _ROI_MARGIN - self.roi_size
+        return x_lo, x_hi, y_lo, y_hi
+
+    def rois_that_fit(self) -> int:
+        x_lo, x_hi, y_lo, y_hi = self.monolayer_bounds()
+        if x_hi < x_lo or y_hi < y_lo:
+            return 0
+        cols = (x_hi - x_lo + self.roi_size + _ROI_GAP) // (self.roi_size + _ROI_GAP)
+        rows = (y_hi - y_lo + self.roi_size + _ROI_GAP) // (self.roi_size + _ROI_GAP)
+        return int(cols * rows)
 
 
 @dataclass(frozen=True)
@@ -82,10 +109,10 @@ def _borders(cfg: FieldConfig, rng: np.random.Generator) -> tuple[np.ndarray, np
     """Per-row x of the thick|monolayer and monolayer|thin borders, and the glass margins (y)."""
     y = np.arange(cfg.height, dtype=np.float32) / cfg.height
     p1, p2 = rng.uniform(0, 2 * np.pi, 2)
-    wob = 0.025 * cfg.width
+    wob = _WOBBLE * cfg.width
     b1 = cfg.width * cfg.thick_fraction + wob * np.sin(2 * np.pi * 1.3 * y + p1)
     b2 = cfg.width * (1.0 - cfg.thin_fraction) + wob * np.sin(2 * np.pi * 0.9 * y + p2)
-    top, bottom = 0.015 * cfg.height, 0.985 * cfg.height
+    top, bottom = _GLASS * cfg.height, (1.0 - _GLASS) * cfg.height
     return b1.astype(np.float32), b2.astype(np.float32), top, bottom
 
 
@@ -98,26 +125,14 @@ def _zone_at(x: float, y: float, b1: np.ndarray, b2: np.ndarray) -> str:
     return "monolayer"
 
 
-def _place_rois(cfg: FieldConfig, b1: np.ndarray, b2: np.ndarray, rng: np.random.Generator) -> list[Region]:
+def _place_rois(cfg: FieldConfig, rng: np.random.Generator) -> list[Region]:
+    """ROIs on a jittered grid inside the (worst-case) monolayer, so they never reach thick or thin areas."""
     if cfg.n_rois == 0:
         return []
-    margin = 48
-    x_lo = int(np.ceil(b1.max())) + margin
-    x_hi = int(np.floor(b2.min())) - margin - cfg.roi_size
-    y_lo, y_hi = int(0.015 * cfg.height) + margin, int(0.985 * cfg.height) - margin - cfg.roi_size
-    if x_hi < x_lo or y_hi < y_lo:
-        raise ValueError(
-            f"a {cfg.width}x{cfg.height} px slide has no monolayer area for a {cfg.roi_size} px ROI: "
-            "use a larger slide size or a smaller ROI size"
-        )
-    gap, size = 32, cfg.roi_size
+    x_lo, x_hi, y_lo, y_hi = cfg.monolayer_bounds()
+    gap, size = _ROI_GAP, cfg.roi_size
     span_x, span_y = x_hi - x_lo + size, y_hi - y_lo + size  # usable extent
     cols, rows = (span_x + gap) // (size + gap), (span_y + gap) // (size + gap)
-    if cols * rows < cfg.n_rois:
-        raise ValueError(
-            f"only {cols * rows} of {cfg.n_rois} non-overlapping {size} px ROIs fit in the monolayer of a "
-            f"{cfg.width}x{cfg.height} px slide: use a larger slide size, fewer or smaller ROIs"
-        )
     cell_w, cell_h = span_x / cols, span_y / rows  # grid cells, each holds one ROI with some slack
     picks = sorted(rng.choice(cols * rows, size=cfg.n_rois, replace=False).tolist())
     rois: list[Region] = []
@@ -201,7 +216,7 @@ def render_field(
     stain = stain if stain is not None else sample_stain(rng)
     W, H = cfg.width, cfg.height
     b1, b2, top, bottom = _borders(cfg, rng)
-    rois = _place_rois(cfg, b1, b2, rng)
+    rois = _place_rois(cfg, rng)
     canvas = np.zeros((H, W, 3), dtype=np.float32)
     occ = _Occupancy(W, H)
     placed: list[PlacedCell] = []
