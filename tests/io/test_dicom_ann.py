@@ -342,3 +342,35 @@ def test_write_dataset_series_layout(tmp_path: Path, src: pydicom.Dataset) -> No
     assert [p.relative_to(tmp_path / "study2") for p in again] == rel  # same UIDs for the same inputs
     unl = read_dicom_ann(paths[-1]).annotations
     assert [c.cell_id for c in unl.cells] == [80001]
+
+
+def test_fast_decoder_equals_highdicom(tmp_path: Path, src: pydicom.Dataset) -> None:
+    ann = _cells()
+    pred = CellAnnotations(cells=(
+        Cell(Box(10, 10, 110, 110), "lymphocyte", cell_id=1, score=0.9, probabilities={"lymphocyte": 0.7}),
+        Cell(Box(210, 10, 310, 110), "lymphocyte", cell_id=2),
+    ))
+    files = list(write_dataset_series(ann, tmp_path / "st", source_image=src))
+    files.append(write_dicom_ann(pred, tmp_path / "p.dcm", source_image=src, kind="automatic",
+                                 algorithm_name="m", algorithm_version="0"))
+    # a POLYGON group (boxes are the polygons' bounding boxes)
+    poly = hd.ann.AnnotationGroup(
+        number=1, uid=hd.UID(), label="lymphocyte", annotated_property_category=ANAT,
+        annotated_property_type=Code("56972008", "SCT", "Lymphocyte"), graphic_type="POLYGON",
+        graphic_data=[np.array([[5, 5], [50, 8], [30, 60]], np.float32),
+                      np.array([[100, 100], [140, 100], [150, 130], [120, 170], [100, 140]], np.float32)],
+        algorithm_type="MANUAL",
+        measurements=[hd.ann.Measurements(name=CELL_ID, values=np.array([7.0, 8.0]),
+                                          unit=codes.UCUM.NoUnits)])
+    obj = hd.ann.MicroscopyBulkSimpleAnnotations(
+        source_images=[src], annotation_coordinate_type="2D", annotation_groups=[poly],
+        series_instance_uid=hd.UID(), series_number=42, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="x", manufacturer_model_name="x", software_versions="x", device_serial_number="x",
+        series_description="Consensus: cell bounding boxes with cell type labels")
+    obj.save_as(tmp_path / "poly.dcm")
+    files.append(tmp_path / "poly.dcm")
+    for f in files:
+        fast, slow = read_dicom_ann(f), read_dicom_ann(f, validate=True)
+        assert fast.annotations == slow.annotations and fast.kind == slow.kind, f
+    boxes = read_dicom_ann(tmp_path / "poly.dcm").annotations.boxes_array().tolist()
+    assert boxes == [[5, 5, 50, 60], [100, 100, 150, 170]]

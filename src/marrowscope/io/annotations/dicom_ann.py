@@ -241,56 +241,147 @@ def _label_from_group(group_label: str, path: Path) -> str | None:
         raise InputError(path, f"unknown annotation group label {group_label!r} ({exc.problem})") from exc
 
 
-def _boxes_from_graphics(
-    graphics: Sequence[np.ndarray], graphic_type: str, path: Path, label: str
-) -> list[Box]:
-    if graphic_type not in ("RECTANGLE", "POLYGON", "ELLIPSE", "POLYLINE"):
-        raise InputError(path, f"group {label!r} has {graphic_type} graphics; boxes need RECTANGLE/POLYGON")
-    boxes = []
-    for g in graphics:
-        pts = np.asarray(g, dtype=np.float64).reshape(-1, 2)
-        x1, y1 = pts.min(axis=0)
-        x2, y2 = pts.max(axis=0)
+_BOX_GRAPHICS = ("RECTANGLE", "POLYGON", "ELLIPSE", "POLYLINE")
+
+
+@dataclass(frozen=True)
+class _GroupData:
+    """One annotation group decoded: label, (n, 4) boxes x1 y1 x2 y2, measurement columns by code."""
+
+    label: str
+    boxes: np.ndarray
+    measurements: tuple[tuple[str, str, str, np.ndarray], ...]  # (scheme, value, meaning, values)
+    algorithm: tuple[str, str] | None
+
+
+def _bbox_of(points: Sequence[np.ndarray]) -> np.ndarray:
+    if not points:
+        return np.zeros((0, 4))
+    rows = [[*np.min(g[:, :2], axis=0), *np.max(g[:, :2], axis=0)] for g in points]
+    return np.array(rows, dtype=np.float64)
+
+
+def _groups_highdicom(ds: Dataset, path: Path) -> list[_GroupData]:
+    """Decode groups through highdicom (validates every group against the standard; slow)."""
+    import highdicom as hd
+
+    try:
+        ann = hd.ann.MicroscopyBulkSimpleAnnotations.from_dataset(ds, copy=True)
+        groups = ann.get_annotation_groups()
+    except Exception as exc:
+        raise InputError(path, f"cannot decode annotation groups ({type(exc).__name__}: {exc})") from exc
+    out = []
+    for g in groups:
+        label = str(g.label)
+        if g.graphic_type.value not in _BOX_GRAPHICS:
+            raise InputError(path, f"group {label!r} has {g.graphic_type.value} graphics, not boxes")
         try:
-            boxes.append(Box(float(x1), float(y1), float(x2), float(y2)))
-        except ValueError as exc:
-            raise InputError(path, f"group {label!r}: {exc}") from exc
-    return boxes
+            graphics = g.get_graphic_data(coordinate_type="2D")
+            names, values, _units = g.get_measurements()
+        except Exception as exc:
+            raise InputError(path, f"group {label!r}: cannot decode ({type(exc).__name__}: {exc})") from exc
+        values = np.asarray(values, dtype=np.float64).reshape(len(graphics), len(names))
+        ms = tuple((str(n.scheme_designator), str(n.value), str(n.meaning), values[:, j])
+                   for j, n in enumerate(names))
+        algo = None
+        if g.algorithm_identification is not None:
+            a = g.algorithm_identification[0]
+            algo = (str(a.AlgorithmName), str(a.AlgorithmVersion))
+        out.append(_GroupData(label, _bbox_of(graphics), ms, algo))
+    return out
 
 
-def _code_key(code: Any) -> tuple[str, str]:
-    return (str(code.scheme_designator), str(code.value))
+def _fast_values(item: Dataset, n: int) -> np.ndarray:
+    v = item.MeasurementValuesSequence[0]
+    values = np.full(n, np.nan, dtype=np.float64)
+    stored = np.frombuffer(v.FloatingPointValues, np.float32) if v.get("FloatingPointValues") else np.zeros(0)
+    if "AnnotationIndexList" in v:
+        idx = np.frombuffer(v.AnnotationIndexList, np.int32).astype(np.int64) - 1
+    else:
+        idx = np.arange(len(stored))
+    values[idx] = stored
+    return values
 
 
-def _as_int(v: float) -> int | None:
-    return None if math.isnan(v) else int(round(v))
+def _groups_fast(ds: Dataset, path: Path) -> list[_GroupData]:
+    """Decode groups straight from the pydicom dataset (same result as highdicom, ~10x faster)."""
+    out = []
+    for g in ds.get("AnnotationGroupSequence", []):
+        label = str(g.get("AnnotationGroupLabel", ""))
+        try:
+            n = int(g.NumberOfAnnotations)
+            gtype = str(g.GraphicType)
+            if gtype not in _BOX_GRAPHICS:
+                raise InputError(path, f"group {label!r} has {gtype} graphics, not boxes")
+            if "DoublePointCoordinatesData" in g:
+                flat = np.frombuffer(g.DoublePointCoordinatesData, np.float64)
+            else:
+                flat = np.frombuffer(g.PointCoordinatesData, np.float32)
+            dim = 2  # 2D pixel coordinates (3D files are refused before)
+            pts = flat.astype(np.float64).reshape(-1, dim)[:, :2]
+            if gtype in ("RECTANGLE", "ELLIPSE"):
+                xy = pts.reshape(n, 4, 2)
+                boxes = np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
+            else:
+                starts = (np.frombuffer(g.LongPrimitivePointIndexList, np.int32).astype(np.int64) - 1) // dim
+                boxes = _bbox_of(np.split(pts, starts[1:]))
+            ms = []
+            for m in g.get("MeasurementsSequence", []):
+                c = m.ConceptNameCodeSequence[0]
+                code = (str(c.CodingSchemeDesignator), str(c.CodeValue), str(c.CodeMeaning))
+                ms.append((*code, _fast_values(m, n)))
+            algo = None
+            if "AnnotationGroupAlgorithmIdentificationSequence" in g:
+                a = g.AnnotationGroupAlgorithmIdentificationSequence[0]
+                algo = (str(a.get("AlgorithmName", "")), str(a.get("AlgorithmVersion", "")))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(path, f"group {label!r}: cannot decode ({type(exc).__name__}: {exc})") from exc
+        if boxes.shape[0] != n:
+            raise InputError(path, f"group {label!r}: {boxes.shape[0]} graphics for {n} annotations")
+        out.append(_GroupData(label, boxes, tuple(ms), algo))
+    return out
 
 
-def _group_columns(group: hd.ann.AnnotationGroup, n: int) -> dict[str, Any]:
+def _columns(group: _GroupData) -> dict[str, Any]:
     """Measurement columns of a group by role: cell_id, roi_id, image_region, score, probabilities."""
-    names, values, _units = group.get_measurements()
-    values = np.asarray(values, dtype=np.float64).reshape(n, len(names)) if names else np.zeros((n, 0))
     out: dict[str, Any] = {"probabilities": {}}
-    for j, name in enumerate(names):
-        key = _code_key(name)
-        col = values[:, j]
+    for scheme, value, meaning, col in group.measurements:
+        key = (scheme, value)
         if key in CELL_ID_CODES:
             out["cell_id"] = col
         elif key == ROI_ID_CODE:
             out["roi_id"] = col
         elif key == IMAGE_REGION_CODE:
             out["image_region"] = col
-        elif key[0] == PRIVATE_SCHEME and key[1] == SCORE_CODE_VALUE:
+        elif scheme == PRIVATE_SCHEME and value == SCORE_CODE_VALUE:
             out["score"] = col
-        elif key[0] == PRIVATE_SCHEME and str(name.meaning).startswith(PROB_PREFIX):
-            out["probabilities"][str(name.meaning)[len(PROB_PREFIX):]] = col
+        elif scheme == PRIVATE_SCHEME and meaning.startswith(PROB_PREFIX):
+            out["probabilities"][meaning[len(PROB_PREFIX):]] = col
     return out
 
 
-def read_dicom_ann(path: str | Path) -> AnnotationSeries:
-    """Read one ANN file (or a series folder holding one file) into an :class:`AnnotationSeries`."""
-    import highdicom as hd
+def _as_int(v: float) -> int | None:
+    return None if math.isnan(v) else int(round(v))
 
+
+def _to_boxes(arr: np.ndarray, path: Path, label: str) -> list[Box]:
+    boxes = []
+    for row in arr.tolist():
+        try:
+            boxes.append(Box(*row))
+        except ValueError as exc:
+            raise InputError(path, f"group {label!r}: {exc}") from exc
+    return boxes
+
+
+def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSeries:
+    """Read one ANN file (or a series folder holding one file) into an :class:`AnnotationSeries`.
+
+    ``validate=True`` decodes through highdicom, which checks every group against the standard
+    (about 10x slower); the default decodes the same attributes directly with pydicom.
+    """
     p = _resolve_file(path)
     ds = _dcmread(p, header_only=False)
     _check_is_ann(ds, p)
@@ -299,27 +390,18 @@ def read_dicom_ann(path: str | Path) -> AnnotationSeries:
         raise InputError(
             p, "annotation coordinates are 3D (frame of reference); only 2D pixel coordinates are supported"
         )
-    try:
-        ann = hd.ann.MicroscopyBulkSimpleAnnotations.from_dataset(ds, copy=False)
-        groups = ann.get_annotation_groups()
-    except Exception as exc:
-        raise InputError(p, f"cannot decode annotation groups ({type(exc).__name__}: {exc})") from exc
+    groups = _groups_highdicom(ds, p) if validate else _groups_fast(ds, p)
 
     any_roi_column = False
     cells: list[Cell] = []
     regions: list[Region] = []
     algo_name = algo_version = None
     for group in groups:
-        label = str(group.label)
-        if group.algorithm_identification is not None:
-            algo = group.algorithm_identification[0]
-            algo_name, algo_version = str(algo.AlgorithmName), str(algo.AlgorithmVersion)
-        try:
-            graphics = group.get_graphic_data(coordinate_type="2D")
-        except Exception as exc:
-            raise InputError(p, f"group {label!r}: cannot decode graphic data ({exc})") from exc
-        boxes = _boxes_from_graphics(graphics, group.graphic_type.value, p, label)
-        cols = _group_columns(group, len(boxes))
+        label = group.label
+        if group.algorithm is not None:
+            algo_name, algo_version = group.algorithm
+        boxes = _to_boxes(group.boxes, p, label)
+        cols = _columns(group)
         if label in ROI_GROUP_ALIASES:
             ids = cols.get("image_region", cols.get("roi_id"))
             for i, box in enumerate(boxes):
