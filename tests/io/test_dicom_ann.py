@@ -374,3 +374,17 @@ def test_fast_decoder_equals_highdicom(tmp_path: Path, src: pydicom.Dataset) -> 
         assert fast.annotations == slow.annotations and fast.kind == slow.kind, f
     boxes = read_dicom_ann(tmp_path / "poly.dcm").annotations.boxes_array().tolist()
     assert boxes == [[5, 5, 50, 60], [100, 100, 150, 170]]
+
+
+def test_predictions_in_other_class_schemes(tmp_path: Path, src: pydicom.Dataset) -> None:
+    """Coarse scheme classes (pbc8 'ig', group 'neutrophil') survive an AUTOMATIC round trip."""
+    ann = CellAnnotations(cells=(
+        Cell(Box(10, 10, 110, 110), "ig", cell_id=1, probabilities={"ig": 0.6, "neutrophil": 0.4}),
+        Cell(Box(210, 10, 310, 110), "neutrophil", cell_id=2, probabilities={"ig": 0.1, "neutrophil": 0.9}),
+    ))
+    out = write_dicom_ann(ann, tmp_path / "p.dcm", source_image=src, kind="automatic", algorithm_name="m")
+    got = _by_id(read_dicom_ann(out).annotations)
+    assert (got[1].label, got[2].label) == ("ig", "neutrophil")
+    assert got[2].probabilities == pytest.approx({"ig": 0.1, "neutrophil": 0.9})
+    with pytest.raises(ValueError, match="unknown label 'ig'"):
+        write_dicom_ann(ann, tmp_path / "m.dcm", source_image=src, kind="consensus")

@@ -230,7 +230,7 @@ def read_dicom_ann_header(path: str | Path) -> AnnotationSeriesRef:
     return _ref_from_dataset(ds, p)
 
 
-def _label_from_group(group_label: str, path: Path) -> str | None:
+def _label_from_group(group_label: str, path: Path, keep_unknown: bool = False) -> str | None:
     from marrowscope.taxonomy import from_idc_label
 
     if group_label == UNLABELED_GROUP:
@@ -238,6 +238,9 @@ def _label_from_group(group_label: str, path: Path) -> str | None:
     try:
         return from_idc_label(group_label)
     except InputError as exc:
+        if keep_unknown:  # predictions in another class scheme (e.g. pbc8 "ig"): keep the name
+            log.warning("%s: group label %r is not in the taxonomy; kept as written", path, group_label)
+            return group_label
         raise InputError(path, f"unknown annotation group label {group_label!r} ({exc.problem})") from exc
 
 
@@ -408,7 +411,7 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
                 rid = _as_int(ids[i]) if ids is not None else None
                 regions.append(Region(box=box, roi_id=rid if rid is not None else i))
             continue
-        name = _label_from_group(label, p)
+        name = _label_from_group(label, p, keep_unknown=ref.kind == "automatic")
         any_roi_column = any_roi_column or "roi_id" in cols
         cell_ids = cols.get("cell_id")
         roi_ids = cols.get("roi_id")
@@ -548,15 +551,26 @@ def _hd_code(code: Any) -> Any:
     return PdCode(value=str(code.value), scheme_designator=str(code.scheme), meaning=str(code.meaning))
 
 
-def _label_concepts(name: str) -> tuple[str, Any, Any, str]:
-    """(group label, category Code, type Code, colour) for a taxonomy label name."""
-    from marrowscope.taxonomy import LABELS, to_idc_label
+def _label_concepts(name: str, allow_unknown: bool = False) -> tuple[str, Any, Any, str]:
+    """(group label, category Code, type Code, colour) for a taxonomy label name.
+
+    Group (non-leaf) labels keep their own name; with ``allow_unknown`` (predictions in another class
+    scheme, e.g. ``ig``) a name outside the taxonomy gets a private type code.
+    """
+    import hashlib
+
+    from pydicom.sr.coding import Code as PdCode
+
+    from marrowscope.taxonomy import LABELS
 
     info = LABELS.get(name)
     if info is None:
-        raise ValueError(f"unknown label {name!r}: not in marrowscope.taxonomy.LABELS")
-    idc = to_idc_label(name) if name not in (UNLABELED_GROUP, ROI_GROUP) else name
-    return idc, _hd_code(info.category), _hd_code(info.type_code), info.color
+        if not allow_unknown:
+            raise ValueError(f"unknown label {name!r}: not in marrowscope.taxonomy.LABELS")
+        value = "L" + hashlib.sha1(name.encode()).hexdigest()[:12]
+        return (name, PdCode("91723000", "SCT", "Anatomical structure"),
+                PdCode(value, PRIVATE_SCHEME, name[:64]), "#c0c0c0")
+    return info.idc_name, _hd_code(info.category), _hd_code(info.type_code), info.color
 
 
 def _rect(box: Box) -> np.ndarray:
@@ -746,7 +760,7 @@ def write_dicom_ann(
         if gen != "MANUAL":
             prob_classes = sorted({k for c, _ in pairs for k in (c.probabilities or {})})
             with_score = any(c.score is not None for c, _ in pairs)
-        concepts = {name: _label_concepts(name) for name in by_label}
+        concepts = {name: _label_concepts(name, allow_unknown=gen != "MANUAL") for name in by_label}
         for name in sorted(by_label, key=lambda n: concepts[n][0]):
             label, cat, typ, color = concepts[name]
             cells = by_label[name]
