@@ -1,3 +1,78 @@
-"""CLI: classifier commands (filled in by the module owner)."""
+"""CLI: ``marrowscope train classifier`` and ``marrowscope evaluate classifier``."""
 
-from marrowscope.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from marrowscope.cli.app import evaluate_app, train_app
+
+_DATASET_HELP = "FORMAT:PATH with FORMAT pbc, imagefolder, synth or cohort."
+_ARCH_HELP = "msresnet_s, msresnet_m, tv:<name> or timm:<name>."
+_EVAL_OUT_HELP = "Output folder: metrics.json, confusion.png, predictions.csv."
+
+
+@train_app.command("classifier")
+def train_classifier_cmd(
+    dataset: str = typer.Option(..., "--dataset", help=_DATASET_HELP),
+    out: Path = typer.Option(..., "--out", help="Output folder (checkpoints, classifier.pt, metrics)."),
+    scheme: str | None = typer.Option(None, "--scheme", help="Class scheme (default: bmdeep33; pbc: the "
+                                      "taxonomy classes PBC covers)."),
+    arch: str = typer.Option("msresnet_s", "--arch", help=_ARCH_HELP),
+    input_size: int = typer.Option(64, "--input-size", help="Crop side in pixels (weights contract)."),
+    mpp: float = typer.Option(0.45, "--mpp", help="Crop scale in µm/px (weights contract)."),
+    epochs: int = typer.Option(50, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr"),
+    balance: str = typer.Option("sampler", "--balance", help="sampler, loss or none."),
+    logit_adjust: float = typer.Option(0.0, "--logit-adjust", help="Logit adjustment tau (0 = off)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop after a checkpoint once "
+                                             "exceeded; rerun the same command to resume."),
+    src_mpp: float | None = typer.Option(None, "--src-mpp", help="µm/px of crop images (pbc: 0.1)."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of decoded crops."),
+    eval_every: int = typer.Option(5, "--eval-every"),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Ignore an existing checkpoint."),
+) -> None:
+    """Train a cell classifier (resumes from OUT/checkpoint.pt)."""
+    from marrowscope.engines.train_classifier import TrainConfig, train_from_dataset
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, balance=balance, logit_adjust=logit_adjust,
+                      seed=seed, num_threads=threads, device=device, max_minutes=max_minutes,
+                      eval_every=eval_every)
+    res = train_from_dataset(dataset, out, scheme=scheme, arch=arch, input_size=input_size, mpp=mpp,
+                             config=cfg, val_fraction=val_fraction, split_seed=seed, src_mpp=src_mpp,
+                             cache_dir=cache_dir, resume=not no_resume)
+    state = "finished" if res.train.finished else "stopped early (rerun to resume)"
+    typer.echo(f"{state}: {res.train.epochs_done} epochs, {res.n_train} train / {res.n_val} val crops")
+    typer.echo(f"weights: {res.weights}")
+    if res.val_metrics:
+        typer.echo("validation: " + json.dumps({k: round(v, 4) for k, v in res.val_metrics.items()}))
+
+
+@evaluate_app.command("classifier")
+def evaluate_classifier_cmd(
+    weights: str = typer.Option(..., "--weights", help="Bundled model name or weights file."),
+    dataset: str = typer.Option(..., "--dataset", help=_DATASET_HELP),
+    out: Path = typer.Option(..., "--out", help=_EVAL_OUT_HELP),
+    tta: int = typer.Option(8, "--tta", help="Test-time views: 1, 2, 4 or 8."),
+    scheme: str | None = typer.Option(None, "--scheme", help="Score in this class scheme (pbc: pbc8)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Uncertain below this probability."),
+    src_mpp: float | None = typer.Option(None, "--src-mpp", help="µm/px of crop images (pbc: 0.1)."),
+) -> None:
+    """Score a classifier on a labelled dataset at the dataset's granularity."""
+    from marrowscope.eval.classification import evaluate_classifier
+
+    rep = evaluate_classifier(weights, dataset, out, tta=tta, eval_scheme=scheme, src_mpp=src_mpp,
+                              threshold=threshold, progress=True)
+    auc = "n/a" if rep.macro_auc is None else f"{rep.macro_auc:.4f}"
+    typer.echo(f"n={rep.n_images} macro F1 {rep.macro_f1:.4f}  macro AUC {auc}  "
+               f"balanced accuracy {rep.balanced_accuracy:.4f}  ECE {rep.ece:.4f}")
+    for note in rep.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"metrics: {out / 'metrics.json'}")

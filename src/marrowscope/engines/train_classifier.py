@@ -207,6 +207,7 @@ def train_classifier(
     finished = True
     for epoch in range(start_epoch, config.epochs):
         g = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        torch.manual_seed(config.seed * 100003 + epoch)  # dropout: reproducible after a resume too
         rng = np.random.default_rng(config.seed * 100003 + epoch)
         n_draw = steps_per_epoch * config.batch_size
         order = (rng.choice(n, size=n_draw, replace=True, p=probs) if probs is not None

@@ -1,0 +1,97 @@
+"""Classifier training (deterministic, resumable, set-valued targets) and the CLI on a tiny PBC folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from marrowscope.data.cell_augment import AugmentConfig, augment_batch, dihedral
+from marrowscope.data.classification_datasets import HARD, SET, CropSet
+from marrowscope.engines.train_classifier import TrainConfig, classification_loss, train_classifier
+from marrowscope.models.classifier import load_classifier, make_spec, save_classifier
+
+CLASSES = ("lymphocyte", "monocyte", "neutrophilic_band", "segmented_neutrophil")
+
+
+def _tiny_set(n: int = 48, size: int = 20, seed: int = 0) -> CropSet:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % len(CLASSES)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]], dtype=np.int64)
+    imgs = np.clip(colours[y][:, None, None, :] + rng.integers(-20, 20, (n, size, size, 3)), 0, 255)
+    targets = np.eye(len(CLASSES), dtype=np.float32)[y]
+    kind = np.full(n, HARD, dtype=np.int8)
+    # two crops labelled only "neutrophil": band or segmented
+    targets[-2:] = 0
+    targets[-2:, 2:] = 1
+    kind[-2:] = SET
+    return CropSet(images=imgs.astype(np.uint8), targets=targets, target_kind=kind, classes=CLASSES,
+                   labels=tuple(CLASSES[i] for i in y), source_labels=tuple(CLASSES[i] for i in y),
+                   groups=np.arange(n), ids=tuple(str(i) for i in range(n)))
+
+
+def test_set_loss_and_soft_targets():
+    logits = torch.tensor([[2.0, 0.0, 1.0, 1.0]])
+    t = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    set_loss = classification_loss(logits, t, torch.tensor([SET]))
+    p = torch.softmax(logits, 1)[0]
+    assert float(set_loss) == pytest.approx(-float(torch.log(p[2] + p[3])), rel=1e-5)
+    soft = classification_loss(logits, t, torch.tensor([HARD]))  # read as soft 0.5/0.5
+    assert float(soft) == pytest.approx(-float(0.5 * torch.log(p[2]) + 0.5 * torch.log(p[3])), rel=1e-5)
+
+
+def test_augment_is_seeded_and_shaped():
+    x = torch.rand(4, 3, 24, 24)
+    a = augment_batch(x, 16, AugmentConfig(), torch.Generator().manual_seed(5))
+    b = augment_batch(x, 16, AugmentConfig(), torch.Generator().manual_seed(5))
+    assert a.shape == (4, 3, 16, 16) and torch.equal(a, b)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+    assert torch.equal(dihedral(dihedral(x, 1), 3), x)
+
+
+def test_training_is_deterministic_and_resumes(tmp_path):
+    data = _tiny_set()
+    spec = make_spec(CLASSES, input_size=16, mpp=0.5, scheme=None)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=5e-3, warmup_epochs=0, seed=7, eval_every=1)
+    full = train_classifier(spec, data, data, tmp_path / "full", cfg, progress=False)
+    assert full.finished and full.epochs_done == 2 and "macro_f1" in full.history[-1]
+    # interrupted after epoch 1 (time budget 0), then resumed: the same weights as the uninterrupted run
+    stop = replace(cfg, max_minutes=0.0)
+    part = train_classifier(spec, data, data, tmp_path / "part", stop, progress=False)
+    assert not part.finished and part.epochs_done == 1
+    resumed = train_classifier(spec, data, data, tmp_path / "part", cfg, progress=False)
+    assert resumed.finished and resumed.epochs_done == 2
+    a = load_classifier(full.weights)
+    b = load_classifier(resumed.weights)
+    for (ka, va), (_, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
+        assert torch.equal(va, vb), ka
+    with pytest.raises(Exception, match="different spec or config"):
+        train_classifier(spec, data, data, tmp_path / "part", replace(cfg, lr=1e-3), progress=False)
+
+
+def test_cli_evaluate_on_pbc_layout(tmp_path):
+    from marrowscope.cli.main import main
+    from marrowscope.models.classifier import create_classifier
+    from test_classifier_data import _write_pbc_folder
+
+    _write_pbc_folder(tmp_path / "pbc", n_per=2)
+    classes = ("promyelocyte", "neutrophilic_myelocyte", "segmented_neutrophil", "lymphocyte", "myeloblast")
+    clf = create_classifier(make_spec(classes, input_size=16, mpp=0.45, scheme=None))
+    save_classifier(tmp_path / "w.pt", clf)
+    rc = main(["evaluate", "classifier", "--weights", str(tmp_path / "w.pt"), "--dataset",
+               f"pbc:{tmp_path / 'pbc'}", "--out", str(tmp_path / "ev"), "--tta", "2"])
+    assert rc == 0
+    d = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in ("macro_f1", "macro_auc", "balanced_accuracy", "n_images", "per_class"):
+        assert key in d
+    assert d["n_images"] == 12
+    assert set(d["classes"]) >= {"ig", "neutrophil", "lymphocyte"}
+    assert any("myeloblast" in n for n in d["notes"])  # a model class PBC cannot score is reported
+    rows = (tmp_path / "ev" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 13
+    rc = main(["evaluate", "classifier", "--weights", str(tmp_path / "w.pt"), "--dataset",
+               f"pbc:{tmp_path / 'missing'}", "--out", str(tmp_path / "ev2")])
+    assert rc != 0
