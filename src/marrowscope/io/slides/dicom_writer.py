@@ -1,11 +1,12 @@
 """Write an RGB array as a pyramidal DICOM whole-slide image shaped like the IDC bone-marrow slides.
 
-The image is written as a tiled, JPEG-compressed pyramidal TIFF (tifffile, level by level, each level
-box-filtered from the previous one, in row strips) into a temporary folder, converted with
-``wsidicomizer`` (tiles are passed through, not re-encoded) and the series is moved into place
-atomically. Result: one VL Whole Slide Microscopy Image Storage series, one instance per level,
-JPEG Baseline, YBR_FULL_422, downsample 4 per level, with the identifiers and descriptions of the
-real dataset (dataset.md §3.2) and the OpenSlide property JSON in AcquisitionContextSequence (§3.3).
+The image is written as a tiled, losslessly (zstd) compressed pyramidal TIFF (tifffile, level by
+level, each level box-filtered from the previous one, in row strips) into a temporary folder,
+converted with ``wsidicomizer`` (tiffslide source; each tile JPEG-encoded once, 4:2:2, at
+``jpeg_quality``) and the series is moved into place atomically. Result: one VL Whole Slide
+Microscopy Image Storage series, one instance per level, JPEG Baseline, YBR_FULL_422, downsample 4
+per level, with the identifiers and descriptions of the real dataset (dataset.md §3.2) and the
+OpenSlide property JSON in AcquisitionContextSequence (§3.3).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def reduce_by(image: np.ndarray, factor: int, out_shape: tuple[int, int] | None 
 
     The image is treated as padded with white to ``out_shape * factor`` (default: the ceiling).
     """
+    from PIL import Image
+
     h, w = image.shape[:2]
     oh, ow = out_shape if out_shape is not None else (math.ceil(h / factor), math.ceil(w / factor))
     if oh * factor < h or ow * factor < w:
@@ -92,10 +95,9 @@ def reduce_by(image: np.ndarray, factor: int, out_shape: tuple[int, int] | None 
             padded = np.full((ph, pw, 3), 255, dtype=np.uint8)
             padded[:bh, :w] = block
             block = padded
-        summed = block.reshape(ph // factor, factor, ow, factor, 3).sum(axis=(1, 3), dtype=np.uint32)
-        half = factor * factor // 2
         oy = y0 // factor
-        out[oy : oy + ph // factor] = ((summed + half) // (factor * factor)).astype(np.uint8)
+        # PIL's reduce is the box mean (rounded), ~5x faster than a numpy reshape-sum
+        out[oy : oy + ph // factor] = np.asarray(Image.fromarray(np.ascontiguousarray(block)).reduce(factor))
     return out
 
 
@@ -130,9 +132,8 @@ def _tiles(level: np.ndarray, shape: tuple[int, int], tile: int) -> Iterator[np.
             yield np.ascontiguousarray(t)
 
 
-def _write_tiff(
-    image: np.ndarray, path: Path, *, mpp: float, tile_size: int, n_levels: int, quality: int
-) -> None:
+def _write_tiff(image: np.ndarray, path: Path, *, mpp: float, tile_size: int, n_levels: int) -> None:
+    """Losslessly compressed (zstd) tiled pyramid: the only lossy step is wsidicomizer's JPEG."""
     import tifffile
 
     res = 1e4 / mpp  # pixels per centimetre
@@ -144,8 +145,8 @@ def _write_tiff(
                 shape=(*shape, 3),
                 dtype=np.uint8,
                 tile=(tile_size, tile_size),
-                compression="jpeg",
-                compressionargs={"level": quality},
+                compression="zstd",
+                compressionargs={"level": 1},
                 photometric="rgb",
                 subfiletype=0 if i == 0 else 1,
                 resolution=(res / f, res / f),
@@ -251,6 +252,7 @@ def write_dicom_wsi(
     from marrowscope.io.slides.dicom import quiet_dicom_imports
 
     quiet_dicom_imports()
+    from wsidicom.codec import JpegSettings, Subsampling
     from wsidicomizer import WsiDicomizer
 
     out_dir = Path(out_dir)
@@ -259,6 +261,8 @@ def write_dicom_wsi(
         raise InputError(out_dir, f"pixel size must be a positive number of µm/px, got {mpp}")
     if n_levels < 1:
         raise InputError(out_dir, f"n_levels must be at least 1, got {n_levels}")
+    if not 1 <= jpeg_quality <= 100:
+        raise InputError(out_dir, f"jpeg_quality must be 1..100, got {jpeg_quality}")
     if tile_size < 16 or tile_size % 16:
         raise InputError(out_dir, f"tile_size must be a positive multiple of 16, got {tile_size}")
     w, h = padded_size(rgb.shape[1], rgb.shape[0], n_levels)
@@ -285,7 +289,7 @@ def write_dicom_wsi(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".wsi-tiff-", dir=out_dir.parent) as tmp:
         tiff = Path(tmp) / f"{slide_id}.tif"
-        _write_tiff(rgb, tiff, mpp=mpp, tile_size=tile_size, n_levels=n_levels, quality=jpeg_quality)
+        _write_tiff(rgb, tiff, mpp=mpp, tile_size=tile_size, n_levels=n_levels)
         with atomic_dir(out_dir) as staging:
             WsiDicomizer.convert(
                 tiff,
@@ -299,6 +303,8 @@ def write_dicom_wsi(
                 include_thumbnail=False,
                 workers=1,
                 offset_table="eot",
+                encoding=JpegSettings(quality=jpeg_quality, subsampling=Subsampling.R422),
+                force_transcoding=True,
             )
             _rename_by_level(staging)
     files = tuple(sorted(out_dir.glob("*.dcm")))
