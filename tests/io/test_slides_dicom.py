@@ -279,3 +279,27 @@ def test_pitfall6_regions_read_only_the_tiles_they_touch(
         s._wsi.clear_cache()
         s.thumbnail(64)  # from the smallest level: its single tile
         assert len(set(calls)) == 1
+
+
+def _sof_sampling(frame: bytes) -> list[int]:
+    """Sampling factors (h << 4 | v) of each component in a baseline JPEG's SOF0 segment."""
+    i = frame.index(b"\xff\xc0")
+    n = frame[i + 9]
+    return [frame[i + 10 + 3 * k + 1] for k in range(n)]
+
+
+def test_jpeg_quality_and_422_subsampling(tmp_path: Path) -> None:
+    from pydicom.encaps import generate_frames
+
+    img = _smooth_image(256, 256, seed=5)
+    sizes = {}
+    for q in (40, 95):
+        ref = write_dicom_wsi(img, tmp_path / f"q{q}", mpp=0.5, slide_id="q", patient_id="q", jpeg_quality=q)
+        ds = pydicom.dcmread(ref.base_file)
+        frame = next(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+        assert frame[:2] == b"\xff\xd8" and b"\xff\xc0" in frame  # baseline JPEG
+        assert _sof_sampling(frame) == [0x21, 0x11, 0x11]  # 4:2:2, as YBR_FULL_422 says
+        sizes[q] = sum(f.stat().st_size for f in ref.files)
+    assert sizes[40] < 0.7 * sizes[95]
+    with pytest.raises(InputError, match="jpeg_quality"):
+        write_dicom_wsi(img, tmp_path / "bad", mpp=0.5, slide_id="q", patient_id="q", jpeg_quality=0)
