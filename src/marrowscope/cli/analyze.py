@@ -1,3 +1,83 @@
-"""CLI: analyze commands (filled in by the module owner)."""
+"""CLI: ``marrowscope analyze`` (slides to differential, diagnosis suggestion and report) and ``demo``."""
 
-from marrowscope.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from marrowscope.cli.app import app
+
+if TYPE_CHECKING:
+    from marrowscope.engines.pipeline import AnalysisConfig
+
+_DET = typer.Option("detector-synth", "--detector", help="Detector: bundled name or weights file.")
+_CLF = typer.Option("classifier-synth", "--classifier", help="Cell classifier: bundled name or weights file.")
+_DX = typer.Option("diagnosis-synth", "--diagnosis", help="Diagnosis model: bundled name, file, or 'none'.")
+_TARGET = typer.Option(500, "--target-cells", min=1, help="Countable cells for the differential (ICSH: 500).")
+_SEED = typer.Option(0, "--seed", help="Random seed (recorded in summary.json).")
+
+
+def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, seed: int,
+            max_cells: int | None = None) -> AnalysisConfig:
+    from marrowscope.engines.pipeline import AnalysisConfig
+
+    cfg = AnalysisConfig(detector=detector, classifier=classifier,
+                         diagnosis=None if diagnosis.lower() == "none" else diagnosis,
+                         target_cells=target_cells, seed=seed)
+    return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
+
+
+@app.command("analyze")
+def analyze(
+    slides: list[Path] = typer.Argument(..., help="Slides: DICOM folders or files, MRXS/SVS/TIFF, images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one subfolder per slide)."),
+    detector: str = _DET,
+    classifier: str = _CLF,
+    diagnosis: str = _DX,
+    target_cells: int = _TARGET,
+    max_cells: int = typer.Option(5000, "--max-cells", min=1,
+                                  help="Most cells counted while a blast interval straddles a threshold."),
+    mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px for slides that lack it."),
+    rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
+    seed: int = _SEED,
+) -> None:
+    """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
+
+    Finished slides (out/<slide>/summary.json present) are skipped, so an interrupted run can be restarted.
+    """
+    from marrowscope.engines.batch import analyze_batch
+
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells)
+    summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois)
+    for s in summary.slides:
+        if s.status == "failed":
+            typer.echo(f"FAILED  {s.slide_id or s.source}: {s.reason}", err=True)
+        else:
+            blast = "" if s.blast_pct is None else f"blasts {100 * s.blast_pct:.1f} %"
+            dx = f", suggestion {s.suggestion}" if s.suggestion else ""
+            typer.echo(f"{s.status:<7} {s.slide_id}: {s.n_counted} cells, {blast}{dx}")
+    n_failed = len(summary.failures)
+    typer.echo(f"{summary.n_done} analysed, {summary.n_skipped} already done, {n_failed} failed; "
+               f"index: {summary.index}")
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder."),
+    detector: str = _DET,
+    classifier: str = _CLF,
+    diagnosis: str = _DX,
+    target_cells: int = _TARGET,
+    seed: int = _SEED,
+) -> None:
+    """Write a synthetic slide with two annotated ROIs and analyse it with the bundled models."""
+    from marrowscope.engines.demo import run_demo
+
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed)
+    result = run_demo(out, cfg, seed=seed)
+    typer.echo(str(result.report))

@@ -23,6 +23,7 @@ from marrowscope.counting import Differential, compute_differential
 from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, select_regions
 from marrowscope.engines.classify import classify_cells
 from marrowscope.engines.detect import TileDetector, detect_region
+from marrowscope.errors import InputError
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.models.classifier import CellClassifier
 from marrowscope.report.results import (
@@ -99,23 +100,33 @@ def _detector_threshold(det: TileDetector, cfg: AnalysisConfig) -> float:
         return cfg.score_threshold
     spec = getattr(det, "spec", None)
     params = getattr(spec, "params", {}) or {}
-    return float(params.get("score_threshold", 0.5))
+    return float(params.get("operating_threshold", params.get("score_threshold", 0.5)))
 
 
 def _is_countable(label: str | None) -> bool:
     return label is not None and label in taxonomy.LABELS and taxonomy.is_countable(label)
 
 
+def _clip(b: Sequence[float], width: int, height: int) -> Box | None:
+    x1, y1 = max(0.0, float(b[0])), max(0.0, float(b[1]))
+    x2, y2 = min(float(width), float(b[2])), min(float(height), float(b[3]))
+    return Box(x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
 def _count_region(
     slide: SlideReader, fq: FieldQuality, models: Models, cfg: AnalysisConfig, taken: Sequence[Box],
-    next_id: int,
+    next_id: int, timings: dict[str, float],
 ) -> list[Cell]:
     box = fq.region.box
+    t0 = time.perf_counter()
     det = detect_region(slide, box, models.detector, batch_size=cfg.batch_size)
     det = det.above(_detector_threshold(models.detector, cfg))
+    timings["detect"] = timings.get("detect", 0.0) + time.perf_counter() - t0
     cells: list[Cell] = []
     for b, s in zip(det.boxes, det.scores, strict=True):
-        cb = Box(*map(float, b))
+        cb = _clip(b, slide.info.width, slide.info.height)
+        if cb is None:
+            continue
         cx, cy = cb.center
         # centre rule: a cell belongs to the region holding its centre, and to the first such region
         if not box.contains_point(cx, cy) or any(t.contains_point(cx, cy) for t in taken):
@@ -123,7 +134,9 @@ def _count_region(
         cells.append(Cell(box=cb, score=float(s), roi_id=fq.region.roi_id, cell_id=next_id + len(cells)))
     if not cells:
         return []
+    t1 = time.perf_counter()
     result = classify_cells(models.classifier, slide, cells, tta=cfg.tta, threshold=cfg.uncertain_threshold)
+    timings["classify"] = timings.get("classify", 0.0) + time.perf_counter() - t1
     out = []
     for c, lab, p in zip(cells, result.labels, result.probabilities, strict=True):
         probs = {k: float(v) for k, v in zip(result.classes, p, strict=True)}
@@ -183,9 +196,23 @@ def analyze_slide(
     annotations: CellAnnotations | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SlideResult:
-    """Count cells on ``slide`` region by region until the differential is complete, then diagnose."""
+    """Count cells on ``slide`` region by region until the differential is complete, then diagnose.
+
+    ``annotations``: the slide's annotated ROIs (only ``regions`` are used); all of them are counted.
+    Without ROIs, monolayer fields are counted best first until ``cfg.target_cells`` countable cells
+    (more while the blast interval straddles a threshold, up to ``cfg.max_cells``).
+
+    Raises :class:`InputError` for a slide without pixel size, without smear area, or without any
+    detected cell in the regions analysed.
+    """
+    import torch
+
+    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    info = slide.info
+    if info.mpp is None:
+        raise InputError(info.path, "slide has no pixel size (µm/px); pass it with --mpp, e.g. --mpp 0.25")
     rois = annotations if (cfg.use_annotated_rois and annotations is not None) else None
     regions = select_regions(slide, rois, cfg.fields)
     t_regions = time.perf_counter() - t0
@@ -193,11 +220,12 @@ def analyze_slide(
     done: list[RegionResult] = []
     taken: list[Box] = []
     warnings: list[str] = []
+    timings: dict[str, float] = {}
     annotated = bool(rois is not None and rois.regions)
     for i, fq in enumerate(regions):
         if not annotated and done and not _needs_more(_differential(cells), cfg):
             break
-        new = _count_region(slide, fq, models, cfg, taken, next_id=len(cells))
+        new = _count_region(slide, fq, models, cfg, taken, next_id=len(cells), timings=timings)
         taken.append(fq.region.box)
         cells.extend(new)
         done.append(
@@ -211,9 +239,17 @@ def analyze_slide(
                 n_cells=len(new),
             )
         )
+        if not new:
+            warnings.append(f"region {fq.region.roi_id} ({done[-1].source}) has no cells")
         if progress is not None:
             progress(i + 1, len(regions))
     t_count = time.perf_counter() - t0 - t_regions
+    if not cells:
+        raise InputError(
+            info.path,
+            f"no cells were detected in the {len(done)} region(s) analysed; check that the slide is a "
+            "stained smear at the stated pixel size (--mpp) and that the ROIs lie on the smear",
+        )
     diff = _differential(cells)
     if diff.n_counted == 0:
         warnings.append("no countable cells were found in the regions analysed")
@@ -223,16 +259,19 @@ def analyze_slide(
             "the intervals are wide"
         )
     for f in diff.flags:
+        need = "" if f.cells_needed is None else f"; about {f.cells_needed} more cells would decide it"
         warnings.append(
             f"blast interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
-            f"{100 * f.threshold:.0f} % threshold ({f.name})"
+            f"{100 * f.threshold:.0f} % threshold ({f.name}){need}"
         )
     diagnosis = None
+    t_diag = time.perf_counter()
     if models.diagnosis is not None and diff.n_counted > 0:
         diagnosis = diagnose(diff, models.diagnosis, cfg.diagnosis or "diagnosis")
-    info = slide.info
     py, plat, pkgs = environment()
     seconds = time.perf_counter() - t0
+    timings.update({"regions": t_regions, "count": t_count, "diagnose": time.perf_counter() - t_diag,
+                    "total": seconds})
     return SlideResult(
         slide=SlideSummary(info.path, info.slide_id, info.format, info.width, info.height, info.mpp),
         regions=tuple(done),
@@ -244,8 +283,7 @@ def analyze_slide(
         diagnosis=diagnosis,
         run=RunRecord(
             marrowscope_version=__version__, python=py, platform=plat, packages=pkgs, models=models.refs,
-            config=cfg.to_dict(), seed=cfg.seed, started=started, seconds=seconds,
-            timings={"regions": t_regions, "count": t_count, "total": seconds},
+            config=cfg.to_dict(), seed=cfg.seed, started=started, seconds=seconds, timings=timings,
         ),
         warnings=tuple(warnings),
     )

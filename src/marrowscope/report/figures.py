@@ -10,7 +10,7 @@ import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from marrowscope.cells import Box, Cell
 from marrowscope.io.slides.base import SlideReader
@@ -33,6 +33,13 @@ def _hex_to_rgb(color: str) -> tuple[int, int, int]:
     return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16))
 
 
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
 def overview_with_regions(
     slide: SlideReader, regions: Sequence[tuple[Box, str]], max_size: int = 900
 ) -> Image.Image:
@@ -40,10 +47,14 @@ def overview_with_regions(
     thumb = Image.fromarray(slide.thumbnail(max_size)).convert("RGB")
     sx, sy = thumb.width / slide.info.width, thumb.height / slide.info.height
     draw = ImageDraw.Draw(thumb)
+    font = _font(max(11, thumb.width // 50))
     for box, caption in regions:
         xy = (box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy)
         draw.rectangle(xy, outline=(0, 90, 200), width=2)
-        draw.text((xy[0] + 3, xy[1] + 2), caption, fill=(0, 60, 160))
+        tx, ty = xy[0] + 4, xy[1] + 3
+        bb = draw.textbbox((tx, ty), caption, font=font)
+        draw.rectangle((bb[0] - 2, bb[1] - 1, bb[2] + 2, bb[3] + 1), fill=(255, 255, 255))
+        draw.text((tx, ty), caption, fill=(0, 60, 160), font=font)
     return thumb
 
 

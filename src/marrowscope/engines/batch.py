@@ -1,0 +1,339 @@
+"""Many slides in one call: resumable, one failure never stops the others, a batch summary at the end.
+
+Each source may be a slide file (MRXS/SVS/TIFF/image), a DICOM file or a DICOM folder: a folder is
+searched for DICOM slides with :func:`marrowscope.io.cohort.discover_cohort` (an IDC download or a
+``marrowscope synth`` cohort holds many), and each slide's DICOM ANN ROI series (or the cohort's ROI
+CSV) gives its annotated regions. A slide whose ``out_dir/<slide_id>/summary.json`` exists is done and
+skipped on a rerun; outputs appear only when complete (:func:`write_slide_outputs`).
+
+Written into ``out_dir``: one folder per slide, ``batch_summary.json`` (every slide's status and every
+failure with its reason; rewritten after each slide), ``cohort.csv`` and ``index.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from marrowscope.cells import CellAnnotations, Region
+from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
+from marrowscope.errors import InputError
+from marrowscope.io.atomic import write_text_atomic
+from marrowscope.io.slides.base import SlideReader
+from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
+
+log = logging.getLogger(__name__)
+
+BATCH_SUMMARY = "batch_summary.json"
+COHORT_CSV = "cohort.csv"
+INDEX = "index.html"
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide to analyse: how to open it and where its ROIs come from."""
+
+    source: str  # what the user gave (file or folder)
+    slide_files: tuple[str, ...] = ()  # DICOM instance files of this slide (empty: open ``source``)
+    series_uid: str | None = None
+    slide_id: str | None = None  # known before opening for DICOM cohorts
+    rois: CellAnnotations | None = None  # ROIs in the slide's level-0 frame
+    rois_from: str | None = None
+    csv_rois: tuple[Region, ...] = ()  # ROIs in the dataset CSV (MRXS) frame, shifted once opened
+
+
+@dataclass(frozen=True)
+class SlideStatus:
+    source: str
+    slide_id: str | None
+    status: str  # "done", "skipped" (done in an earlier run) or "failed"
+    reason: str | None = None
+    folder: str | None = None
+    n_counted: int | None = None
+    blast_pct: float | None = None
+    blast_ci: tuple[float, float] | None = None
+    suggestion: str | None = None
+    suggestion_p: float | None = None
+    rule_baseline: str | None = None
+    flags: tuple[str, ...] = ()
+    rois_from: str | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    out_dir: Path
+    slides: tuple[SlideStatus, ...]
+    summary_path: Path
+    cohort_csv: Path
+    index: Path
+
+    @property
+    def failures(self) -> tuple[SlideStatus, ...]:
+        return tuple(s for s in self.slides if s.status == "failed")
+
+    @property
+    def n_done(self) -> int:
+        return sum(s.status == "done" for s in self.slides)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(s.status == "skipped" for s in self.slides)
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def _rois_from_file(path: Path) -> tuple[dict[str, tuple[Region, ...]], tuple[Region, ...]]:
+    """(ROIs by slide id in the CSV frame, ROIs for any slide) from a ROI CSV or a GeoJSON file."""
+    if not path.is_file():
+        raise InputError(path, "ROI file not found")
+    if path.suffix.lower() == ".csv":
+        from marrowscope.io.annotations.bmdeep_csv import read_rois_csv
+
+        return read_rois_csv(path), ()
+    if path.suffix.lower() in (".geojson", ".json"):
+        from marrowscope.io.annotations.geojson import read_geojson
+
+        ann = read_geojson(path)
+        if not ann.regions:
+            raise InputError(path, "no regions (QuPath annotation objects) in this GeoJSON file")
+        return ({ann.slide_id: ann.regions} if ann.slide_id else {}), (() if ann.slide_id else ann.regions)
+    raise InputError(path, "ROI file must be a dataset ROI CSV (.csv) or a QuPath GeoJSON (.geojson)")
+
+
+def _dicom_jobs(folder: Path) -> list[SlideJob]:
+    """Every DICOM slide under ``folder`` with its ROI series (looking one level up for a lone series)."""
+    from marrowscope.io.cohort import PatientEntry, discover_cohort, load_patient_annotations
+
+    cohort = discover_cohort(folder)
+    entries: list[PatientEntry] = list(cohort.patients)
+    if len(entries) == 1 and not entries[0].series("roi") and entries[0].csv_annotations is None:
+        try:  # a single SM series folder: its ANN series are siblings in the study folder
+            parent = discover_cohort(folder.parent, read_csvs=False)
+            entries = [e for e in parent.patients if e.series_uid == entries[0].series_uid] or entries
+        except InputError:
+            pass
+    jobs = []
+    for e in entries:
+        rois: CellAnnotations | None = None
+        src: str | None = None
+        if e.series("roi"):
+            rois = load_patient_annotations(e, "roi")
+            src = f"DICOM ANN ROI series {e.series('roi')[0].series_uid}"
+        elif e.csv_annotations is not None and e.csv_annotations.regions:
+            rois = load_patient_annotations(e, "csv")
+            src = "dataset ROI CSV"
+        if rois is not None and not rois.regions:
+            rois, src = None, None
+        jobs.append(SlideJob(str(folder), tuple(e.slide_files), e.series_uid, e.slide_id, rois, src))
+    return jobs
+
+
+def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[SlideStatus]]:
+    """Slides to analyse, and sources that could not even be listed (with the reason)."""
+    from marrowscope.io.slides.dicom import _has_dicm_magic
+
+    jobs: list[SlideJob] = []
+    bad: list[SlideStatus] = []
+    for s in sources:
+        p = Path(s)
+        try:
+            if p.is_dir():
+                jobs.extend(_dicom_jobs(p))
+            elif p.is_file() and (p.suffix.lower() in (".dcm", ".dicom") or _has_dicm_magic(p)):
+                folder_jobs = _dicom_jobs(p.parent)
+                jobs.extend(j for j in folder_jobs if str(p.resolve()) in {str(Path(f).resolve())
+                                                                          for f in j.slide_files})
+            elif not p.exists():
+                raise InputError(p, "no such file or folder")
+            else:
+                jobs.append(SlideJob(str(p)))
+        except InputError as e:
+            bad.append(SlideStatus(str(p), None, "failed", e.problem))
+    seen: set[tuple[str, ...]] = set()
+    unique = []
+    for j in jobs:
+        key = j.slide_files or (str(Path(j.source).resolve()),)
+        if key not in seen:
+            seen.add(key)
+            unique.append(j)
+    return unique, bad
+
+
+def _open(job: SlideJob, mpp: float | None) -> SlideReader:
+    from marrowscope.io.slides import open_slide
+
+    if job.slide_files:
+        return open_slide([Path(f) for f in job.slide_files], mpp=mpp, series_uid=job.series_uid)
+    return open_slide(job.source, mpp=mpp)
+
+
+def _slide_rois(job: SlideJob, slide: SlideReader, by_slide: Mapping[str, tuple[Region, ...]],
+                for_all: tuple[Region, ...]) -> tuple[CellAnnotations | None, str | None]:
+    """ROIs from ``--rois`` (by slide id, or for every slide) win over the slide's own."""
+    sid = slide.info.slide_id
+    regions = by_slide.get(sid) or by_slide.get(Path(job.source).stem)
+    if regions:
+        ann = CellAnnotations(cells=(), regions=regions, slide_id=sid, extra={"frame": "csv"})
+        if slide.info.format == "dicom":
+            from marrowscope.io.annotations.bmdeep_csv import csv_to_dicom
+
+            ann = csv_to_dicom(ann, slide.info)
+        return ann, "--rois file"
+    if for_all:
+        return CellAnnotations(cells=(), regions=for_all, slide_id=sid), "--rois file"
+    return job.rois, job.rois_from
+
+
+# ------------------------------------------------------------------------------------------------ one slide
+
+
+def _status_from_summary(job: SlideJob, d: Mapping[str, Any], status: str, folder: Path,
+                         rois_from: str | None = None) -> SlideStatus:
+    diff = d.get("differential") or {}
+    dx = d.get("diagnosis") or None
+    iv = diff.get("blast_interval")
+    return SlideStatus(
+        source=job.source, slide_id=d.get("slide", {}).get("slide_id"), status=status, folder=str(folder),
+        n_counted=diff.get("n_counted"), blast_pct=diff.get("blast_pct"),
+        blast_ci=None if iv is None else (float(iv[0]), float(iv[1])),
+        suggestion=None if dx is None else dx.get("suggestion"),
+        suggestion_p=None if dx is None else dx.get("probabilities", {}).get(dx.get("suggestion")),
+        rule_baseline=None if dx is None else dx.get("rule_baseline"),
+        flags=tuple(f.get("name", "") for f in diff.get("flags", [])),
+        rois_from=rois_from, seconds=(d.get("run") or {}).get("seconds"),
+    )
+
+
+def _done_summary(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
+    p = slide_folder(out_dir, slide_id) / SUMMARY
+    if not p.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+        return data
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
+                mpp: float | None, by_slide: Mapping[str, tuple[Region, ...]],
+                for_all: tuple[Region, ...]) -> SlideStatus:
+    """Analyse one slide and write its outputs; a finished slide is skipped."""
+    if job.slide_id is not None and (done := _done_summary(out_dir, job.slide_id)) is not None:
+        return _status_from_summary(job, done, "skipped", slide_folder(out_dir, job.slide_id))
+    with _open(job, mpp) as slide:
+        sid = slide.info.slide_id
+        if (done := _done_summary(out_dir, sid)) is not None:
+            return _status_from_summary(job, done, "skipped", slide_folder(out_dir, sid))
+        rois, rois_from = _slide_rois(job, slide, by_slide, for_all)
+        result = analyze_slide(slide, get_models(), cfg, annotations=rois)
+        outputs = write_slide_outputs(result, slide, out_dir)
+    d = json.loads(outputs.summary.read_text(encoding="utf-8"))
+    return _status_from_summary(job, d, "done", outputs.folder, rois_from or "automatic monolayer fields")
+
+
+# ------------------------------------------------------------------------------------------------ the batch
+
+
+def analyze_batch(
+    sources: Sequence[str | Path],
+    out_dir: str | Path,
+    cfg: AnalysisConfig | None = None,
+    mpp: float | None = None,
+    rois: str | Path | None = None,
+    *,
+    models: Models | None = None,
+    progress: bool = True,
+) -> BatchSummary:
+    """Analyse every slide in ``sources`` into ``out_dir`` (see the module docstring).
+
+    ``mpp`` overrides every slide's pixel size; ``rois`` is a ROI CSV (by slide id) or a GeoJSON file
+    whose regions are counted instead of the slide's own. ``models``: already loaded models (else the
+    ones named in ``cfg`` are loaded once, when the first slide needs them).
+    """
+    cfg = cfg or AnalysisConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    by_slide, for_all = _rois_from_file(Path(rois)) if rois is not None else ({}, ())
+    jobs, statuses = collect_jobs(sources)
+    loaded: list[Models] = [models] if models is not None else []
+
+    def get_models() -> Models:
+        if not loaded:
+            loaded.append(load_models(cfg))
+        return loaded[0]
+
+    from tqdm import tqdm
+
+    bar = tqdm(jobs, desc="slides", unit="slide", disable=not progress or not jobs)
+    for job in bar:
+        bar.set_postfix_str(job.slide_id or Path(job.source).name)
+        t0 = time.perf_counter()
+        try:
+            st = analyze_one(job, out, cfg, get_models, mpp, by_slide, for_all)
+        except InputError as e:
+            st = SlideStatus(job.source, job.slide_id, "failed", str(e))
+        except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
+            log.debug("slide %s failed", job.source, exc_info=True)
+            st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
+        if st.status == "failed":
+            log.warning("%s: %s", st.slide_id or st.source, st.reason)
+            st = replace(st, seconds=time.perf_counter() - t0)
+        statuses.append(st)
+        _write_batch_summary(out, statuses, cfg)
+    summary = BatchSummary(out, tuple(statuses), out / BATCH_SUMMARY, out / COHORT_CSV, out / INDEX)
+    _write_batch_summary(out, statuses, cfg)
+    write_cohort_csv(summary.cohort_csv, statuses)
+    from marrowscope.report.index import write_index
+
+    write_index(summary.index, statuses, out)
+    return summary
+
+
+def _write_batch_summary(out: Path, statuses: Sequence[SlideStatus], cfg: AnalysisConfig) -> None:
+    d = {
+        "n_slides": len(statuses),
+        "n_done": sum(s.status == "done" for s in statuses),
+        "n_skipped": sum(s.status == "skipped" for s in statuses),
+        "n_failed": sum(s.status == "failed" for s in statuses),
+        "slides": [asdict(s) for s in statuses],
+        "failures": [{"source": s.source, "slide_id": s.slide_id, "reason": s.reason}
+                     for s in statuses if s.status == "failed"],
+        "config": cfg.to_dict(),
+    }
+    write_text_atomic(out / BATCH_SUMMARY, json.dumps(d, indent=2, default=list) + "\n")
+
+
+COHORT_COLUMNS: tuple[str, ...] = (
+    "slide_id", "status", "n_counted", "blast_pct", "blast_ci_low", "blast_ci_high", "flags", "suggestion",
+    "suggestion_probability", "rule_baseline", "regions", "report", "reason", "source",
+)
+
+
+def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
+    """One row per slide: counts, blast % with its interval, the suggestion and the rule baseline."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COHORT_COLUMNS)
+    for s in statuses:
+        w.writerow([
+            s.slide_id or "", s.status, "" if s.n_counted is None else s.n_counted,
+            "" if s.blast_pct is None else f"{100 * s.blast_pct:.2f}",
+            "" if s.blast_ci is None else f"{100 * s.blast_ci[0]:.2f}",
+            "" if s.blast_ci is None else f"{100 * s.blast_ci[1]:.2f}",
+            ";".join(s.flags), s.suggestion or "",
+            "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.rule_baseline or "",
+            s.rois_from or "", "" if s.folder is None else f"{Path(s.folder).name}/report.html",
+            s.reason or "", s.source,
+        ])
+    return write_text_atomic(path, buf.getvalue())

@@ -1,0 +1,296 @@
+"""The self-contained HTML report of one slide (Jinja2 template, inline CSS, images as data URIs).
+
+:func:`report_context` turns a :class:`SlideResult` (and the open slide, for pictures) into plain
+values; ``templates/report.html.j2`` lays them out. Nothing is fetched from outside the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from marrowscope import taxonomy
+from marrowscope.cells import Box, Cell
+from marrowscope.io.atomic import write_text_atomic
+from marrowscope.io.slides.base import SlideReader
+from marrowscope.report import figures
+from marrowscope.report.results import RESEARCH_NOTICE, SlideResult
+
+log = logging.getLogger(__name__)
+
+UNCERTAIN_COLOR = "#8a8a8a"
+LINEAGE_NAMES: Mapping[str, str] = {
+    "blast": "Blasts and blast-like precursors",
+    "neutrophilic": "Neutrophilic granulopoiesis",
+    "eosinophilic": "Eosinophilic granulopoiesis",
+    "basophilic": "Basophilic granulopoiesis",
+    "erythroid": "Erythropoiesis (nucleated)",
+    "lymphoid": "Lymphoid cells",
+    "monocytic": "Monocytic cells",
+    "plasma_cell": "Plasma cells",
+    "megakaryocytic": "Megakaryocytic cells",
+    "other_cell": "Other nucleated cells",
+}
+THRESHOLD_TEXT: Mapping[str, str] = {
+    "5%": "5 % (upper limit of normal marrow blasts; MDS with increased blasts from 5 %)",
+    "10%": "10 % (ICC: AML with recurrent genetic abnormalities, MDS/AML 10–19 %)",
+    "AML 20%": "20 % (WHO: acute myeloid leukemia)",
+    "ALL 25%": "25 % (pediatric protocols: M3 marrow, acute lymphoblastic leukemia)",
+}
+
+
+def pretty(name: str) -> str:
+    """``segmented_neutrophil`` -> ``Segmented neutrophil``."""
+    s = name.replace("_", " ")
+    return s[:1].upper() + s[1:]
+
+
+def label_color(name: str | None) -> str:
+    if name is None or name not in taxonomy.LABELS:
+        return UNCERTAIN_COLOR
+    return taxonomy.LABELS[name].color
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f} %"
+
+
+def interval(iv: Sequence[float], digits: int = 1) -> str:
+    return f"{100 * iv[0]:.{digits}f}–{100 * iv[1]:.{digits}f} %"
+
+
+def ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f} : 1"
+
+
+@dataclass(frozen=True)
+class _Row:
+    name: str
+    label: str
+    color: str
+    count: int
+    pct: str
+    ci: str
+    p: float
+    lo: float
+    hi: float
+    is_blast: bool
+    description: str
+
+
+def _label_order() -> dict[str, int]:
+    return {n: i for i, n in enumerate(taxonomy.LABELS)}
+
+
+def _differential_rows(result: SlideResult) -> tuple[list[dict[str, Any]], float]:
+    """Lineage groups (in taxonomy order) with their class rows, and the bar scale (fraction at 100 %)."""
+    d = result.differential
+    order = _label_order()
+    by_lineage: dict[str, list[str]] = defaultdict(list)
+    for name in d.counts:
+        by_lineage[taxonomy.lineage_of(name)].append(name)
+    top = max([iv[1] for iv in d.intervals.values()] + [d.blast_interval[1], 0.1])
+    scale = min(1.0, math.ceil(top * 10) / 10)
+    groups = []
+    known = [x for x in taxonomy.LINEAGES if x in by_lineage]
+    for lin in known + sorted(set(by_lineage) - set(taxonomy.LINEAGES)):
+        rows = []
+        for name in sorted(by_lineage[lin], key=lambda n: order.get(n, 10**6)):
+            p, (lo, hi) = d.proportions[name], d.intervals[name]
+            info = taxonomy.LABELS.get(name)
+            rows.append(_Row(name, pretty(name), label_color(name), d.counts[name], pct(p),
+                             interval((lo, hi)), p, lo, hi, taxonomy.is_blast_equivalent(name),
+                             info.description if info is not None else ""))
+        lp, liv = d.lineage_proportions.get(lin, 0.0), d.lineage_intervals.get(lin, (0.0, 1.0))
+        groups.append({
+            "lineage": lin, "label": LINEAGE_NAMES.get(lin, pretty(lin)),
+            "count": d.lineage_counts.get(lin, 0),
+            "pct": pct(lp), "ci": interval(liv), "p": lp, "lo": liv[0], "hi": liv[1], "rows": rows,
+        })
+    return groups, scale
+
+
+def _not_counted(result: SlideResult) -> list[dict[str, Any]]:
+    out = []
+    for name, n in result.differential.not_counted.items():
+        if name == "uncertain":
+            label = "Uncertain (classifier abstained)"
+            why = "top class probability below the model's threshold"
+        elif name == "unlabeled":
+            label, why = "Unlabelled objects", "detected but not classified"
+        else:
+            info = taxonomy.LABELS.get(name)
+            label, why = pretty(name), (info.description if info is not None else "")
+        out.append({"label": label, "count": n, "why": why, "color": label_color(name)})
+    return out
+
+
+def _flags(result: SlideResult) -> list[dict[str, Any]]:
+    out = []
+    for f in result.differential.flags:
+        if f.cells_needed is None:
+            need = "cannot be decided at this proportion by counting more cells"
+        else:
+            need = f"about {f.cells_needed} more countable cells would decide it (if the proportion holds)"
+        out.append({"name": f.name, "text": THRESHOLD_TEXT.get(f.name, f.name), "estimate": pct(f.estimate),
+                    "ci": interval(f.interval), "need": need})
+    return out
+
+
+def _diagnosis(result: SlideResult) -> dict[str, Any] | None:
+    dx = result.diagnosis
+    if dx is None:
+        return None
+    probs = sorted(dx.probabilities.items(), key=lambda kv: -kv[1])
+    return {
+        "model": dx.model,
+        "suggestion": dx.suggestion,
+        "p": pct(dx.probabilities.get(dx.suggestion, 0.0), 0),
+        "rows": [{"name": k, "p": v, "pct": pct(v), "top": k == dx.suggestion, "rule": k == dx.rule_baseline}
+                 for k, v in probs],
+        "rule": dx.rule_baseline,
+        "rule_reason": dx.rule_reason,
+        "agree": dx.rule_baseline == dx.suggestion,
+    }
+
+
+def _legend(cells: Sequence[Cell]) -> list[dict[str, str]]:
+    seen = sorted({c.label for c in cells if c.label is not None}, key=lambda n: _label_order().get(n, 10**6))
+    out = [{"label": pretty(n), "color": label_color(n)} for n in seen]
+    if any(c.label is None for c in cells):
+        out.append({"label": "Uncertain", "color": UNCERTAIN_COLOR})
+    return out
+
+
+def _pictures(result: SlideResult, slide: SlideReader, per_class: int) -> dict[str, Any]:
+    cells = result.cells.cells
+    regions = [(Box(*r.box), f"{'ROI' if r.source == 'annotated ROI' else 'F'}{r.roi_id} ({r.n_cells})")
+               for r in result.regions]
+    pics: dict[str, Any] = {"overview": None, "field": None, "field_caption": "", "gallery": [], "legend": []}
+    try:
+        pics["overview"] = figures.to_data_uri(figures.overview_with_regions(slide, regions, max_size=900))
+    except Exception as e:  # noqa: BLE001 - a picture must not cost the report
+        log.warning("overview picture failed: %s", e)
+    if result.regions:
+        best = max(result.regions, key=lambda r: r.n_cells)
+        fbox = Box(*best.box)
+        in_field = [c for c in cells if c.roi_id == best.roi_id]
+        try:
+            img = figures.field_with_boxes(slide, fbox, in_field, label_color, max_size=900)
+            pics["field"] = figures.to_data_uri(img)
+            um = "" if result.slide.mpp is None else (
+                f", {fbox.width * result.slide.mpp:.0f} × {fbox.height * result.slide.mpp:.0f} µm")
+            pics["field_caption"] = (f"{best.source} {best.roi_id}: {len(in_field)} objects{um}; "
+                                     "box colour = predicted class")
+            pics["legend"] = _legend(in_field)
+        except Exception as e:  # noqa: BLE001
+            log.warning("field picture failed: %s", e)
+    by_class: dict[str, list[Cell]] = defaultdict(list)
+    for c in cells:
+        by_class[c.label if c.label is not None else "uncertain"].append(c)
+    order = _label_order()
+    def rank(n: str) -> tuple[bool, bool, int]:
+        counted = n in taxonomy.LABELS and taxonomy.is_countable(n)
+        return (n == "uncertain", not counted, order.get(n, 10**6))
+
+    keys = sorted(by_class, key=rank)
+    try:
+        uris = figures.gallery(slide, {k: by_class[k] for k in keys}, per_class=per_class, size=80)
+    except Exception as e:  # noqa: BLE001
+        log.warning("gallery failed: %s", e)
+        uris = {}
+    for k in keys:
+        if k in uris:
+            counted = k in result.differential.counts
+            pics["gallery"].append({"label": "Uncertain" if k == "uncertain" else pretty(k),
+                                    "n": len(by_class[k]),
+                                    "color": label_color(None if k == "uncertain" else k), "images": uris[k],
+                                    "counted": counted})
+    return pics
+
+
+def report_context(result: SlideResult, slide: SlideReader | None, *, files: Mapping[str, Any] | None = None,
+                   per_class: int = 12) -> dict[str, Any]:
+    """Everything the template shows, as plain values."""
+    d = result.differential
+    groups, scale = _differential_rows(result)
+    run = result.run
+    cfg = dict(run.config)
+    target = cfg.get("target_cells")
+    pics = _pictures(result, slide, per_class) if slide is not None else {
+        "overview": None, "field": None, "field_caption": "", "gallery": [], "legend": []}
+    s = result.slide
+    size_um = "" if s.mpp is None else f"{s.width * s.mpp / 1000:.1f} × {s.height * s.mpp / 1000:.1f} mm"
+    return {
+        "notice": RESEARCH_NOTICE,
+        "slide": {"id": s.slide_id, "path": s.path, "format": s.format, "width": s.width, "height": s.height,
+                  "mpp": "unknown" if s.mpp is None else f"{s.mpp:.4g} µm/px", "size_um": size_um},
+        "n_counted": d.n_counted,
+        "n_objects": len(result.cells),
+        "n_not_counted": d.n_not_counted,
+        "target": target,
+        "blast": {"count": d.blast_count, "pct": pct(d.blast_pct), "ci": interval(d.blast_interval),
+                  "lymphoid": pct(d.lymphoid_blast_pct), "myeloid": pct(d.myeloid_blast_pct),
+                  "unknown": pct(d.unknown_blast_pct), "leukemic": pct(d.leukemic_blast_pct),
+                  "p": d.blast_pct, "lo": d.blast_interval[0], "hi": d.blast_interval[1]},
+        "thresholds": [{"name": n, "t": t} for n, t in (("5 %", 0.05), ("10 %", 0.10), ("20 %", 0.20),
+                                                        ("25 %", 0.25))],
+        "me_ratio": ratio(d.me_ratio),
+        "i_mg": "–" if d.maturation.get("i_mg") is None else f"{d.maturation['i_mg']:.2f}",
+        "i_me": "–" if d.maturation.get("i_me") is None else f"{d.maturation['i_me']:.2f}",
+        "eos": pct(d.extra.get("eosinophil_pct")),
+        "baso": pct(d.extra.get("basophil_pct")),
+        "groups": groups,
+        "scale": scale,
+        "scale_pct": f"{100 * scale:.0f} %",
+        "not_counted": _not_counted(result),
+        "flags": _flags(result),
+        "diagnosis": _diagnosis(result),
+        "regions": [
+            {"id": r.roi_id, "source": r.source, "verdict": r.verdict, "n": r.n_cells,
+             "coverage": pct(r.coverage, 0), "box": ", ".join(f"{v:.0f}" for v in r.box)}
+            for r in result.regions
+        ],
+        # threshold flags have their own box; the rest of the warnings are listed as they are
+        "warnings": [w for w in result.warnings if not w.startswith("blast interval")],
+        "pics": pics,
+        "run": {
+            "version": run.marrowscope_version, "python": run.python, "platform": run.platform,
+            "packages": dict(run.packages), "models": [vars(m) for m in run.models], "seed": run.seed,
+            "started": run.started, "seconds": f"{run.seconds:.1f}",
+            "timings": {k: f"{v:.1f} s" for k, v in run.timings.items()},
+            "config": json.dumps(cfg, indent=2, default=str),
+        },
+        "files": dict(files or {}),
+    }
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("marrowscope.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def render_report(result: SlideResult, slide: SlideReader | None, *, files: Mapping[str, Any] | None = None,
+                  per_class: int = 12) -> str:
+    """The report as one HTML string."""
+    ctx = report_context(result, slide, files=files, per_class=per_class)
+    return str(_environment().get_template("report.html.j2").render(**ctx))
+
+
+def write_report(result: SlideResult, slide: SlideReader | None, path: str | Path, *,
+                 files: Mapping[str, Any] | None = None, per_class: int = 12) -> Path:
+    """Write the report to ``path`` (atomically)."""
+    return write_text_atomic(path, render_report(result, slide, files=files, per_class=per_class))

@@ -1,0 +1,163 @@
+"""Whole-slide pipeline: regions -> detect -> classify -> count -> diagnose (stub models, small slides)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from marrowscope import taxonomy
+from marrowscope.cells import Box, CellAnnotations, Region
+from marrowscope.counting import compute_differential
+from marrowscope.data.regions import FieldSelectionConfig
+from marrowscope.engines.pipeline import (
+    AnalysisConfig,
+    _detector_threshold,
+    analyze_slide,
+    diagnose,
+    load_models,
+)
+from marrowscope.errors import InputError
+from marrowscope.io.slides.array import ArraySlide
+from pipeline_stubs import BG, BlobDetector, smear_slide, stub_diagnosis, stub_models, two_rois
+
+FIELDS = FieldSelectionConfig(field_size_px=256)
+
+
+def _cfg(**kw: object) -> AnalysisConfig:
+    base = AnalysisConfig(target_cells=30, tta=1, fields=FIELDS)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def models():  # noqa: ANN201
+    return stub_models()
+
+
+def test_annotated_rois_are_all_counted_and_counts_match_cells(models) -> None:  # noqa: ANN001
+    slide = smear_slide()
+    r = analyze_slide(slide, models, _cfg(target_cells=5), annotations=two_rois())
+    assert [g.roi_id for g in r.regions] == [1, 2]
+    assert all(g.source == "annotated ROI" for g in r.regions)
+    assert sum(g.n_cells for g in r.regions) == len(r.cells) > 40
+    assert {c.roi_id for c in r.cells} == {1, 2}
+    labels = [c.label for c in r.cells]
+    countable = Counter(lab for lab in labels if lab is not None and taxonomy.is_countable(lab))
+    assert dict(countable) == dict(r.differential.counts)
+    assert r.differential.n_counted == sum(countable.values())
+    assert r.differential.not_counted.get("uncertain", 0) == labels.count(None)
+    # each cell belongs to the region holding its centre, once
+    for c in r.cells:
+        reg = next(g for g in r.regions if g.roi_id == c.roi_id)
+        assert Box(*reg.box).contains_point(*c.box.center)
+    assert len({c.cell_id for c in r.cells}) == len(r.cells)
+    # every cell has a full probability vector over the classifier's classes
+    assert all(c.probabilities and abs(sum(c.probabilities.values()) - 1) < 1e-6 for c in r.cells)
+    assert r.run.models == models.refs and r.run.seed == 0 and r.run.timings["total"] > 0
+    assert set(r.run.timings) >= {"regions", "detect", "classify", "count", "total"}
+
+
+def test_auto_fields_stop_when_target_is_met(models) -> None:  # noqa: ANN001
+    slide = smear_slide(blast_share=0.0)  # no blasts: no threshold straddled beyond 5 %
+    r = analyze_slide(slide, models, _cfg(target_cells=12, extend_for_thresholds=False))
+    assert all(g.source == "auto field" for g in r.regions)
+    assert r.differential.n_counted >= 12
+    assert len(r.regions) < 8  # 8 fields of 256 px on a 1024 x 512 slide
+    # without the first field the target was not met yet
+    first = r.regions[0]
+    assert sum(1 for c in r.cells if c.roi_id == first.roi_id) < 12 or len(r.regions) == 1
+
+
+def test_counting_goes_on_while_an_interval_straddles_a_threshold(models) -> None:  # noqa: ANN001
+    slide = smear_slide(blast_share=0.3)
+    short = analyze_slide(slide, models, _cfg(target_cells=10, extend_for_thresholds=False))
+    longer = analyze_slide(slide, models, _cfg(target_cells=10, extend_for_thresholds=True))
+    assert short.differential.flags, "the stub slide should leave a threshold undecided after 10 cells"
+    assert len(longer.regions) > len(short.regions)
+    assert longer.differential.n_counted > short.differential.n_counted
+
+
+def test_warnings_name_a_straddled_threshold_and_a_short_count(models) -> None:  # noqa: ANN001
+    r = analyze_slide(smear_slide(), models, _cfg(target_cells=10_000, max_cells=10_000))
+    assert any("target 10000" in w for w in r.warnings)
+    assert any("straddles" in w for w in r.warnings) == bool(r.differential.flags)
+
+
+def test_slide_without_pixel_size_asks_for_mpp(models) -> None:  # noqa: ANN001
+    with pytest.raises(InputError, match="--mpp"):
+        analyze_slide(smear_slide(mpp=None), models, _cfg())
+
+
+def test_blank_slide_has_no_smear_area(models) -> None:  # noqa: ANN001
+    blank = ArraySlide(np.full((512, 512, 3), BG, np.uint8), mpp=0.5, slide_id="blank")
+    with pytest.raises(InputError, match="no smear area"):
+        analyze_slide(blank, models, _cfg())
+
+
+def test_rois_without_cells_fail_clearly(models) -> None:  # noqa: ANN001
+    img = np.full((512, 512, 3), BG, np.uint8)
+    rois = CellAnnotations(cells=(), regions=(Region(Box(0, 0, 256, 256), 1),))
+    with pytest.raises(InputError, match="no cells were detected"):
+        analyze_slide(ArraySlide(img, mpp=0.5), models, _cfg(), annotations=rois)
+
+
+def test_empty_region_is_reported_and_the_rest_counted(models) -> None:  # noqa: ANN001
+    slide = smear_slide()
+    rois = CellAnnotations(cells=(), regions=(Region(Box(0, 0, 1024, 512), 1), Region(Box(0, 0, 64, 64), 2)))
+    r = analyze_slide(slide, models, _cfg(), annotations=rois)
+    # region 2 lies inside region 1, which took its cells first (centre rule, first region wins)
+    assert [g.n_cells for g in r.regions][1] == 0
+    assert any("region 2" in w and "no cells" in w for w in r.warnings)
+
+
+def test_without_diagnosis_model_there_is_no_suggestion() -> None:
+    r = analyze_slide(smear_slide(), stub_models(diagnosis=False), _cfg(), annotations=two_rois())
+    assert r.diagnosis is None and r.differential.n_counted > 0
+
+
+def test_diagnose_gives_probabilities_and_the_rule_baseline() -> None:
+    model = stub_diagnosis()
+    aml = compute_differential(["myeloblast"] * 60 + ["segmented_neutrophil"] * 40)
+    dx = diagnose(aml, model, "stub")
+    assert abs(sum(dx.probabilities.values()) - 1) < 1e-6
+    assert dx.suggestion == max(dx.probabilities, key=dx.probabilities.__getitem__)
+    assert dx.rule_baseline == "AML" and "60.0 %" in dx.rule_reason
+    normal = compute_differential(["lymphocyte"] * 30 + ["segmented_neutrophil"] * 70)
+    assert diagnose(normal, model, "stub").rule_baseline == "control"
+
+
+def test_detector_threshold_comes_from_the_weights_or_the_config() -> None:
+    class WithSpec(BlobDetector):
+        class spec:  # noqa: N801 - a stand-in for WeightsSpec
+            params = {"operating_threshold": 0.7}
+
+    assert _detector_threshold(WithSpec(), AnalysisConfig()) == 0.7
+    assert _detector_threshold(WithSpec(), AnalysisConfig(score_threshold=0.2)) == 0.2
+    assert _detector_threshold(BlobDetector(), AnalysisConfig()) == 0.5
+
+
+def test_load_models_from_weight_files(tmp_path) -> None:  # noqa: ANN001
+    """Tiny random-weight models written to files load by path, with their hashes recorded."""
+    from marrowscope.models.classifier import create_classifier, make_spec, save_classifier
+    from marrowscope.models.detector import build_detector, detector_spec, save_detector
+    from marrowscope.models.diagnosis import save_diagnosis_model
+    from marrowscope.models.weights import sha256_file
+
+    dspec = detector_spec(["cell"], mpp=0.5, tile_size=128, fpn_channels=16, representation_size=32)
+    save_detector(tmp_path / "det.pt", build_detector(dspec), dspec)
+    cspec = make_spec(["myeloblast", "lymphocyte"], input_size=32, mpp=0.5)
+    save_classifier(tmp_path / "clf.pt", create_classifier(cspec))
+    save_diagnosis_model(stub_diagnosis().estimator, tmp_path / "dx.skops")
+    cfg = AnalysisConfig(detector=str(tmp_path / "det.pt"), classifier=str(tmp_path / "clf.pt"),
+                         diagnosis=str(tmp_path / "dx.skops"))
+    m = load_models(cfg, device="cpu")
+    assert m.detector.mpp == 0.5 and m.classifier.classes == ("myeloblast", "lymphocyte")
+    assert m.diagnosis is not None and set(m.diagnosis.classes) == {"ALL", "AML", "control"}
+    assert [(r.task, r.sha256) for r in m.refs] == [
+        ("detector", sha256_file(tmp_path / "det.pt")), ("classifier", sha256_file(tmp_path / "clf.pt")),
+        ("diagnosis", sha256_file(tmp_path / "dx.skops")),
+    ]
+    with pytest.raises(InputError, match="no such file or bundled model"):
+        load_models(replace(cfg, detector=str(tmp_path / "missing.pt")))
