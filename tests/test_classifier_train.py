@@ -95,3 +95,28 @@ def test_cli_evaluate_on_pbc_layout(tmp_path):
     rc = main(["evaluate", "classifier", "--weights", str(tmp_path / "w.pt"), "--dataset",
                f"pbc:{tmp_path / 'missing'}", "--out", str(tmp_path / "ev2")])
     assert rc != 0
+
+
+def test_slide_cohort_dataset_and_evaluation(tmp_path):
+    """Consensus cells of a (tiny) synthetic cohort: crops from the DICOM slides, soft session targets."""
+    from marrowscope import taxonomy
+    from marrowscope.data.classification_datasets import SOFT, load_slide_dataset
+    from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
+    from marrowscope.eval.classification import evaluate_classifier
+    from marrowscope.models.classifier import create_classifier
+
+    generate_cohort(SynthConfig(n_patients=1, seed=3, slide_size=1536, roi_size=384, n_rois=1,
+                                cells_per_roi=12), tmp_path / "synth")
+    sch = taxonomy.load_scheme("bmdeep33")
+    cs, skipped = load_slide_dataset("synth", tmp_path / "synth", sch.classes, mpp=0.45, size=24, scheme=sch)
+    assert len(cs) > 0 and cs.images.shape[1:] == (24, 24, 3)
+    assert (cs.target_kind == SOFT).any()
+    np.testing.assert_allclose(cs.targets.sum(axis=1)[cs.target_kind == SOFT], 1.0, atol=1e-5)
+    assert len(set(cs.groups.tolist())) == 1  # one patient, one group
+    clf = create_classifier(make_spec(sch.classes, input_size=24, mpp=0.45, scheme="bmdeep33"))
+    save_classifier(tmp_path / "w.pt", clf)
+    rep = evaluate_classifier(tmp_path / "w.pt", f"synth:{tmp_path / 'synth'}", tmp_path / "ev", tta=1)
+    assert rep.n_images + sum(rep.extra["excluded"].values()) == len(cs) + sum(
+        v for k, v in skipped.items() if k not in ("no_consensus_found", "(unlabelled)",
+                                                   "(slide without consensus)"))
+    assert (tmp_path / "ev" / "metrics.json").is_file()
