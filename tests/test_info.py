@@ -138,3 +138,20 @@ def test_info_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00junk")
     rc, _, err = _run(["info", str(bad)], capsys)
     assert rc != 0 and "bad.dcm" in err and err.count("\n") == 1
+
+
+def test_info_annotations_only_folder(slide: DicomSlideRef, tmp_path: Path) -> None:
+    """The annotations-only IDC download (slides not fetched yet) is summarised, not refused."""
+    import pydicom
+
+    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+
+    src = pydicom.dcmread(slide.files[0], stop_before_pixels=True)
+    write_dicom_ann(_cells(), tmp_path / "P1" / "S" / "ANN_c" / "c.dcm", source_image=src, kind="consensus")
+    write_dicom_ann(_cells(), tmp_path / "P1" / "S" / "ANN_r" / "r.dcm", source_image=src, kind="roi")
+    s = inspect_path(tmp_path)
+    assert isinstance(s, CohortSummary)
+    assert s.n_slides == 0 and s.n_patients == 1 and s.n_ann_series == 2 and s.n_orphan_series == 2
+    assert dict(s.ann_series_by_kind) == {"consensus": 1, "roi": 1}
+    assert dict(s.label_counts) == {"lymphoblast": 2, "myeloblast": 1} and s.n_rois == 1
+    assert s.patients[0].slide_id == "P1_1_bm"

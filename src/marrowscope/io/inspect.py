@@ -331,6 +331,59 @@ def summarize_cohort(path: str | Path, *, count_labels: bool = True) -> CohortSu
     )
 
 
+def summarize_annotation_folder(
+    path: str | Path, ann_files: list[Path], *, count_labels: bool = True
+) -> CohortSummary:
+    """A folder of ANN series without their slides (e.g. the 17 MB annotations-only IDC download).
+
+    Patients are grouped by the ANN headers' PatientID; every series counts as orphaned (its slide
+    is not here) and ``n_slides`` is 0.
+    """
+    from marrowscope.io.slides.dicom import quiet_dicom_imports
+
+    quiet_dicom_imports()
+    from marrowscope.io.annotations.dicom_ann import read_dicom_ann_header
+
+    by_kind: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    per_patient: dict[str, Counter[str]] = {}
+    slide_of: dict[str, str | None] = {}
+    n_unlabeled = n_rois = 0
+    for f in ann_files:
+        ref = read_dicom_ann_header(f)
+        key = _kind_key(ref.kind, ref.session)
+        by_kind[key] += 1
+        pid = ref.patient_id or "?"
+        per_patient.setdefault(pid, Counter())[key] += 1
+        slide_of.setdefault(pid, ref.container_id)
+        if count_labels and ref.kind in ("consensus", "unlabeled", "roi"):
+            ann = ref.load().annotations
+            if ref.kind == "consensus":
+                labels.update(ann.label_counts())
+            elif ref.kind == "unlabeled":
+                n_unlabeled += len(ann.cells)
+            else:
+                n_rois += len(ann.regions)
+    patients = tuple(
+        PatientSummary(pid, slide_of.get(pid), n_slide_files=0, ann_series=dict(sorted(k.items())))
+        for pid, k in sorted(per_patient.items())
+    )
+    root = Path(path)
+    return CohortSummary(
+        path=str(root),
+        n_patients=len(patients),
+        n_slides=0,
+        n_ann_series=len(ann_files),
+        ann_series_by_kind=dict(sorted(by_kind.items())),
+        patients=patients,
+        label_counts=dict(sorted(labels.items())),
+        n_unlabeled_boxes=n_unlabeled,
+        n_rois=n_rois,
+        csv_label_counts=_csv_label_counts(root) if count_labels else None,
+        n_orphan_series=len(ann_files),
+    )
+
+
 def _csv_label_counts(root: Path) -> dict[str, int] | None:
     csv = root / "csv" / "cells_labelled.csv"
     if not csv.is_file():
@@ -352,7 +405,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 def inspect_path(path: str | Path, *, count_labels: bool = True, mpp: float | None = None) -> Summary:
     """Summarise what ``path`` holds (slide, annotation file or cohort folder)."""
-    from marrowscope.io.slides.dicom import scan_dicom
+    from marrowscope.io.slides.dicom import ANN_SOP_CLASS_UID, scan_dicom
 
     p = Path(path)
     if not p.exists():
@@ -370,6 +423,10 @@ def inspect_path(path: str | Path, *, count_labels: bool = True, mpp: float | No
         if not headers and not cohort_like:
             problem = f"no DICOM files and no cohort layout (csv/, dicom/) among {len(files)} file(s)"
             raise InputError(p, problem)
+        if not sm_series:
+            ann_files = [h.path for h in headers if h.sop_class_uid == ANN_SOP_CLASS_UID]
+            if ann_files:
+                return summarize_annotation_folder(p, ann_files, count_labels=count_labels)
         return summarize_cohort(p, count_labels=count_labels)
     suffix = p.suffix.lower()
     if suffix in (".geojson", ".json"):
