@@ -185,6 +185,8 @@ def test_ann_and_other_files_beside_slide_are_ignored(written, tmp_path: Path) -
     ann.save_as(folder / "ANN" / "ann.dcm")
     with open_slide(folder) as s:
         assert s.info.slide_id == "ABCDEF_1_bm" and len(s.info.levels) == 3
+    with pytest.raises(InputError, match="not a whole-slide image"):
+        open_slide(folder / "ANN" / "ann.dcm")
 
 
 def test_folder_with_two_slides_is_an_error(written, tmp_path: Path) -> None:
