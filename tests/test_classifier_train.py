@@ -120,3 +120,20 @@ def test_slide_cohort_dataset_and_evaluation(tmp_path):
         v for k, v in skipped.items() if k not in ("no_consensus_found", "(unlabelled)",
                                                    "(slide without consensus)"))
     assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_cli_train_on_pbc_layout(tmp_path):
+    from marrowscope.cli.main import main
+    from test_classifier_data import _write_pbc_folder
+
+    _write_pbc_folder(tmp_path / "pbc", n_per=4)
+    args = ["train", "classifier", "--dataset", f"pbc:{tmp_path / 'pbc'}", "--out", str(tmp_path / "run"),
+            "--epochs", "1", "--input-size", "16", "--batch-size", "8", "--eval-every", "1"]
+    assert main(args) == 0
+    clf = load_classifier(tmp_path / "run" / "classifier.pt")
+    assert clf.classes[0] == "promyelocyte" and clf.spec.scheme == "pbc_fine"
+    assert clf.spec.params["scheme_def"]["mapping"]["segmented_basophil"] == "basophil"
+    assert clf.temperature > 0 and clf.uncertain_threshold == 0.5
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert set(split["train"]).isdisjoint(split["val"]) and len(split["train"]) + len(split["val"]) == 24
+    assert main(args) == 0  # resumes: nothing left to train, finalises again
