@@ -89,21 +89,30 @@ class BatchSummary:
 # ------------------------------------------------------------------------------------------------ sources
 
 
-def _rois_from_file(path: Path) -> tuple[dict[str, tuple[Region, ...]], tuple[Region, ...]]:
-    """(ROIs by slide id in the CSV frame, ROIs for any slide) from a ROI CSV or a GeoJSON file."""
+RoiMap = Mapping[str, CellAnnotations]
+
+
+def _rois_from_file(path: Path) -> tuple[RoiMap, tuple[Region, ...]]:
+    """(ROIs by slide id, ROIs for a lone slide) from a ROI CSV (dataset frame) or a GeoJSON (level 0).
+
+    CSV regions are marked ``extra['frame'] == 'csv'`` and shifted into a DICOM slide's frame later."""
     if not path.is_file():
         raise InputError(path, "ROI file not found")
     if path.suffix.lower() == ".csv":
         from marrowscope.io.annotations.bmdeep_csv import read_rois_csv
 
-        return read_rois_csv(path), ()
+        by_slide = {sid: CellAnnotations(cells=(), regions=regs, slide_id=sid, extra={"frame": "csv"})
+                    for sid, regs in read_rois_csv(path).items()}
+        return by_slide, ()
     if path.suffix.lower() in (".geojson", ".json"):
         from marrowscope.io.annotations.geojson import read_geojson
 
         ann = read_geojson(path)
         if not ann.regions:
             raise InputError(path, "no regions (QuPath annotation objects) in this GeoJSON file")
-        return ({ann.slide_id: ann.regions} if ann.slide_id else {}), (() if ann.slide_id else ann.regions)
+        # the file's slide id (or its name) picks the slide; a one-slide batch takes the regions anyway
+        only = CellAnnotations(cells=(), regions=ann.regions, slide_id=ann.slide_id)
+        return ({ann.slide_id: only} if ann.slide_id else {}), ann.regions
     raise InputError(path, "ROI file must be a dataset ROI CSV (.csv) or a QuPath GeoJSON (.geojson)")
 
 
@@ -174,14 +183,13 @@ def _open(job: SlideJob, mpp: float | None) -> SlideReader:
     return open_slide(job.source, mpp=mpp)
 
 
-def _slide_rois(job: SlideJob, slide: SlideReader, by_slide: Mapping[str, tuple[Region, ...]],
+def _slide_rois(job: SlideJob, slide: SlideReader, by_slide: RoiMap,
                 for_all: tuple[Region, ...]) -> tuple[CellAnnotations | None, str | None]:
-    """ROIs from ``--rois`` (by slide id, or for every slide) win over the slide's own."""
+    """ROIs from ``--rois`` (by slide id or file name, or for a lone slide) win over the slide's own."""
     sid = slide.info.slide_id
-    regions = by_slide.get(sid) or by_slide.get(Path(job.source).stem)
-    if regions:
-        ann = CellAnnotations(cells=(), regions=regions, slide_id=sid, extra={"frame": "csv"})
-        if slide.info.format == "dicom":
+    ann = by_slide.get(sid) or by_slide.get(Path(job.source).stem)
+    if ann is not None and ann.regions:
+        if ann.extra.get("frame") == "csv" and slide.info.format == "dicom":
             from marrowscope.io.annotations.bmdeep_csv import csv_to_dicom
 
             ann = csv_to_dicom(ann, slide.info)
@@ -223,7 +231,7 @@ def _done_summary(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
 
 
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
-                mpp: float | None, by_slide: Mapping[str, tuple[Region, ...]],
+                mpp: float | None, by_slide: RoiMap,
                 for_all: tuple[Region, ...]) -> SlideStatus:
     """Analyse one slide and write its outputs; a finished slide is skipped."""
     if job.slide_id is not None and (done := _done_summary(out_dir, job.slide_id)) is not None:
@@ -263,6 +271,8 @@ def analyze_batch(
     out.mkdir(parents=True, exist_ok=True)
     by_slide, for_all = _rois_from_file(Path(rois)) if rois is not None else ({}, ())
     jobs, statuses = collect_jobs(sources)
+    if len(jobs) != 1:
+        for_all = ()
     loaded: list[Models] = [models] if models is not None else []
 
     def get_models() -> Models:

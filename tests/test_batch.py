@@ -1,0 +1,172 @@
+"""Batches: many slides, resumable after a kill, bad slides reported while the others go on, ROIs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from marrowscope import taxonomy
+from marrowscope.cells import Box, CellAnnotations, Region
+from marrowscope.engines.batch import analyze_batch
+from marrowscope.engines.pipeline import AnalysisConfig
+from pipeline_stubs import BG, BlobDetector, smear_image, stub_models, write_dicom_slide
+
+CFG = AnalysisConfig(target_cells=20, tta=1)
+
+
+def _png(folder: Path, name: str, image: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / f"{name}.png"
+    Image.fromarray(image).save(p)
+    return p
+
+
+def _three_slides(folder: Path) -> list[Path]:
+    return [_png(folder, f"slide{i}", smear_image(seed=i, blast_share=0.1 * i)) for i in range(3)]
+
+
+def _no_temporaries(out: Path) -> None:
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".part") or ".part" in p.name]
+
+
+def test_three_slides_counts_match_tables_and_index(tmp_path) -> None:  # noqa: ANN001
+    slides = _three_slides(tmp_path / "in")
+    out = tmp_path / "out"
+    s = analyze_batch(slides, out, CFG, mpp=0.5, models=stub_models(), progress=False)
+    assert [x.status for x in s.slides] == ["done"] * 3 and not s.failures
+    for st in s.slides:
+        folder = Path(st.folder or "")
+        summary = json.loads((folder / "summary.json").read_text())
+        table = pd.read_csv(folder / "cells.csv")
+        counts = table["label"].dropna().value_counts().to_dict()
+        counted = {k: v for k, v in counts.items() if taxonomy.is_countable(k)}
+        assert counted == summary["differential"]["counts"]
+        assert st.n_counted == summary["differential"]["n_counted"] == sum(counted.values())
+        assert st.rois_from == "automatic monolayer fields"
+    rows = list(csv.DictReader((out / "cohort.csv").open()))
+    assert [r["slide_id"] for r in rows] == ["slide0", "slide1", "slide2"]
+    assert all(r["status"] == "done" and r["suggestion"] and r["rule_baseline"] for r in rows)
+    assert float(rows[2]["blast_ci_low"]) <= float(rows[2]["blast_pct"]) <= float(rows[2]["blast_ci_high"])
+    index = (out / "index.html").read_text()
+    assert all(f'href="slide{i}/report.html"' in index for i in range(3))
+    batch = json.loads((out / "batch_summary.json").read_text())
+    assert batch["n_done"] == 3 and batch["failures"] == []
+
+
+class _Kill(BaseException):
+    """Stands in for a kill (not an Exception, so the batch does not catch it)."""
+
+
+def test_killed_batch_resumes_without_redoing_or_half_written_output(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    slides = _three_slides(tmp_path / "in")
+    out = tmp_path / "out"
+    models = stub_models()
+    calls_per_slide = []
+
+    class Killer(BlobDetector):
+        def __call__(self, tiles):  # noqa: ANN001, ANN204
+            if len(calls_per_slide) == 1 and self.calls >= 2:  # in the middle of the second slide
+                raise _Kill
+            return super().__call__(tiles)
+
+    import marrowscope.engines.batch as batch_mod
+
+    real = batch_mod.analyze_slide
+
+    def counting(slide, m, cfg, annotations=None, progress=None):  # noqa: ANN001, ANN202
+        m.detector.calls = 0
+        r = real(slide, m, cfg, annotations=annotations)
+        calls_per_slide.append(slide.info.slide_id)
+        return r
+
+    monkeypatch.setattr(batch_mod, "analyze_slide", counting)
+    from dataclasses import replace
+
+    with pytest.raises(_Kill):
+        analyze_batch(slides, out, CFG, mpp=0.5, models=replace(models, detector=Killer()), progress=False)
+    assert (out / "slide0" / "summary.json").is_file()
+    assert not (out / "slide1").exists() and not (out / "slide2").exists()
+    _no_temporaries(out)
+    first = (out / "slide0" / "summary.json").stat().st_mtime_ns
+
+    # a kill while the second slide's outputs are being written leaves no folder either
+    import marrowscope.report.html as html_mod
+
+    def crash(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise _Kill
+
+    monkeypatch.setattr(html_mod, "write_report", crash)
+    calls_per_slide.clear()
+    with pytest.raises(_Kill):
+        analyze_batch(slides, out, CFG, mpp=0.5, models=models, progress=False)
+    assert calls_per_slide == ["slide1"] and not (out / "slide1").exists()
+    _no_temporaries(out)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(batch_mod, "analyze_slide", counting)
+    calls_per_slide.clear()
+    s = analyze_batch(slides, out, CFG, mpp=0.5, models=models, progress=False)
+    assert calls_per_slide == ["slide1", "slide2"]  # slide0 not redone
+    assert [x.status for x in s.slides] == ["skipped", "done", "done"]
+    assert (out / "slide0" / "summary.json").stat().st_mtime_ns == first
+    assert s.slides[0].n_counted is not None and s.slides[0].suggestion  # filled from its summary.json
+    _no_temporaries(out)
+
+
+def test_bad_slides_are_reported_and_the_others_go_on(tmp_path) -> None:  # noqa: ANN001
+    good = _png(tmp_path, "good", smear_image())
+    blank = _png(tmp_path, "blank", np.full((512, 512, 3), BG, np.uint8))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a slide")
+    missing = tmp_path / "missing.svs"
+    out = tmp_path / "out"
+    s = analyze_batch([blank, good, text, missing], out, CFG, mpp=0.5, models=stub_models(), progress=False)
+    status = {Path(x.source).name: x for x in s.slides}
+    assert status["good.png"].status == "done"
+    assert "no smear area" in (status["blank.png"].reason or "")
+    assert "unsupported slide format" in (status["notes.txt"].reason or "")
+    assert "no such file" in (status["missing.svs"].reason or "")
+    batch = json.loads((out / "batch_summary.json").read_text())
+    assert batch["n_failed"] == 3
+    assert {f["source"] for f in batch["failures"]} == {str(blank), str(text), str(missing)}
+    assert all(f["reason"] for f in batch["failures"])
+    assert "no smear area" in (out / "index.html").read_text()
+    # without --mpp an image has no pixel size: the message says how to fix it
+    s2 = analyze_batch([good], tmp_path / "out2", CFG, models=stub_models(), progress=False)
+    assert s2.slides[0].status == "failed" and "--mpp" in (s2.slides[0].reason or "")
+
+
+def test_rois_from_a_geojson_file_are_used(tmp_path) -> None:  # noqa: ANN001
+    from marrowscope.io.annotations.geojson import write_geojson
+
+    img = _png(tmp_path, "s", smear_image())
+    rois = CellAnnotations(cells=(), regions=(Region(Box(0, 0, 300, 300), 5),))
+    write_geojson(rois, tmp_path / "rois.geojson")
+    s = analyze_batch([img], tmp_path / "out", CFG, mpp=0.5, rois=tmp_path / "rois.geojson",
+                      models=stub_models(), progress=False)
+    assert s.slides[0].status == "done" and s.slides[0].rois_from == "--rois file"
+    summary = json.loads((tmp_path / "out" / "s" / "summary.json").read_text())
+    assert [r["roi_id"] for r in summary["regions"]] == [5]
+    assert summary["regions"][0]["source"] == "annotated ROI"
+
+
+def test_dicom_cohort_uses_its_roi_series(tmp_path) -> None:  # noqa: ANN001
+    root = tmp_path / "cohort"
+    rois = CellAnnotations(cells=(), regions=(Region(Box(0, 0, 512, 512), 1),))
+    ref = write_dicom_slide(root, smear_image(), slide_id="dcm-A", rois=rois)
+    out = tmp_path / "out"
+    s = analyze_batch([root], out, CFG, models=stub_models(), progress=False)
+    assert [x.status for x in s.slides] == ["done"]
+    assert (s.slides[0].rois_from or "").startswith("DICOM ANN ROI series")
+    summary = json.loads((out / "dcm-A" / "summary.json").read_text())
+    assert [r["roi_id"] for r in summary["regions"]] == [1]
+    assert (out / "dcm-A" / "predictions.dcm").is_file()
+    # the SM series folder alone: the ROI series beside it is still found; the slide is already done
+    s2 = analyze_batch([ref.folder], out, CFG, models=stub_models(), progress=False)
+    assert [x.status for x in s2.slides] == ["skipped"]
