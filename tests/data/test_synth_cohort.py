@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -178,20 +179,17 @@ def test_rerun_is_recognised_and_other_folders_refused(cohort: Path, tmp_path: P
 
 
 def test_deterministic_under_a_seed(tmp_path: Path) -> None:
-    cfg = SynthConfig(n_patients=1, seed=3, slide_size=768, roi_size=256, n_rois=1, cells_per_roi=8)
+    cfg = SynthConfig(n_patients=2, seed=3, slide_size=768, roi_size=256, n_rois=1, cells_per_roi=8)
     a = generate_cohort(cfg, tmp_path / "a")
-    b = generate_cohort(cfg, tmp_path / "b")
+    b = generate_cohort(cfg, tmp_path / "b", workers=2)  # processes do not change the result
     ra = json.loads((a.out_dir / RECORD_NAME).read_text())
     rb = json.loads((b.out_dir / RECORD_NAME).read_text())
     assert ra["patients"] == rb["patients"]
     for name in ("cells_labelled.csv", "rois.csv", "clinical.csv"):
         assert (a.out_dir / "csv" / name).read_bytes() == (b.out_dir / "csv" / name).read_bytes()
-    c = generate_cohort(
-        SynthConfig(n_patients=1, seed=4, slide_size=768, roi_size=256, n_rois=1, cells_per_roi=8),
-        tmp_path / "c",
-    )
+    c = generate_cohort(replace(cfg, seed=4, n_patients=1), tmp_path / "c")
     rc = json.loads((c.out_dir / RECORD_NAME).read_text())
-    assert rc["patients"][0]["patient_id"] != ra["patients"][0]["patient_id"]
+    assert rc["patients"][0]["patient_id"] not in {p["patient_id"] for p in ra["patients"]}
 
 
 def test_composition_differs_by_diagnosis() -> None:

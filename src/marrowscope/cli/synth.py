@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -13,9 +14,7 @@ from marrowscope.errors import InputError
 def _kind_weights(labelled: float, detection_only: float, roi_only: float) -> dict[str, float]:
     weights = {"labelled": labelled, "detection_only": detection_only, "roi_only": roi_only}
     if any(v < 0 for v in weights.values()) or not any(v > 0 for v in weights.values()):
-        raise InputError(
-            "--labelled/--detection-only/--roi-only", "kind weights must be >= 0, not all 0"
-        )
+        raise InputError("--labelled/--detection-only/--roi-only", "kind weights must be >= 0, not all 0")
     return {k: v for k, v in weights.items() if v > 0}
 
 
@@ -28,11 +27,15 @@ def synth(
     roi_size: int = typer.Option(2048, "--roi-size", min=32, help="ROI side in px (2048 in the real data)."),
     rois: int = typer.Option(2, "--rois", min=0, help="ROIs per slide."),
     cells_per_roi: int = typer.Option(120, "--cells-per-roi", min=0, help="Boxed objects placed per ROI."),
-    labelled: float = typer.Option(
-        1.0, "--labelled", help="Weight of labelled slides."
-    ),
+    labelled: float = typer.Option(1.0, "--labelled", help="Weight of labelled slides."),
     detection_only: float = typer.Option(0.0, "--detection-only", help="Weight of detection-only slides."),
     roi_only: float = typer.Option(0.0, "--roi-only", help="Weight of slides with ROIs only."),
+    workers: int = typer.Option(
+        min(2, os.cpu_count() or 1),
+        "--workers",
+        min=1,
+        help="Processes rendering slides (same result for any).",
+    ),
 ) -> None:
     """Write a synthetic cohort: DICOM WSI + ANN series, dataset CSVs, clinical CSV, truth record."""
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
@@ -49,7 +52,7 @@ def synth(
         )
     except ValueError as exc:
         raise InputError(out, f"bad synthetic cohort settings: {exc}") from exc
-    record = generate_cohort(config, out)
+    record = generate_cohort(config, out, workers=workers)
     if record.already_complete:
         typer.echo(f"{out}: already holds this complete synthetic cohort (seed {seed}); nothing to do")
     else:

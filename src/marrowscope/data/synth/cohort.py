@@ -140,6 +140,9 @@ def _uid(*parts: object) -> str:
 
 @dataclass(frozen=True)
 class _SlideTruth:
+    """One rendered slide whose SM series is written (the image itself is dropped after writing)."""
+
+    index: int
     patient: SynthPatient
     kind: str
     field: SmearField
@@ -147,6 +150,12 @@ class _SlideTruth:
     cells: tuple[Cell, ...]  # annotated cells, DICOM frame, no cell_id yet
     true_labels: tuple[str, ...]
     n_sessions: int
+    study_uid: str
+    sm_uid: str
+    sm_folder: Path
+    base_file: Path
+    width: int
+    height: int
 
 
 def _annotated_cells(
@@ -174,21 +183,20 @@ def _annotated_cells(
     return cells, [pc.label for pc in chosen], len(experts)
 
 
-def _write_slide(
-    cfg: SynthConfig, truth: _SlideTruth, root: Path, first_id: int
-) -> tuple[SynthSlideRecord, CellAnnotations, dict[str, Any]]:
-    """Write the SM and ANN series of one slide; return its record, CSV-frame annotations, JSON."""
-    import pydicom
-
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+def _make_slide(cfg: SynthConfig, index: int, diagnosis: str, kind: str, root: Path) -> _SlideTruth:
+    """Draw the patient, render the smear, choose the annotated boxes and write the SM series."""
     from marrowscope.io.slides.dicom_writer import write_dicom_wsi
 
-    p, fld = truth.patient, truth.field
+    prng = np.random.default_rng([cfg.seed, 1, index])
+    p = sample_patient(diagnosis, prng, hard_case_rate=cfg.hard_case_rate)
+    fld = render_field(p.composition, cfg.field_config(), prng)
+    bx = int(prng.integers(1, 40)) * 1024 + int(prng.integers(0, 1024))
+    by = int(prng.integers(1, 120)) * 1024 + int(prng.integers(0, 1024))
+    cells, true_labels, n_sessions = _annotated_cells(
+        cfg, fld, kind, np.random.default_rng([cfg.seed, 2, index])
+    )
     study_uid = _uid("study", cfg.seed, p.patient_id)
     sm_uid = _uid("sm", cfg.seed, p.patient_id)
-    study_dir = root / "dicom" / p.patient_id / study_uid
-    bx, by = truth.offset
-    h, w = fld.image.shape[:2]
     props = {
         "openslide.vendor": "mirax",
         "openslide.bounds-x": str(bx),
@@ -200,7 +208,7 @@ def _write_slide(
     }
     ref = write_dicom_wsi(
         fld.image,
-        study_dir / f"SM_{sm_uid}",
+        root / "dicom" / p.patient_id / study_uid / f"SM_{sm_uid}",
         mpp=cfg.mpp,
         slide_id=p.slide_id,
         patient_id=p.patient_id,
@@ -213,20 +221,46 @@ def _write_slide(
         patient_age=p.age,
         patient_sex=p.sex,
     )
-    base_file = next(
-        f
-        for f in ref.files
-        if str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) == ref.base_sop_uid
+    log.info("slide %d: %s (%s, %s), %d boxes", index + 1, p.patient_id, diagnosis, kind, len(cells))
+    return _SlideTruth(
+        index=index,
+        patient=p,
+        kind=kind,
+        field=replace(fld, image=np.zeros((0, 0, 3), np.uint8)),
+        offset=(bx, by),
+        cells=tuple(cells),
+        true_labels=tuple(true_labels),
+        n_sessions=n_sessions,
+        study_uid=study_uid,
+        sm_uid=sm_uid,
+        sm_folder=ref.folder,
+        base_file=ref.base_file,
+        width=ref.width,
+        height=ref.height,
     )
-    source = pydicom.dcmread(base_file, stop_before_pixels=True)
+
+
+def _write_annotations(
+    cfg: SynthConfig, truth: _SlideTruth, root: Path, first_id: int
+) -> tuple[SynthSlideRecord, CellAnnotations, dict[str, Any]]:
+    """Write the ANN series of one slide; return its record, CSV-frame annotations and JSON truth."""
+    import pydicom
+
+    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+
+    p, fld = truth.patient, truth.field
+    study_uid, sm_uid = truth.study_uid, truth.sm_uid
+    study_dir = truth.sm_folder.parent
+    bx, by = truth.offset
+    source = pydicom.dcmread(truth.base_file, stop_before_pixels=True)
 
     cells = tuple(replace(c, cell_id=first_id + i) for i, c in enumerate(truth.cells))
     ann = CellAnnotations(
         cells=cells,
         regions=fld.rois,
         slide_id=p.slide_id,
-        width=ref.width,
-        height=ref.height,
+        width=truth.width,
+        height=truth.height,
         mpp=cfg.mpp,
         source="synthetic",
     )
@@ -263,7 +297,7 @@ def _write_slide(
         slide_id=p.slide_id,
         diagnosis=p.diagnosis,
         kind=truth.kind,
-        sm_folder=str(ref.folder.relative_to(root)),
+        sm_folder=str(truth.sm_folder.relative_to(root)),
         ann_files=tuple(ann_files),
         n_rois=len(fld.rois),
         n_annotated=len(cells),
@@ -288,8 +322,8 @@ def _write_slide(
         "sm_series_uid": sm_uid,
         "sm_folder": record.sm_folder,
         "ann_files": ann_files,
-        "width": ref.width,
-        "height": ref.height,
+        "width": truth.width,
+        "height": truth.height,
         "mpp": cfg.mpp,
         "csv_offset": [bx, by],
         "stain": asdict(fld.stain),
@@ -361,8 +395,11 @@ def _existing(out: Path, cfg: SynthConfig) -> SynthRecord | None:
     return SynthRecord(out_dir=out, config=cfg, slides=slides, already_complete=True)
 
 
-def generate_cohort(config: SynthConfig, out_dir: str | Path) -> SynthRecord:
-    """Write the cohort to ``out_dir`` (atomically); a complete cohort with the same config is reused."""
+def generate_cohort(config: SynthConfig, out_dir: str | Path, *, workers: int = 1) -> SynthRecord:
+    """Write the cohort to ``out_dir`` (atomically); a complete cohort with the same config is reused.
+
+    ``workers`` > 1 renders and writes slides in that many processes; the result does not depend on it.
+    """
     from marrowscope.io.annotations.bmdeep_csv import write_cells_csv, write_rois_csv
     from marrowscope.io.annotations.clinical import write_clinical_csv
 
@@ -376,7 +413,6 @@ def generate_cohort(config: SynthConfig, out_dir: str | Path) -> SynthRecord:
     rng = np.random.default_rng([cfg.seed, 0])
     diagnoses = assign_diagnoses(cfg.n_patients, rng, cfg.diagnosis_weights)
     kinds = _kinds(cfg, rng)
-    fcfg = cfg.field_config()
     records: list[SynthSlideRecord] = []
     patients_js: list[dict[str, Any]] = []
     labelled: list[CellAnnotations] = []
@@ -385,37 +421,27 @@ def generate_cohort(config: SynthConfig, out_dir: str | Path) -> SynthRecord:
     clinical = []
     next_id = cfg.first_cell_id
     with atomic_dir(out) as root:
-        for i, (dx, kind) in enumerate(zip(diagnoses, kinds, strict=True)):
-            prng = np.random.default_rng([cfg.seed, 1, i])
-            patient = sample_patient(dx, prng, hard_case_rate=cfg.hard_case_rate)
-            fld = render_field(patient.composition, fcfg, prng)
-            offset = (
-                int(prng.integers(1, 40)) * 1024 + int(prng.integers(0, 1024)),
-                int(prng.integers(1, 120)) * 1024 + int(prng.integers(0, 1024)),
-            )
-            cells, true_labels, n_sessions = _annotated_cells(
-                cfg, fld, kind, np.random.default_rng([cfg.seed, 2, i])
-            )
-            truth = _SlideTruth(patient, kind, fld, offset, tuple(cells), tuple(true_labels), n_sessions)
-            rec, csv_ann, js = _write_slide(cfg, truth, root, next_id)
-            next_id += len(cells)
+        jobs = list(enumerate(zip(diagnoses, kinds, strict=True)))
+        n_workers = max(1, min(workers, len(jobs)))
+        if n_workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=n_workers) as pool:
+                futures = [pool.submit(_make_slide, cfg, i, dx, kind, root) for i, (dx, kind) in jobs]
+                truths = [f.result() for f in futures]
+        else:
+            truths = [_make_slide(cfg, i, dx, kind, root) for i, (dx, kind) in jobs]
+        for truth in truths:
+            rec, csv_ann, js = _write_annotations(cfg, truth, root, next_id)
+            next_id += len(truth.cells)
             records.append(rec)
             patients_js.append(js)
-            if kind == "labelled" and csv_ann.cells:
+            if truth.kind == "labelled" and csv_ann.cells:
                 labelled.append(csv_ann)
-            elif kind == "detection_only" and csv_ann.cells:
+            elif truth.kind == "detection_only" and csv_ann.cells:
                 detection.append(csv_ann)
-            rois[patient.slide_id] = csv_ann.regions
-            clinical.append(_clinical(patient))
-            log.info(
-                "patient %d/%d %s (%s, %s): %d boxes",
-                i + 1,
-                cfg.n_patients,
-                patient.patient_id,
-                dx,
-                kind,
-                len(cells),
-            )
+            rois[truth.patient.slide_id] = csv_ann.regions
+            clinical.append(_clinical(truth.patient))
         csv_dir = root / "csv"
         csv_dir.mkdir()
         write_cells_csv(labelled, csv_dir / "cells_labelled.csv", labelled=True)

@@ -321,7 +321,7 @@ def _rbc(rng: np.random.Generator, mpp: float, style: CellStyle) -> tuple[np.nda
     sd = _blob_sd(g, 0, 0, R * np.sqrt(aspect), R / np.sqrt(aspect), rng.uniform(0, np.pi), 0.015, rng)
     cell = _soft(sd, 1.0)
     r_rel = np.clip(1.0 + sd / R, 0.0, 1.2)  # ~0 at centre, 1 at the edge
-    pallor = rng.uniform(0.3, 0.55) * np.exp(-((r_rel / rng.uniform(0.4, 0.55)) ** 2))
+    pallor = rng.uniform(0.45, 0.7) * np.exp(-((r_rel / rng.uniform(0.45, 0.6)) ** 2))
     dens = _u(rng, style.cyto_density) * (1.0 - pallor) * (1.0 + 0.04 * _noise(g.shape, 3.0, rng))
     od = (cell * dens)[..., None] * od_of(style.cytoplasm)
     return od, cell
@@ -338,10 +338,10 @@ def _platelet(
     g = _Grid(half if half is not None else int(np.ceil(R * 1.4)) + 3)
     sd = _blob_sd(g, at[0], at[1], R * rng.uniform(1.0, 1.3), R, rng.uniform(0, np.pi), 0.12, rng)
     cell = _soft(sd, 1.0)
-    od = (cell * rng.uniform(0.35, 0.55))[..., None] * od_of(st.PLATELET_BODY)
+    od = (cell * rng.uniform(0.45, 0.7))[..., None] * od_of(st.PLATELET_BODY)
     core = _soft(sd + R * rng.uniform(0.3, 0.5), 1.5)
     gm = _granule_map(g.shape, core, 2.5, 0.8, rng)
-    od += (np.clip(gm, 0, 1) * rng.uniform(0.4, 0.7) + core * 0.2)[..., None] * od_of(st.PLATELET_GRAN)
+    od += (np.clip(gm, 0, 1) * rng.uniform(0.6, 0.95) + core * 0.3)[..., None] * od_of(st.PLATELET_GRAN)
     return od, cell
 
 
@@ -355,7 +355,7 @@ def _smudge(rng: np.random.Generator, mpp: float, style: CellStyle) -> tuple[np.
     streak = ndi.gaussian_filter(rng.standard_normal(g.shape).astype(np.float32), (2.5, 9.0))
     streak = ndi.rotate(streak, rng.uniform(0, 180), reshape=False, order=1, mode="wrap")
     streak /= max(float(streak.std()), 1e-6)
-    dens = _u(rng, style.chromatin_density) * np.clip(1.0 + 0.25 * streak, 0.3, 1.6)
+    dens = _u(rng, style.chromatin_density) * np.clip(1.0 + 0.18 * streak, 0.4, 1.5)
     od = (cell * dens)[..., None] * od_of(st.CHROMATIN)
     return od, cell
 
@@ -537,7 +537,7 @@ class Stain:
 
     background: tuple[float, float, float] = (236.0, 234.0, 240.0)
     od_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    blur: float = 0.6
+    blur: float = 1.1
 
 
 def sample_stain(rng: np.random.Generator) -> Stain:
@@ -547,7 +547,7 @@ def sample_stain(rng: np.random.Generator) -> Stain:
     return Stain(
         background=(float(bg[0]), float(bg[1]), float(bg[2])),
         od_gain=(float(gain[0]), float(gain[1]), float(gain[2])),
-        blur=float(rng.uniform(0.4, 1.4)),
+        blur=float(rng.uniform(0.8, 1.9)),
     )
 
 
