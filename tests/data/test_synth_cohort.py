@@ -23,13 +23,13 @@ from marrowscope.data.synth.experts import NO_CONSENSUS, consensus_of
 from marrowscope.errors import InputError
 
 TINY = SynthConfig(
-    n_patients=3,
+    n_patients=4,
     seed=7,
     slide_size=1280,
     roi_size=384,
     n_rois=2,
     cells_per_roi=14,
-    kind_weights={"labelled": 2.0, "detection_only": 1.0},
+    kind_weights={"labelled": 2.0, "detection_only": 1.0, "roi_only": 1.0},
     outside_fraction=0.1,
     tile_size=256,
 )
@@ -52,7 +52,8 @@ def test_layout_and_kinds(cohort: Path) -> None:
     assert (cohort / "csv" / "cells_detection_only.csv").is_file()
     assert (cohort / "csv" / "rois.csv").is_file()
     assert (cohort / "csv" / "clinical.csv").is_file()
-    assert sorted(p["slide_kind"] for p in rec["patients"]) == ["detection_only", "labelled", "labelled"]
+    kinds = sorted(p["slide_kind"] for p in rec["patients"])
+    assert kinds == ["detection_only", "labelled", "labelled", "roi_only"]
     for p in rec["patients"]:
         sm = cohort / p["sm_folder"]
         assert sm.parent.parent.name == p["patient_id"]
@@ -81,6 +82,10 @@ def test_counts_agree_dicom_csv_record(cohort: Path) -> None:
             s = read_dicom_ann(f)
             series[(s.kind, s.session)] = s
         record_counts = Counter(p["counts"])
+        if p["slide_kind"] == "roi_only":
+            assert set(series) == {("roi", None)} and not p["cells"] and not record_counts
+            assert sid not in labelled_csv and sid not in detection_csv and len(rois_csv[sid]) == TINY.n_rois
+            continue
         assert sum(record_counts.values()) == len(p["cells"]) > 0
         # ROIs: DICOM == CSV (shifted by the bounds offset) == record
         roi_dicom = sorted((r.roi_id, r.box.as_tuple()) for r in series[("roi", None)].annotations.regions)

@@ -219,7 +219,8 @@ def write_docs_figures(out_dir: str | Path, real_root: str | Path | None = None,
     for name, fig in figs:
         assert isinstance(fig, Image.Image)
         path = out / name
-        fig.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        colors = 128 if name.startswith("real") else 64  # keep the real thumbnails faithful
+        fig.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             path, optimize=True
         )
         written.append(path)

@@ -1,0 +1,40 @@
+"""``marrowscope synth``: writes, recognises a complete rerun, refuses bad settings with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from marrowscope.cli.main import main
+
+
+def test_synth_cli_writes_and_recognises_rerun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "D"
+    args = ["synth", "--patients", "1", "--out", str(out), "--seed", "2", "--slide-size", "768",
+            "--roi-size", "256", "--rois", "1", "--cells-per-roi", "6", "--workers", "1"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "wrote a synthetic cohort of 1 patient(s)" in text and "labelled" in text
+    assert (out / "synth_record.json").is_file() and (out / "csv" / "cells_labelled.csv").is_file()
+    assert not list(tmp_path.glob(".D.*"))  # no temporary folder left behind
+    assert main(args) == 0
+    assert "already holds this complete synthetic cohort" in capsys.readouterr().out
+
+
+def test_synth_cli_bad_settings_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["synth", "--patients", "1", "--out", str(tmp_path / "x"), "--slide-size", "600"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "ROIs fit" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_figures_render_small(shared_data: Path) -> None:
+    from marrowscope.data.synth.figures import comparison_image, gallery_image
+
+    g = gallery_image(["lymphocyte", "segmented_neutrophil"], per_label=1, thumb=40, columns=2)
+    assert g.size[0] > 80  # type: ignore[attr-defined]
+    c = comparison_image(shared_data, n=1, thumb=32)
+    arr = np.asarray(c)
+    assert arr.shape[0] > 32 * 10 and arr.std() > 10  # rows of real and synthetic thumbnails
