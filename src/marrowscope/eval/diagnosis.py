@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -315,7 +316,8 @@ def evaluate_trained_model(model: DiagnosisModel, table: CountsTable, n_boot: in
     X = table.frame(include_clinical=labs)
     proba = model.predict_proba_table(X)
     pred = [model.classes[i] for i in np.argmax(proba, axis=1)]
-    rules = RuleBaseline().fit(X, list(model.classes))
+    # the rules only learn the class names: fit them on one (any) row per class
+    rules = RuleBaseline().fit(X.iloc[[0] * len(model.classes)], list(model.classes))
     rule_pred = [str(v) for v in rules.predict(X)]
     df = pd.DataFrame({"patient_id": list(table.patient_ids),
                        "diagnosis": [d or "" for d in table.diagnoses],
@@ -342,3 +344,53 @@ def evaluate_trained_model(model: DiagnosisModel, table: CountsTable, n_boot: in
     rscored = score_predictions(y, np.asarray(rule_pred, dtype=object)[mask][None, :], model.classes,
                                 n_boot, seed)
     return ExternalResult(df, scored, rscored, tuple(messages))
+
+
+def write_evaluation(
+    out_dir: str | Path,
+    evaluation: DiagnosisEvaluation | None = None,
+    external: ExternalResult | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``metrics.json`` (and ``predictions.csv``) into ``out_dir``; returns the metrics path."""
+    import json
+
+    from marrowscope.io.atomic import write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {}
+    frames = []
+    if evaluation is not None:
+        metrics.update(evaluation.metrics())
+        for name, res in evaluation.settings.items():
+            frames.append(pd.DataFrame({
+                "setting": name, "patient_id": list(res.patient_ids),
+                "predicted": [res.predictions[p] for p in res.patient_ids],
+                "rule": [res.rule_predictions[p] for p in res.patient_ids],
+            }))
+    if external is not None:
+        if external.scored is not None and external.rules is not None:
+            metrics.update({
+                "macro_f1_true_counts": external.scored.macro_f1,
+                "macro_f1_true_counts_ci": list(external.scored.ci),
+                "per_class_f1_true_counts": dict(external.scored.per_class_f1),
+                "macro_f1_rule_baseline": external.rules.macro_f1,
+                "macro_f1_rule_baseline_ci": list(external.rules.ci),
+                "confusion_true_counts": [list(r) for r in external.scored.confusion],
+                "n_patients": int(sum(sum(r) for r in external.scored.confusion)),
+            })
+        else:
+            metrics.setdefault("n_patients", 0)
+        metrics["messages"] = list(metrics.get("messages", [])) + list(external.messages)
+        frames.append(external.predictions.assign(setting="trained_model"))
+    metrics.update(dict(extra or {}))
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+        from marrowscope.io.atomic import atomic_path
+
+        with atomic_path(out / "predictions.csv") as tmp:
+            table.to_csv(tmp, index=False)
+    path = out / "metrics.json"
+    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    return path

@@ -583,3 +583,45 @@ def load_diagnosis_model(path: str | Path, sha256: str | None = None) -> Diagnos
         training_summary=dict(payload["training_summary"]),
         path=p,
     )
+
+
+def train_from_table(
+    table: Any,
+    *,
+    estimator: str = "logreg",
+    include_labs: bool = False,
+    seed: int = 0,
+    **params: Any,
+) -> tuple[DiagnosisClassifier, dict[str, Any]]:
+    """Fit a :class:`DiagnosisClassifier` on a ``marrowscope.io.counts.CountsTable``.
+
+    Patients without a diagnosis are left out (and named in the summary). Returns the fitted model and
+    a training summary (patients per diagnosis, source, settings) to store with it.
+    """
+    import pandas as pd
+
+    ids = [p for p, d in zip(table.patient_ids, table.diagnoses, strict=True) if d is not None]
+    left_out = [p for p in table.patient_ids if p not in set(ids)]
+    if len(ids) < 2:
+        raise InputError(table.source, f"only {len(ids)} patient(s) with a diagnosis; cannot train")
+    sub = table.subset(ids)
+    y = [str(d) for d in sub.diagnoses]
+    if len(set(y)) < 2:
+        raise InputError(table.source, f"every patient has the diagnosis {y[0]!r}; need at least two")
+    clf = DiagnosisClassifier(estimator=estimator, include_labs=include_labs, random_state=seed, **params)
+    clf.fit(sub.frame(include_clinical=include_labs), y)
+    summary = {
+        "source": table.source,
+        "n_patients": len(ids),
+        "patients_per_diagnosis": {
+            str(k): int(v) for k, v in pd.Series(y).value_counts().sort_index().items()
+        },
+        "left_out_without_diagnosis": left_out,
+        "estimator": estimator,
+        "include_labs": include_labs,
+        "calibration": clf.calibrated_,
+        "seed": seed,
+        "params": dict(params),
+        "problems": list(table.problems),
+    }
+    return clf, summary
