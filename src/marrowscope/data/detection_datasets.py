@@ -1,0 +1,251 @@
+"""Detection datasets: every format becomes a list of :class:`DetectionSample`.
+
+A sample is an image loader plus :class:`CellAnnotations` whose labels are the MODEL's class names,
+the image's scale (mpp, ``None`` = already at the model's scale) and a group id (patient or image) that
+train/validation splits keep together.
+
+    samples = load_detection_dataset("yolo:../shared/data/txl_pbc/TXL_PBC", ("WBC", "RBC", "Platelet"))
+
+Formats: ``voc:PATH[:SPLIT]``, ``yolo:PATH[:SPLIT]``, ``coco:JSON[:IMAGES_ROOT]``, ``cohort:DIR``.
+Class names are matched case-insensitively and ignoring a plural ``s`` (``Platelets`` -> ``Platelet``);
+a one-class model (e.g. ``cell``) takes every box.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from marrowscope.cells import CellAnnotations
+from marrowscope.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("voc", "yolo", "coco", "cohort")
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot read image ({e})") from e
+
+
+@dataclass(frozen=True)
+class DetectionSample:
+    """One training/evaluation image: its boxes (labels = model classes), scale and split group."""
+
+    image_id: str
+    annotations: CellAnnotations
+    group: str
+    mpp: float | None = None
+    loader: Callable[[], np.ndarray] | None = None
+
+    def load(self) -> np.ndarray:
+        if self.loader is not None:
+            return self.loader()
+        if self.annotations.image_path is None:
+            raise InputError(self.image_id, "sample has neither a loader nor an image path")
+        return load_rgb(self.annotations.image_path)
+
+
+def _norm(name: str) -> str:
+    k = name.strip().lower().replace(" ", "_").replace("-", "_")
+    return k[:-1] if k.endswith("s") and len(k) > 3 else k
+
+
+def class_mapping(dataset_labels: Sequence[str], classes: Sequence[str],
+                  mapping: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+    """Map dataset label names to model classes (``None`` = drop the box).
+
+    Explicit ``mapping`` first; else case/plural-insensitive name match; a one-class model takes every
+    label. Labels that match nothing raise :class:`InputError` naming them."""
+    mapping = dict(mapping or {})
+    by_norm = {_norm(c): c for c in classes}
+    out: dict[str, str | None] = {}
+    unknown = []
+    for lab in dataset_labels:
+        if lab in mapping:
+            out[lab] = mapping[lab]
+        elif _norm(lab) in by_norm:
+            out[lab] = by_norm[_norm(lab)]
+        elif len(classes) == 1:
+            out[lab] = classes[0]
+        else:
+            unknown.append(lab)
+    if unknown:
+        raise InputError(
+            "labels",
+            f"dataset labels {sorted(set(unknown))} match none of the model classes {list(classes)}; "
+            "pass a class mapping (e.g. --class-map NAME=CLASS) or drop them (NAME=)",
+        )
+    return out
+
+
+def map_annotations(ann: CellAnnotations, classes: Sequence[str],
+                    mapping: Mapping[str, str | None] | None = None) -> CellAnnotations:
+    """``ann`` with labels mapped to ``classes`` (unlabelled boxes go to a one-class model only)."""
+    labels = sorted({c.label for c in ann.cells if c.label is not None})
+    m = class_mapping(labels, classes, mapping)
+    cells = []
+    for c in ann.cells:
+        if c.label is None:
+            if len(classes) != 1:
+                raise InputError(ann.source or ann.image_path or "annotations",
+                                 "unlabelled boxes need a one-class model")
+            cells.append(c.with_label(classes[0]))
+            continue
+        target = m[c.label]
+        if target is not None:
+            cells.append(c.with_label(target))
+    return ann.with_cells(cells)
+
+
+def samples_from_annotations(anns: Sequence[CellAnnotations], classes: Sequence[str], *,
+                             mpp: float | None = None, mapping: Mapping[str, str | None] | None = None,
+                             group_of: Callable[[CellAnnotations], str] | None = None
+                             ) -> list[DetectionSample]:
+    out: list[DetectionSample] = []
+    for a in anns:
+        image_id = a.slide_id or (Path(a.image_path).stem if a.image_path else str(len(out)))
+        out.append(DetectionSample(
+            image_id=image_id, annotations=map_annotations(a, classes, mapping),
+            group=group_of(a) if group_of else image_id, mpp=a.mpp if a.mpp is not None else mpp,
+        ))
+    return out
+
+
+def voc_samples(root: str | Path, classes: Sequence[str], split: str | None = None, *,
+                mpp: float | None = None, mapping: Mapping[str, str | None] | None = None
+                ) -> list[DetectionSample]:
+    from marrowscope.io.annotations.voc import read_voc_folder
+
+    anns = read_voc_folder(root, split, clip=True)
+    return samples_from_annotations(anns, classes, mpp=mpp, mapping=mapping)
+
+
+def yolo_samples(root: str | Path, classes: Sequence[str], split: str | None = None, *,
+                 mpp: float | None = None, mapping: Mapping[str, str | None] | None = None
+                ) -> list[DetectionSample]:
+    from marrowscope.io.annotations.yolo import read_yolo_folder
+
+    anns = read_yolo_folder(root, split, clip=True)
+    return samples_from_annotations(anns, classes, mpp=mpp, mapping=mapping)
+
+
+def coco_samples(json_path: str | Path, classes: Sequence[str], images_root: str | Path | None = None, *,
+                 mpp: float | None = None, mapping: Mapping[str, str | None] | None = None
+                ) -> list[DetectionSample]:
+    try:
+        from marrowscope.io.annotations.coco import read_coco
+    except ImportError as e:  # pragma: no cover - lands with the general-formats helper
+        raise InputError(json_path, "COCO reading is not available in this version") from e
+    return samples_from_annotations(read_coco(json_path, images_root), classes, mpp=mpp, mapping=mapping)
+
+
+def parse_dataset_arg(arg: str) -> tuple[str, str, str | None]:
+    """``FORMAT:PATH[:EXTRA]`` -> (format, path, extra); EXTRA is a split (voc/yolo) or images root (coco)."""
+    fmt, sep, rest = arg.partition(":")
+    fmt = fmt.lower()
+    if not sep or fmt not in FORMATS:
+        raise InputError(arg, f"dataset must be FORMAT:PATH with FORMAT in {', '.join(FORMATS)}")
+    path, extra = rest, None
+    if not Path(rest).exists() and ":" in rest:
+        path, _, extra = rest.rpartition(":")
+    if not Path(path).exists():
+        raise InputError(path, "dataset path not found")
+    return fmt, path, extra or None
+
+
+def load_detection_dataset(arg: str, classes: Sequence[str], *, mpp: float | None = None,
+                           mapping: Mapping[str, str | None] | None = None
+                ) -> list[DetectionSample]:
+    """Read a dataset given as ``FORMAT:PATH[:EXTRA]`` into samples for a model with ``classes``."""
+    fmt, path, extra = parse_dataset_arg(arg)
+    if fmt == "voc":
+        return voc_samples(path, classes, extra, mpp=mpp, mapping=mapping)
+    if fmt == "yolo":
+        return yolo_samples(path, classes, extra, mpp=mpp, mapping=mapping)
+    if fmt == "coco":
+        return coco_samples(path, classes, extra, mpp=mpp, mapping=mapping)
+    return cohort_samples(path, classes)
+
+
+def cohort_samples(root: str | Path, classes: Sequence[str], *, patients: Sequence[str] | None = None,
+                   ) -> list[DetectionSample]:
+    """Every ROI of a cohort folder as one sample, all boxes (labelled or not) as the one class."""
+    raise InputError(root, "cohort datasets are not supported yet in this version")
+
+
+def estimate_mpp(anns: Sequence[CellAnnotations], label: str, diameter_um: float) -> float | None:
+    """µm/px from the median side of ``label`` boxes (e.g. red cells, ~7.5 µm); ``None`` if none."""
+    sides = [np.sqrt(c.box.width * c.box.height) for a in anns for c in a.cells if c.label == label]
+    if not sides:
+        return None
+    return float(diameter_um / np.median(sides))
+
+
+def with_mpp(samples: Sequence[DetectionSample], mpp: float | None) -> list[DetectionSample]:
+    return [replace(s, mpp=mpp) for s in samples]
+
+
+def split_by_group(samples: Sequence[DetectionSample], val_fraction: float, seed: int
+                   ) -> tuple[list[DetectionSample], list[DetectionSample]]:
+    """Train/validation split that keeps every group (patient or image) on one side."""
+    groups = sorted({s.group for s in samples})
+    if not 0 < val_fraction < 1 or len(groups) < 2:
+        return list(samples), []
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(groups))
+    n_val = max(1, round(len(groups) * val_fraction))
+    val_groups = {groups[i] for i in order[:n_val]}
+    return ([s for s in samples if s.group not in val_groups], [s for s in samples if s.group in val_groups])
+
+
+BLOOD_CLASSES: tuple[str, ...] = ("WBC", "RBC", "Platelet")
+#: blood-field images (BCCD 640x480) have no recorded pixel size; ~7.5 µm red cells span ~100 px
+BLOOD_FIELD_MPP = 0.075
+
+
+def blood_recipe_samples(data_root: str | Path, *, val_fraction: float = 0.08, seed: int = 0
+                         ) -> tuple[list[DetectionSample], list[DetectionSample]]:
+    """The ``detector-blood`` training data: BCCD trainval + TXL-PBC train and val.
+
+    TXL-PBC images that are copies of BCCD **test** images (``bccd_duplicates.csv``) are left out; the
+    other TXL copies of BCCD images share their BCCD image's group, so a split never puts one copy on
+    each side. Every image is taken as a field at :data:`BLOOD_FIELD_MPP` (sources differ by up to 2x in
+    scale; the natural spread plus scale jitter teaches the model that range). Returns (train, val)."""
+    import csv
+
+    root = Path(data_root)
+    bccd = root / "bccd" / "BCCD"
+    txl = root / "txl_pbc" / "TXL_PBC"
+    dup_csv = root / "txl_pbc" / "bccd_duplicates.csv"
+    for p in (bccd, txl, dup_csv):
+        if not p.exists():
+            raise InputError(p, "blood recipe data not found (expected BCCD and TXL-PBC under the data root)")
+    txl_to_bccd: dict[str, str] = {}
+    excluded: set[str] = set()
+    with open(dup_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            stem = Path(row["txl_path"]).stem
+            txl_to_bccd[stem] = Path(row["bccd_path"]).stem
+            if row["bccd_voc_split"] == "test":
+                excluded.add(stem)
+    samples = voc_samples(bccd, BLOOD_CLASSES, "trainval", mpp=BLOOD_FIELD_MPP)
+    for split in ("train", "val"):
+        for s in yolo_samples(txl, BLOOD_CLASSES, split, mpp=BLOOD_FIELD_MPP):
+            if s.image_id in excluded:
+                continue
+            samples.append(replace(s, group=txl_to_bccd.get(s.image_id, s.image_id)))
+    logger.info("blood recipe: %d images (%d TXL copies of BCCD test images left out)",
+                len(samples), len(excluded))
+    return split_by_group(samples, val_fraction, seed)

@@ -1,0 +1,264 @@
+"""Faster R-CNN cell detectors (torchvision) with a backbone chosen by registry name.
+
+Architectures (``WeightsSpec.arch``):
+
+- ``fasterrcnn_mobilenet_v3_fpn`` (default, CPU-fast): MobileNetV3-Large features, a slim FPN on the
+  stride 8/16/32 maps (128 channels), a 256-wide box head; about 7 M parameters, ~14 MB in fp16.
+- ``fasterrcnn_resnet50_fpn``: the paper-like torchvision ResNet-50-FPN (GPU users).
+
+Both are built with ``weights=None`` / ``weights_backbone=None``: nothing is downloaded. A user with
+ImageNet weights may pass ``backbone_weights`` (a local state-dict file) to :func:`build_detector`.
+
+The model never resizes its input: :class:`FixedScaleTransform` only normalises and batches. The
+engine resamples every image to the weights' ``mpp`` first (see :mod:`marrowscope.engines.detect`),
+so anchors, sized in micrometres and converted with the model's mpp, match the cells.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from marrowscope.errors import InputError
+from marrowscope.models.weights import WeightsSpec, load_weights, save_weights
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_fpn"
+ARCHS: tuple[str, ...] = ("fasterrcnn_mobilenet_v3_fpn", "fasterrcnn_resnet50_fpn")
+
+#: anchor sizes in micrometres per feature level (platelets/small; red cells; leukocytes/large cells)
+MOBILENET_ANCHORS_UM: tuple[tuple[float, ...], ...] = ((2.4, 3.6), (6.0, 8.4), (12.0, 19.2))
+RESNET_ANCHORS_UM: tuple[tuple[float, ...], ...] = ((2.4,), (4.8,), (8.4,), (14.4,), (24.0,))
+ASPECT_RATIOS: tuple[float, ...] = (0.7, 1.0, 1.4)
+
+
+def anchor_sizes_px(arch: str, mpp: float) -> tuple[tuple[int, ...], ...]:
+    """Anchor sizes in pixels at ``mpp`` for ``arch`` (one tuple per feature level)."""
+    table = MOBILENET_ANCHORS_UM if arch == "fasterrcnn_mobilenet_v3_fpn" else RESNET_ANCHORS_UM
+    return tuple(tuple(max(4, round(s / mpp)) for s in level) for level in table)
+
+
+def detector_spec(
+    classes: Sequence[str],
+    *,
+    arch: str = DEFAULT_ARCH,
+    mpp: float = 0.15,
+    tile_size: int = 512,
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25),
+    scheme: str | None = None,
+    **params: Any,
+) -> WeightsSpec:
+    """A detector contract: classes (no background), mpp, tile size, normalisation, arch params.
+
+    ``params`` may override: ``anchor_sizes`` (pixels per level), ``aspect_ratios``, ``fpn_channels``,
+    ``representation_size``, ``score_thresh`` (kept boxes, low for AP), ``nms_thresh``,
+    ``detections_per_img``, ``operating_threshold`` (score used for counts and precision/recall).
+    """
+    if arch not in ARCHS:
+        raise InputError(arch, f"unknown detector architecture (choose from {', '.join(ARCHS)})")
+    if not classes:
+        raise InputError("classes", "a detector needs at least one class")
+    p: dict[str, Any] = {
+        "anchor_sizes": [list(a) for a in anchor_sizes_px(arch, mpp)],
+        "aspect_ratios": list(ASPECT_RATIOS),
+        "fpn_channels": 128 if arch == "fasterrcnn_mobilenet_v3_fpn" else 256,
+        "representation_size": 256 if arch == "fasterrcnn_mobilenet_v3_fpn" else 1024,
+        "score_thresh": 0.01,
+        "nms_thresh": 0.5,
+        "detections_per_img": 300,
+        "operating_threshold": 0.5,
+    }
+    p.update(params)
+    return WeightsSpec(
+        task="detector", arch=arch, classes=tuple(classes), mpp=mpp, input_size=tile_size,
+        mean=mean, std=std, scheme=scheme, params=p,
+    )
+
+
+def _fixed_scale_transform(spec: WeightsSpec) -> nn.Module:
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    class FixedScaleTransform(GeneralizedRCNNTransform):
+        """Normalise and batch; never resize (inputs already come at the model's mpp)."""
+
+        def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+            return image, target
+
+    size = int(spec.input_size or 512)
+    return FixedScaleTransform(
+        min_size=size, max_size=size, image_mean=list(spec.mean), image_std=list(spec.std),
+        size_divisible=32,
+    )
+
+
+def _mobilenet_backbone(fpn_channels: int) -> nn.Module:
+    from torchvision.models import mobilenet_v3_large
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    features = mobilenet_v3_large(weights=None).features
+    # the last block before each stride change ends a stage: strides 8 and 16, and the final 960-ch conv
+    down = [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
+    ends = [down[2] - 1, down[3] - 1, len(features) - 1]  # stride 8, 16, 32
+    return_layers = {str(idx): str(k) for k, idx in enumerate(ends)}
+    in_channels = [int(features[i].out_channels) for i in ends]
+    backbone = BackboneWithFPN(features, return_layers, in_channels, fpn_channels)
+    backbone.fpn.extra_blocks = None  # three levels only: no stride-64 'pool' map
+    return backbone
+
+
+def build_detector(spec: WeightsSpec, backbone_weights: str | Path | None = None) -> nn.Module:
+    """A torchvision ``FasterRCNN`` for ``spec`` (random weights unless ``backbone_weights``)."""
+    import torch
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    if spec.task != "detector":
+        raise InputError(spec.arch, f"weights are for a {spec.task}, not a detector")
+    p = spec.params
+    sizes = tuple(tuple(int(s) for s in lvl) for lvl in p["anchor_sizes"])
+    ratios = tuple(float(r) for r in p["aspect_ratios"])
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(ratios,) * len(sizes))
+    n_classes = len(spec.classes) + 1
+    common: dict[str, Any] = {
+        "rpn_anchor_generator": anchors,
+        "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 500,
+        "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 600,
+        "box_batch_size_per_image": 128 if spec.arch == "fasterrcnn_mobilenet_v3_fpn" else 512,
+        "box_score_thresh": float(p.get("score_thresh", 0.01)),
+        "box_nms_thresh": float(p.get("nms_thresh", 0.5)),
+        "box_detections_per_img": int(p.get("detections_per_img", 300)),
+    }
+    model: nn.Module
+    body: Any
+    if spec.arch == "fasterrcnn_mobilenet_v3_fpn":
+        ch = int(p.get("fpn_channels", 128))
+        rep = int(p.get("representation_size", 256))
+        backbone = _mobilenet_backbone(ch)
+        if len(sizes) != 3:
+            raise InputError(spec.arch, "fasterrcnn_mobilenet_v3_fpn needs 3 anchor levels")
+        model = FasterRCNN(
+            backbone, num_classes=None,
+            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2),
+            box_head=TwoMLPHead(ch * 49, rep), box_predictor=FastRCNNPredictor(rep, n_classes),
+            **common,
+        )
+        body = backbone.body
+    elif spec.arch == "fasterrcnn_resnet50_fpn":
+        from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+        if len(sizes) != 5:
+            raise InputError(spec.arch, "fasterrcnn_resnet50_fpn needs 5 anchor levels")
+        model = fasterrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=n_classes,
+            **common,
+        )
+        body = model.backbone.body  # type: ignore[union-attr]
+    else:
+        raise InputError(spec.arch, f"unknown detector architecture (choose from {', '.join(ARCHS)})")
+    model.transform = _fixed_scale_transform(spec)
+    if backbone_weights is not None:
+        sd = torch.load(Path(backbone_weights), map_location="cpu", weights_only=True)
+        if spec.arch == "fasterrcnn_mobilenet_v3_fpn":  # a mobilenet_v3_large classifier state dict
+            sd = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")}
+        missing, unexpected = body.load_state_dict(sd, strict=False)
+        logger.info("backbone weights %s: %d missing, %d unexpected keys", backbone_weights,
+                    len(missing), len(unexpected))
+    return model
+
+
+@dataclass(frozen=True)
+class TilePrediction:
+    """Boxes (N, 4) x1,y1,x2,y2 in tile pixels at the model's mpp, scores (N,), labels (N,) as class
+    indices into ``spec.classes`` (0-based, background removed)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+class Detector:
+    """A model with its contract: call it on RGB uint8 tiles that are already at ``spec.mpp``."""
+
+    def __init__(self, model: nn.Module, spec: WeightsSpec, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.spec = spec
+        self.device = device
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    @property
+    def mpp(self) -> float:
+        if self.spec.mpp is None:
+            raise InputError(self.spec.arch, "detector weights carry no mpp")
+        return self.spec.mpp
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.spec.input_size or 512)
+
+    def __call__(self, tiles: Sequence[np.ndarray]) -> list[TilePrediction]:
+        import torch
+
+        if not tiles:
+            return []
+        batch = [torch.from_numpy(np.ascontiguousarray(t)).to(self.device).permute(2, 0, 1).float() / 255.0
+                 for t in tiles]
+        with torch.inference_mode():
+            out = self.model(batch)
+        return [
+            TilePrediction(
+                boxes=o["boxes"].float().cpu().numpy().reshape(-1, 4),
+                scores=o["scores"].float().cpu().numpy(),
+                labels=o["labels"].cpu().numpy().astype(np.int64) - 1,
+            )
+            for o in out
+        ]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def save_detector(path: str | Path, model: nn.Module, spec: WeightsSpec, *, half: bool = True,
+                  extra: Mapping[str, Any] | None = None) -> str:
+    """Write the weights with their contract (fp16 storage by default); returns the sha256."""
+    return save_weights(path, model.state_dict(), spec, half=half, extra=extra)
+
+
+def load_detector(name_or_path: str | Path, device: str | None = None) -> Detector:
+    """A bundled model name or a weights file -> a ready :class:`Detector` (eval mode)."""
+    from marrowscope.models.registry import resolve_model
+
+    path, sha = resolve_model(name_or_path, task="detector")
+    sd, spec, _extra = load_weights(path, task="detector", sha256=sha)
+    if spec.arch not in ARCHS:
+        raise InputError(path, f"unknown detector architecture {spec.arch!r} in the weights")
+    model = build_detector(spec)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise InputError(path, f"weights do not fit architecture {spec.arch}: {e}") from e
+    return Detector(model, spec, device or default_device())
+
+
+def with_params(spec: WeightsSpec, **params: Any) -> WeightsSpec:
+    """A copy of ``spec`` with some ``params`` replaced (e.g. a different operating threshold)."""
+    return replace(spec, params={**dict(spec.params), **params})

@@ -1,0 +1,95 @@
+"""Augmentations, dataset adapters, class mapping and grouped splits for the detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from marrowscope.cells import Box, Cell, CellAnnotations
+from marrowscope.data.augment import AugmentConfig, Augmenter, hflip, rot90, vflip
+from marrowscope.data.detection_datasets import (
+    DetectionSample,
+    class_mapping,
+    load_detection_dataset,
+    map_annotations,
+    parse_dataset_arg,
+    split_by_group,
+)
+from marrowscope.errors import InputError
+
+
+def _blob_box(img: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(img[..., 0] > 0)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_geometric_augmentations_move_boxes_with_pixels() -> None:
+    img = np.zeros((30, 40, 3), np.uint8)
+    img[5:12, 20:31] = 255
+    boxes = np.array([[20.0, 5.0, 31.0, 12.0]])
+    for k in range(4):
+        out, b = rot90(img, boxes, k)
+        assert _blob_box(out) == b[0].astype(int).tolist()
+    for f in (hflip, vflip):
+        out, b = f(img, boxes)
+        assert _blob_box(out) == b[0].astype(int).tolist()
+
+
+def test_augmenter_is_deterministic_and_keeps_dtype() -> None:
+    rng_img = np.random.default_rng(3)
+    img = rng_img.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    boxes = np.array([[4.0, 4.0, 20.0, 24.0]])
+    aug = Augmenter(AugmentConfig(stain=1.0, color=1.0, blur=1.0))
+    a1, b1 = aug.image_boxes(img, boxes, np.random.default_rng(7))
+    a2, b2 = aug.image_boxes(img, boxes, np.random.default_rng(7))
+    assert a1.dtype == np.uint8 and np.array_equal(a1, a2) and np.array_equal(b1, b2)
+    assert not np.array_equal(a1, aug.image_boxes(img, boxes, np.random.default_rng(8))[0])
+    crop = aug.image(img[:32, :32], np.random.default_rng(0))
+    assert crop.shape == (32, 32, 3) and crop.flags["C_CONTIGUOUS"]
+
+
+def test_class_mapping_rules() -> None:
+    assert class_mapping(["WBC", "Platelets", "rbc"], ("WBC", "RBC", "Platelet")) == {
+        "WBC": "WBC", "Platelets": "Platelet", "rbc": "RBC"}
+    assert class_mapping(["x", "y"], ("cell",)) == {"x": "cell", "y": "cell"}
+    assert class_mapping(["PC"], ("Platelet",), {"PC": "Platelet"}) == {"PC": "Platelet"}
+    with pytest.raises(InputError, match="PC"):
+        class_mapping(["PC", "WBC"], ("WBC", "RBC"))
+    ann = CellAnnotations((Cell(Box(0, 0, 5, 5), None), Cell(Box(1, 1, 6, 6), "lymphoblast")))
+    assert [c.label for c in map_annotations(ann, ("cell",))] == ["cell", "cell"]
+    with pytest.raises(InputError, match="one-class"):
+        map_annotations(ann, ("a", "b"), {"lymphoblast": "a"})
+
+
+def test_split_keeps_groups_together() -> None:
+    samples = [DetectionSample(f"i{i}", CellAnnotations(()), group=f"g{i // 3}") for i in range(30)]
+    train, val = split_by_group(samples, 0.2, seed=1)
+    assert len(train) + len(val) == 30 and val
+    assert not {s.group for s in train} & {s.group for s in val}
+    assert split_by_group(samples, 0.2, seed=1) == (train, val)
+
+
+def _yolo_folder(root: Path) -> Path:
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(root / "images" / split / f"{split}1.jpg")
+        (root / "labels" / split / f"{split}1.txt").write_text("0 0.5 0.5 0.2 0.25\n1 0.2 0.2 0.1 0.1\n")
+    (root / "labels" / "classes.txt").write_text("WBC\nPlatelets\n")
+    return root
+
+
+def test_yolo_dataset_arg(tmp_path: Path) -> None:
+    root = _yolo_folder(tmp_path / "yolo")
+    assert parse_dataset_arg(f"yolo:{root}:val") == ("yolo", str(root), "val")
+    samples = load_detection_dataset(f"yolo:{root}", ("WBC", "RBC", "Platelet"))
+    assert len(samples) == 2
+    s = samples[0]
+    assert [c.label for c in s.annotations] == ["WBC", "Platelet"]
+    assert s.annotations.boxes_array()[0].tolist() == pytest.approx([20, 15, 30, 25])
+    assert s.load().shape == (40, 50, 3)
+    with pytest.raises(InputError, match="FORMAT"):
+        parse_dataset_arg(f"png:{root}")
