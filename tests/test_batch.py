@@ -170,3 +170,48 @@ def test_dicom_cohort_uses_its_roi_series(tmp_path) -> None:  # noqa: ANN001
     # the SM series folder alone: the ROI series beside it is still found; the slide is already done
     s2 = analyze_batch([ref.folder], out, CFG, models=stub_models(), progress=False)
     assert [x.status for x in s2.slides] == ["skipped"]
+
+
+def test_demo_names_a_missing_model(tmp_path) -> None:  # noqa: ANN001
+    from marrowscope.cli.main import main
+
+    code = main(["demo", "--out", str(tmp_path / "d"), "--detector", "no-such-detector"])
+    assert code == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_missing_model_message(tmp_path) -> None:  # noqa: ANN001
+    from marrowscope.engines.demo import check_models
+    from marrowscope.errors import InputError
+
+    det = tmp_path / "det.pt"
+    det.write_bytes(b"")  # a file is accepted by name; loading checks it later
+    with pytest.raises(InputError, match="demo needs the classifier model 'nope'.*--classifier"):
+        check_models(AnalysisConfig(detector=str(det), classifier="nope", diagnosis=None))
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_model_files(tmp_path, capsys) -> None:  # noqa: ANN001
+    """The demo chain (synthetic DICOM slide with 2 ROI -> analysis -> report) with tiny random models."""
+    from pipeline_stubs import stub_diagnosis
+
+    from marrowscope import taxonomy
+    from marrowscope.engines.demo import run_demo
+    from marrowscope.models.classifier import create_classifier, make_spec, save_classifier
+    from marrowscope.models.detector import build_detector, detector_spec, save_detector
+    from marrowscope.models.diagnosis import save_diagnosis_model
+
+    dspec = detector_spec(["cell"], mpp=0.4, tile_size=256, fpn_channels=16, representation_size=32,
+                          detections_per_img=15, operating_threshold=0.0)
+    save_detector(tmp_path / "det.pt", build_detector(dspec), dspec)
+    cspec = make_spec(list(taxonomy.load_scheme("bmdeep33").classes), input_size=32, mpp=0.45)
+    save_classifier(tmp_path / "clf.pt", create_classifier(cspec))
+    save_diagnosis_model(stub_diagnosis().estimator, tmp_path / "dx.skops")
+    cfg = AnalysisConfig(detector=str(tmp_path / "det.pt"), classifier=str(tmp_path / "clf.pt"),
+                         diagnosis=str(tmp_path / "dx.skops"), tta=1)
+    r = run_demo(tmp_path / "demo", cfg, slide_size=3072, roi_size=1024, cells_per_roi=20, progress=False)
+    assert r.report.is_file() and r.report.name == "report.html"
+    summary = json.loads((r.report.parent / "summary.json").read_text())
+    assert [g["source"] for g in summary["regions"]] == ["annotated ROI", "annotated ROI"]
+    assert summary["outputs"]["dicom_ann"] == "predictions.dcm"
+    assert (tmp_path / "demo" / "index.html").is_file() and r.batch.n_done == 1

@@ -40,21 +40,21 @@ def check_models(cfg: AnalysisConfig) -> None:
         except InputError as e:
             bundled = ", ".join(m.name for m in list_models() if m.task == task) or "none"
             raise InputError(
-                name, f"the {task} model '{name}' is not available ({e.problem}); the demo needs the bundled "
-                f"models (bundled {task}s here: {bundled}); pass --{task} NAME|PATH to use another",
+                name, f"the demo needs the {task} model '{name}', which is neither bundled in this "
+                f"installation (bundled {task}s: {bundled}) nor a file; pass --{task} NAME|PATH to use another",
             ) from e
 
 
-def run_demo(out_dir: str | Path, cfg: AnalysisConfig | None = None, *, seed: int = 0, slide_size: int = 4096,
-             progress: bool = True) -> DemoResult:
+def run_demo(out_dir: str | Path, cfg: AnalysisConfig | None = None, *, seed: int = 0, slide_size: int = 6144,
+             roi_size: int = 2048, cells_per_roi: int = 150, progress: bool = True) -> DemoResult:
     """Write the demo slide into ``out_dir/demo-slide`` (reused when present) and analyse it."""
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
 
     cfg = cfg or AnalysisConfig()
     check_models(cfg)
     out = Path(out_dir)
-    synth = SynthConfig(n_patients=1, seed=seed, slide_size=slide_size, roi_size=2048, n_rois=2,
-                        cells_per_roi=150, kind_weights={"roi_only": 1.0})
+    synth = SynthConfig(n_patients=1, seed=seed, slide_size=slide_size, roi_size=roi_size, n_rois=2,
+                        cells_per_roi=cells_per_roi, kind_weights={"roi_only": 1.0})
     slide_dir = out / DEMO_SLIDE_DIR
     log.info("writing the demo slide to %s", slide_dir)
     generate_cohort(synth, slide_dir)

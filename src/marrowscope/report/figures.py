@@ -89,21 +89,38 @@ def field_with_boxes(
     return img
 
 
-def cell_crop(slide: SlideReader, box: Box, size: int = 96, context: float = 0.25) -> Image.Image:
-    """A square crop around ``box`` with some context, resized to ``size`` pixels."""
+def cell_crop(
+    slide: SlideReader, box: Box, size: int = 96, context: float = 0.25, min_side_um: float = 14.0,
+    outline: str | None = None,
+) -> Image.Image:
+    """A square crop around ``box`` with some context (at least ``min_side_um`` wide), resized to ``size``
+    pixels; ``outline`` ('#rrggbb') draws the box itself."""
     cx, cy = box.center
     side = max(box.width, box.height) * (1 + 2 * context)
+    if slide.info.mpp:
+        side = max(side, min_side_um / slide.info.mpp)
     x, y = round(cx - side / 2), round(cy - side / 2)
     s = max(1, round(side))
-    return Image.fromarray(slide.read_region(x, y, s, s, level=0)).resize((size, size))
+    img = Image.fromarray(slide.read_region(x, y, s, s, level=0)).resize((size, size))
+    if outline is not None:
+        k = size / s
+        draw = ImageDraw.Draw(img)
+        draw.rectangle(((box.x1 - x) * k, (box.y1 - y) * k, (box.x2 - x) * k, (box.y2 - y) * k),
+                       outline=_hex_to_rgb(outline), width=1)
+    return img
 
 
 def gallery(
-    slide: SlideReader, cells_by_class: Mapping[str, Sequence[Cell]], per_class: int = 12, size: int = 80
+    slide: SlideReader, cells_by_class: Mapping[str, Sequence[Cell]], per_class: int = 12, size: int = 80,
+    color_of: Callable[[str | None], str] | None = None,
 ) -> dict[str, list[str]]:
-    """Class -> data URIs of up to ``per_class`` cell crops, most confident first."""
+    """Class -> data URIs of up to ``per_class`` cell crops, most confident first (box outlined in
+    ``color_of(label)`` when given)."""
     out: dict[str, list[str]] = {}
     for cls, cells in cells_by_class.items():
         ranked = sorted(cells, key=lambda c: -(max((c.probabilities or {}).values(), default=c.score or 0.0)))
-        out[cls] = [to_data_uri(cell_crop(slide, c.box, size)) for c in ranked[:per_class]]
+        out[cls] = [
+            to_data_uri(cell_crop(slide, c.box, size, outline=color_of(c.label) if color_of else None))
+            for c in ranked[:per_class]
+        ]
     return out

@@ -201,7 +201,8 @@ def _pictures(result: SlideResult, slide: SlideReader, per_class: int) -> dict[s
 
     keys = sorted(by_class, key=rank)
     try:
-        uris = figures.gallery(slide, {k: by_class[k] for k in keys}, per_class=per_class, size=80)
+        uris = figures.gallery(slide, {k: by_class[k] for k in keys}, per_class=per_class, size=80,
+                              color_of=label_color)
     except Exception as e:  # noqa: BLE001
         log.warning("gallery failed: %s", e)
         uris = {}
