@@ -15,7 +15,7 @@ from marrowscope import taxonomy
 from marrowscope.cells import Box, CellAnnotations, Region
 from marrowscope.engines.batch import analyze_batch
 from marrowscope.engines.pipeline import AnalysisConfig
-from pipeline_stubs import BG, BlobDetector, smear_image, stub_models, write_dicom_slide
+from pipeline_stubs import BG, BlobDetector, smear_image, stub_diagnosis, stub_models, write_dicom_slide
 
 CFG = AnalysisConfig(target_cells=20, tta=1)
 
@@ -191,11 +191,8 @@ def test_demo_missing_model_message(tmp_path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_with_model_files(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_demo_runs_end_to_end_with_model_files(tmp_path) -> None:  # noqa: ANN001
     """The demo chain (synthetic DICOM slide with 2 ROI -> analysis -> report) with tiny random models."""
-    from pipeline_stubs import stub_diagnosis
-
-    from marrowscope import taxonomy
     from marrowscope.engines.demo import run_demo
     from marrowscope.models.classifier import create_classifier, make_spec, save_classifier
     from marrowscope.models.detector import build_detector, detector_spec, save_detector
