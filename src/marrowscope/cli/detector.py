@@ -1,3 +1,131 @@
-"""CLI: detector commands (filled in by the module owner)."""
+"""CLI: ``marrowscope train detector`` and ``marrowscope evaluate detector``."""
 
-from marrowscope.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from marrowscope.cli.app import evaluate_app, train_app
+from marrowscope.errors import InputError
+
+_DATASET_HELP = (
+    "FORMAT:PATH[:EXTRA] with FORMAT voc, yolo, coco or cohort. EXTRA is a split for voc/yolo "
+    "(e.g. yolo:TXL_PBC:val; default all splits) or the images folder for coco."
+)
+
+
+def _class_map(items: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for item in items:
+        name, sep, target = item.partition("=")
+        if not sep or not name:
+            raise InputError(item, "--class-map takes NAME=CLASS (or NAME= to drop the boxes)")
+        out[name] = target or None
+    return out
+
+
+@train_app.command("detector")
+def train_detector_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints (last.pt, best.pt), history"),
+    dataset: list[str] = typer.Option([], "--dataset", "-d", help=_DATASET_HELP + " Repeatable."),
+    val_dataset: list[str] = typer.Option(
+        [], "--val-dataset", help="Validation data (same syntax); default: a grouped split of --dataset."),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="'blood': the detector-blood recipe (BCCD + TXL-PBC under --data-root)."),
+    data_root: Path = typer.Option(Path("../shared/data"), "--data-root", help="Data folder for --recipe."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Comma-separated model classes (default: the dataset's; 'cell' for cohort)."),
+    class_map: list[str] = typer.Option([], "--class-map", help="NAME=CLASS for dataset labels (repeatable)"),
+    arch: str = typer.Option("fasterrcnn_mobilenet_v3_fpn", "--arch",
+                             help="fasterrcnn_mobilenet_v3_fpn (CPU default) or fasterrcnn_resnet50_fpn."),
+    mpp: float = typer.Option(0.15, "--mpp", help="µm/px the model works at."),
+    input_mpp: float | None = typer.Option(
+        None, "--input-mpp", help="µm/px of images that carry no pixel size (default: taken at --mpp)."),
+    epochs: int = typer.Option(12, "--epochs", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Grouped validation split of --dataset."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads (1 is best on a busy machine)."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", help="Stop after this long (resumable: run the same command again)"),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT/last.pt exists."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+    backbone_weights: Path | None = typer.Option(
+        None, "--backbone-weights", help="Optional local ImageNet state dict for the backbone."),
+) -> None:
+    """Train a Faster R-CNN cell detector (from scratch by default); resumes from OUT/last.pt."""
+    from dataclasses import replace
+
+    from marrowscope.data import detection_datasets as dd
+    from marrowscope.engines.train_detector import DetectorTrainConfig, blood_recipe_config, train_detector
+
+    mapping = _class_map(class_map)
+    if recipe is not None:
+        if recipe != "blood":
+            raise InputError(recipe, "unknown recipe (available: blood)")
+        if dataset:
+            raise InputError("--dataset", "--recipe brings its own data; leave out --dataset")
+        train, val = dd.blood_recipe_samples(data_root, seed=seed)
+        cfg = replace(blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes),
+                      device=device)
+    else:
+        if not dataset:
+            raise InputError("--dataset", "give at least one --dataset FORMAT:PATH (or --recipe blood)")
+        names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else \
+            dd.dataset_classes(dataset[0])
+        samples = [s for d in dataset
+                   for s in dd.load_detection_dataset(d, names, mpp=input_mpp, mapping=mapping)]
+        if val_dataset:
+            train = samples
+            val = [s for d in val_dataset for s in dd.load_detection_dataset(d, names, mpp=input_mpp,
+                                                                             mapping=mapping)]
+        else:
+            train, val = dd.split_by_group(samples, val_fraction, seed)
+        cfg = DetectorTrainConfig(
+            classes=names, arch=arch, mpp=mpp, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+            num_threads=threads, max_minutes=max_minutes, device=device,
+            backbone_weights=str(backbone_weights) if backbone_weights else None,
+            spec_params={"default_input_mpp": input_mpp} if input_mpp else {},
+        )
+    typer.echo(f"training {cfg.arch} on {len(train)} images (validation {len(val)}), classes "
+               f"{', '.join(cfg.classes)}, {cfg.epochs} epochs at {cfg.mpp} µm/px -> {out}", err=True)
+    res = train_detector(train, val, cfg, out, resume=not no_resume)
+    last = res.history[-1] if res.history else None
+    if not res.finished:
+        typer.echo(f"stopped after --max-minutes; run the same command to resume ({res.last_checkpoint})")
+        return
+    ap = f", validation AP@0.5 {last.val_ap50:.3f}" if last and last.val_ap50 is not None else ""
+    typer.echo(f"done in {res.train_seconds / 60:.1f} min{ap}; best weights: {res.best_weights}")
+
+
+@evaluate_app.command("detector")
+def evaluate_detector_cmd(
+    weights: str = typer.Option(..., "--weights", "-w", help="Weights file or bundled model name."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, pr_curve.png, examples/."),
+    mpp: float | None = typer.Option(
+        None, "--mpp", help="µm/px of the images (default: their own, else the weights' default)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Score threshold for precision/recall (default: the weights')."),
+    class_map: list[str] = typer.Option([], "--class-map", help="NAME=CLASS for dataset labels (repeatable)"),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    examples: int = typer.Option(4, "--examples", min=0, help="Images drawn with true and predicted boxes."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+) -> None:
+    """AP@0.5, COCO AP@[.5:.95], per class, precision/recall at the threshold; writes OUT/metrics.json."""
+    from marrowscope.data.detection_datasets import load_detection_dataset
+    from marrowscope.eval.detection import evaluate_detector
+    from marrowscope.models.detector import load_detector
+
+    det = load_detector(weights, device=device)
+    samples = load_detection_dataset(dataset, det.classes, mapping=_class_map(class_map))
+    if not samples:
+        raise InputError(dataset, "the dataset has no images")
+    m = evaluate_detector(det, samples, out, threshold=threshold, mpp=mpp, batch_size=batch_size,
+                          n_examples=examples, progress=True,
+                          context={"weights": str(weights), "dataset": dataset})
+    per = ", ".join(f"{c} {v:.3f}" for c, v in m.ap50_per_class.items() if v == v)
+    typer.echo(f"{m.n_images} images: AP@0.5 {m.ap50:.3f} ({per}); AP@[.5:.95] {m.ap:.3f}; "
+               f"precision {m.precision:.3f}, recall {m.recall:.3f} at score {m.threshold:.2f}; wrote {out}")

@@ -179,10 +179,95 @@ def load_detection_dataset(arg: str, classes: Sequence[str], *, mpp: float | Non
     return cohort_samples(path, classes)
 
 
-def cohort_samples(root: str | Path, classes: Sequence[str], *, patients: Sequence[str] | None = None,
-                   ) -> list[DetectionSample]:
-    """Every ROI of a cohort folder as one sample, all boxes (labelled or not) as the one class."""
-    raise InputError(root, "cohort datasets are not supported yet in this version")
+def dataset_classes(arg: str) -> tuple[str, ...]:
+    """The class names a dataset carries (YOLO/COCO: file order; VOC: sorted; cohort: ``cell``)."""
+    fmt, path, extra = parse_dataset_arg(arg)
+    if fmt == "cohort":
+        return ("cell",)
+    if fmt == "yolo":
+        from marrowscope.io.annotations.yolo import read_yolo_classes
+
+        return tuple(read_yolo_classes(path, extra))
+    if fmt == "voc":
+        from marrowscope.io.annotations.voc import read_voc_folder
+
+        anns = read_voc_folder(path, extra, clip=True)
+    else:
+        from marrowscope.io.annotations.coco import read_coco
+
+        anns = read_coco(path, extra, clip=True)
+    names: list[str] = []
+    for a in anns:
+        for c in a.cells:
+            if c.label is not None and c.label not in names:
+                names.append(c.label)
+    if not names:
+        raise InputError(path, "no labelled boxes to take class names from; pass --classes")
+    return tuple(names) if fmt == "coco" else tuple(sorted(names))
+
+
+def _roi_loader(slide_files: tuple[str, ...], box: tuple[int, int, int, int]) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from marrowscope.io.slides import open_slide
+
+        x1, y1, x2, y2 = box
+        with open_slide([Path(f) for f in slide_files]) as slide:
+            return slide.read_region(x1, y1, x2 - x1, y2 - y1, level=0)
+
+    return load
+
+
+def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
+                   patients: Sequence[str] | None = None) -> list[DetectionSample]:
+    """Every ROI of a cohort folder (IDC-style download or the synthetic cohort) as one sample.
+
+    All boxes inside the ROI, labelled (consensus) and unlabelled, become the model's one class, as in
+    the pediatric dataset's detection task. Boxes come from the DICOM ANN series, else from the dataset
+    CSVs. The group is the patient, so splits keep a patient's ROIs together."""
+    from marrowscope.cells import Box
+    from marrowscope.io.cohort import discover_cohort, load_patient_annotations
+
+    if len(classes) != 1:
+        raise InputError(root, f"cohort boxes are one class; the model has {', '.join(classes)}")
+    cohort = discover_cohort(root)
+    if not cohort.patients:
+        raise InputError(root, "no slides found in the cohort folder")
+    out: list[DetectionSample] = []
+    for entry in cohort.patients:
+        if patients is not None and entry.patient_id not in patients:
+            continue
+        try:
+            ann = load_patient_annotations(entry, "boxes", with_sessions=False)
+        except InputError:
+            try:
+                ann = load_patient_annotations(entry, "csv")
+            except InputError as e:
+                logger.warning("%s: no boxes (%s); skipped", entry.slide_id, e)
+                continue
+        if not ann.regions:
+            logger.warning("%s: no ROIs; skipped", entry.slide_id)
+            continue
+        for region in ann.regions:
+            rb = region.box
+            x1, y1 = int(np.floor(rb.x1)), int(np.floor(rb.y1))
+            x2, y2 = int(np.ceil(rb.x2)), int(np.ceil(rb.y2))
+            w, h = x2 - x1, y2 - y1
+            cells = []
+            for c in ann.in_region(region).cells:
+                b = c.box.shifted(-x1, -y1)
+                bx = (max(0.0, b.x1), max(0.0, b.y1), min(float(w), b.x2), min(float(h), b.y2))
+                if bx[2] - bx[0] >= 1 and bx[3] - bx[1] >= 1:
+                    cells.append(replace(c, box=Box(*bx), label=classes[0]))
+            roi_ann = CellAnnotations(cells=tuple(cells), slide_id=f"{entry.slide_id}_roi{region.roi_id}",
+                                      width=w, height=h, mpp=entry.mpp, source=str(root),
+                                      extra={"patient_id": entry.patient_id, "roi": str((x1, y1, x2, y2))})
+            out.append(DetectionSample(
+                image_id=roi_ann.slide_id or "", annotations=roi_ann, group=entry.patient_id, mpp=entry.mpp,
+                loader=_roi_loader(tuple(str(f) for f in entry.slide_files), (x1, y1, x2, y2)),
+            ))
+    if not out:
+        raise InputError(root, "no ROI with boxes found in the cohort")
+    return out
 
 
 def estimate_mpp(anns: Sequence[CellAnnotations], label: str, diameter_um: float) -> float | None:

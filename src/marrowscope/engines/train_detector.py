@@ -51,11 +51,13 @@ class DetectorTrainConfig:
     max_minutes: float | None = None  # stop (resumably) after this much wall time in this call
     device: str | None = None
     backbone_weights: str | None = None
+    spec_params: dict[str, Any] = field(default_factory=dict)  # extra WeightsSpec params (notes, defaults)
     min_visible: float = 0.5  # keep a crop-cut box when this fraction of it stays visible
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def spec(self) -> WeightsSpec:
-        return detector_spec(self.classes, arch=self.arch, mpp=self.mpp, tile_size=self.tile_size)
+        return detector_spec(self.classes, arch=self.arch, mpp=self.mpp, tile_size=self.tile_size,
+                             **self.spec_params)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,16 @@ def _crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int, r
     return image, c[keep], labels[keep]
 
 
+_ARCH_PARAMS = ("anchor_sizes", "aspect_ratios", "fpn_channels", "representation_size")
+
+
+def _arch_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a spec that shape the weights (thresholds and notes may change on resume)."""
+    keep = {k: spec.get(k) for k in ("task", "arch", "classes", "mpp", "input_size", "mean", "std")}
+    keep["params"] = {k: spec.get("params", {}).get(k) for k in _ARCH_PARAMS}
+    return keep
+
+
 def _lr_at(step: int, total: int, cfg: DetectorTrainConfig) -> float:
     if step < cfg.warmup_iters:
         return cfg.lr * (0.01 + 0.99 * step / max(1, cfg.warmup_iters))
@@ -175,7 +187,7 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     history: list[EpochRecord] = []
     if resume and last_path.is_file():
         ck = torch.load(last_path, map_location="cpu", weights_only=False)
-        if ck["spec"] != spec.to_dict():
+        if _arch_fields(ck["spec"]) != _arch_fields(spec.to_dict()):
             raise ValueError(f"{last_path}: checkpoint was made with another model contract; use a new --out")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -291,14 +303,15 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     return TrainResult(best, last_path, tuple(history), not stopped, total)
 
 
-def blood_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 4,
+def blood_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 3,
                         max_minutes: float | None = None) -> DetectorTrainConfig:
     """The ``detector-blood`` recipe: MobileNetV3-FPN from scratch at 0.15 µm/px (blood fields
     resampled by 0.5), AdamW 1e-3, batch 8, cosine over ``epochs``; ~1 h on 2 CPU cores."""
-    from marrowscope.data.detection_datasets import BLOOD_CLASSES
+    from marrowscope.data.detection_datasets import BLOOD_CLASSES, BLOOD_FIELD_MPP
 
     return DetectorTrainConfig(
         classes=BLOOD_CLASSES, arch=DEFAULT_ARCH, mpp=0.15, tile_size=512, crop_size=384, epochs=epochs,
         batch_size=8, lr=1e-3, weight_decay=1e-4, warmup_iters=100, seed=seed, num_threads=num_threads,
         checkpoint_every_s=180.0, max_minutes=max_minutes, augment=AugmentConfig(scale_range=(0.8, 1.25)),
+        spec_params={"default_input_mpp": BLOOD_FIELD_MPP},
     )

@@ -211,3 +211,66 @@ def write_metrics_json(metrics: DetectionMetrics, path: str | Path, **context: A
     d = metrics.to_json_dict()
     d.update(context)
     return write_text_atomic(path, json.dumps(d, indent=2, sort_keys=True) + "\n")
+
+
+def input_mpp(sample_mpp: float | None, spec_params: dict[str, Any] | Any, model_mpp: float) -> float:
+    """The scale to assume for an image: its own mpp, else the weights' ``default_input_mpp`` (e.g. the
+    blood-field scale of ``detector-blood``), else the model's mpp (no resampling)."""
+    if sample_mpp is not None:
+        return float(sample_mpp)
+    default = spec_params.get("default_input_mpp") if hasattr(spec_params, "get") else None
+    return float(default) if default is not None else float(model_mpp)
+
+
+def evaluate_detector(
+    detector: Any,
+    samples: Sequence[Any],
+    out_dir: str | Path | None = None,
+    *,
+    threshold: float | None = None,
+    mpp: float | None = None,
+    batch_size: int = 4,
+    n_examples: int = 4,
+    progress: bool = False,
+    context: dict[str, Any] | None = None,
+) -> DetectionMetrics:
+    """Run ``detector`` (a :class:`marrowscope.models.detector.Detector`) on every
+    :class:`~marrowscope.data.detection_datasets.DetectionSample` and score it.
+
+    ``mpp`` overrides the images' scale. With ``out_dir``: ``metrics.json``, ``pr_curve.png`` and
+    ``examples/*.png`` (true boxes green, predictions in class colours)."""
+    from marrowscope.engines.detect import detect_image
+
+    spec = detector.spec
+    thr = float(threshold if threshold is not None else spec.params.get("operating_threshold", 0.5))
+    preds: list[Detections] = []
+    truths: list[CellAnnotations] = []
+    examples: list[tuple[np.ndarray, CellAnnotations, Detections, str]] = []
+    it: Any = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="evaluate", unit="img", mininterval=5)
+    for s in it:
+        image = s.load()
+        m = mpp if mpp is not None else input_mpp(s.mpp, spec.params, detector.mpp)
+        det = detect_image(image, detector, mpp=m, batch_size=batch_size)
+        truth = s.annotations
+        if truth.width is None or truth.height is None:
+            from dataclasses import replace
+
+            truth = replace(truth, width=image.shape[1], height=image.shape[0])
+        preds.append(det)
+        truths.append(truth)
+        if len(examples) < n_examples:
+            examples.append((image, truth, det, s.image_id))
+    metrics = evaluate_detections(preds, truths, detector.classes, threshold=thr)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_metrics_json(metrics, out / "metrics.json", **(context or {}))
+        plot_pr_curve(metrics, out / "pr_curve.png")
+        for image, truth, det, image_id in examples:
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in image_id)[:80]
+            draw_boxes(image, truth, det, thr, out / "examples" / f"{safe}.png")
+    return metrics
