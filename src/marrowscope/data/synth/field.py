@@ -217,7 +217,7 @@ def render_field(
     W, H = cfg.width, cfg.height
     b1, b2, top, bottom = _borders(cfg, rng)
     rois = _place_rois(cfg, rng)
-    canvas = np.zeros((H, W, 3), dtype=np.float32)
+    stamps: list[tuple[RenderedCell, int, int]] = []  # composed band by band at the end (bounded memory)
     occ = _Occupancy(W, H)
     placed: list[PlacedCell] = []
     mpp, blur = cfg.mpp, stain.blur
@@ -239,7 +239,7 @@ def render_field(
             return False
         if occ.overlap(cell, x0, y0) > _MAX_OVERLAP[zone]:
             return False
-        paste_od(canvas, cell, x0, y0)
+        stamps.append((cell, x0, y0))
         occ.add(cell, x0, y0)
         placed.append(PlacedCell(label=cell.label, box=box, roi_id=roi_id, zone=zone))
         return True
@@ -268,12 +268,17 @@ def render_field(
     }
     pool: dict[str, list[RenderedCell]] = {}
 
+    transformed: dict[tuple[str, int, int], RenderedCell] = {}  # shared, so memory stays bounded
+
     def variant(label: str) -> RenderedCell:
         lst = pool.setdefault(label, [])
         if len(lst) < cfg.variants_per_label:
             lst.append(render_cell(label, rng, mpp=mpp, blur=blur))
             return lst[-1]
-        return _transform(lst[int(rng.integers(len(lst)))], int(rng.integers(8)))
+        key = (label, int(rng.integers(len(lst))), int(rng.integers(8)))
+        if key not in transformed:
+            transformed[key] = _transform(lst[key[1]], key[2])
+        return transformed[key]
 
     for zone, factor in zip(ZONES, cfg.zone_density, strict=True):
         n = int(rng.poisson(max(zone_area[zone], 0.0) * density * factor))
@@ -317,7 +322,7 @@ def render_field(
                     continue
                 if rbc_occ.overlap(rbc, x0, y0) > _RBC_OVERLAP[zone]:
                     continue
-                paste_od(canvas, rbc, x0, y0)
+                stamps.append((rbc, x0, y0))
                 rbc_occ.add(rbc, x0, y0)
                 break
     plt_pool = [render_cell("thrombocyte", rng, mpp=mpp, blur=blur) for _ in range(8)]
@@ -325,26 +330,29 @@ def render_field(
         p = plt_pool[int(rng.integers(len(plt_pool)))]
         x0, y0 = int(rng.uniform(0, W - 40)), int(rng.uniform(top, bottom - 40))
         if occ.overlap(p, x0, y0) == 0.0:
-            paste_od(canvas, p, x0, y0)
+            stamps.append((p, x0, y0))
 
-    image = _finish_image(canvas, b1, b2, top, bottom, stain, rng)
+    image = _compose_image(stamps, W, H, b1, b2, top, bottom, stain, rng)
     log.debug("smear %dx%d: %d boxed objects, %d ROIs", W, H, len(placed), len(rois))
     return SmearField(image=image, cells=tuple(placed), rois=tuple(rois), stain=stain, mpp=mpp)
 
 
-def _interp_matrix(n_full: int, n_low: int, f: int) -> np.ndarray:
-    """(n_full, n_low) linear interpolation weights from a grid with spacing ``f``."""
-    pos = np.arange(n_full, dtype=np.float32) / f
+def _interp_matrix(n_full: int, n_low: int, f: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``start:stop`` of the (n_full, n_low) linear interpolation weights, low grid spacing ``f``."""
+    stop = n_full if stop is None else stop
+    pos = np.arange(start, stop, dtype=np.float32) / f
     i0 = np.clip(np.floor(pos).astype(int), 0, n_low - 2)
     t = pos - i0
-    m = np.zeros((n_full, n_low), dtype=np.float32)
-    m[np.arange(n_full), i0] = 1.0 - t
-    m[np.arange(n_full), i0 + 1] = t
+    m = np.zeros((stop - start, n_low), dtype=np.float32)
+    m[np.arange(stop - start), i0] = 1.0 - t
+    m[np.arange(stop - start), i0 + 1] = t
     return m
 
 
-def _finish_image(
-    canvas: np.ndarray,
+def _compose_image(
+    stamps: list[tuple[RenderedCell, int, int]],
+    W: int,
+    H: int,
     b1: np.ndarray,
     b2: np.ndarray,
     top: float,
@@ -352,8 +360,7 @@ def _finish_image(
     stain: Stain,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Add the plasma haze of the smear and glass noise, convert OD to RGB strip by strip."""
-    H, W = canvas.shape[:2]
+    """Sum the objects' OD with the plasma haze and glass noise, convert to RGB band by band."""
     f = 32
     gy, gx = np.mgrid[0 : H // f + 2, 0 : W // f + 2].astype(np.float32) * f
     rows = np.clip(gy.astype(int), 0, H - 1)
@@ -367,18 +374,25 @@ def _finish_image(
     haze_od = od_of((222, 210, 232))
     gain = np.asarray(stain.od_gain, dtype=np.float32)
     bg = np.asarray(stain.background, dtype=np.float32)
-    ry_all = _interp_matrix(H, haze.shape[0], f)
     rx = _interp_matrix(W, haze.shape[1], f)
     haze_x = haze @ rx.T  # (h_low, W)
-    grain = rng.integers(-2, 3, size=(256, 256)).astype(np.float32)
+    band = 512
+    grain = rng.integers(-2, 3, size=(band, 256)).astype(np.float32)
     grain = np.tile(grain, (1, W // 256 + 1))[:, :W]
+    per_band: list[list[tuple[RenderedCell, int, int]]] = [[] for _ in range((H + band - 1) // band)]
+    for st in stamps:
+        cell, _, y0 = st
+        first, last = max(y0, 0) // band, min(y0 + cell.shape[0] - 1, H - 1) // band
+        for b in range(first, last + 1):
+            per_band[b].append(st)
     out = np.empty((H, W, 3), dtype=np.uint8)
-    strip = 256
-    for r0 in range(0, H, strip):
-        r1 = min(r0 + strip, H)
-        hz = ry_all[r0:r1] @ haze_x  # (rows, W)
-        od = canvas[r0:r1]
-        od += hz[..., None] * haze_od
+    for b, items in enumerate(per_band):
+        r0, r1 = b * band, min((b + 1) * band, H)
+        od = np.zeros((r1 - r0, W, 3), dtype=np.float32)
+        for cell, x0, y0 in items:
+            paste_od(od, cell, x0, y0 - r0)
+        rows_w = _interp_matrix(H, haze.shape[0], f, r0, r1)
+        od += (rows_w @ haze_x)[..., None] * haze_od
         od *= -gain
         np.exp(od, out=od)
         od *= bg
