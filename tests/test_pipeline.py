@@ -161,3 +161,17 @@ def test_load_models_from_weight_files(tmp_path) -> None:  # noqa: ANN001
     ]
     with pytest.raises(InputError, match="no such file or bundled model"):
         load_models(replace(cfg, detector=str(tmp_path / "missing.pt")))
+
+
+def test_a_cell_on_the_border_of_two_regions_is_counted_once(models) -> None:  # noqa: ANN001
+    from pipeline_stubs import BLAST, _disk
+
+    img = np.full((512, 1024, 3), BG, np.uint8)
+    _disk(img, 512, 256, 9, BLAST)  # centre exactly on the border of the two ROIs
+    _disk(img, 200, 200, 9, BLAST)
+    r = analyze_slide(ArraySlide(img, mpp=0.5), models, _cfg(), annotations=two_rois())
+    assert len(r.cells) == 2
+    assert sorted(c.roi_id for c in r.cells) == [1, 2]  # x = 512 belongs to the right ROI [512, 1024)
+    assert all(c.box.width > 15 for c in r.cells)  # seen whole, not cut at the region's edge
+    no_context = analyze_slide(ArraySlide(img, mpp=0.5), models, _cfg(context_um=0.0), annotations=two_rois())
+    assert len(no_context.cells) == 3  # the old behaviour: both halves counted

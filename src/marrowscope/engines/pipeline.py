@@ -53,6 +53,7 @@ class AnalysisConfig:
     batch_size: int = 4
     seed: int = 0
     use_annotated_rois: bool = True
+    context_um: float = 25.0  # detection looks this far beyond each region (cells on its edge seen whole)
     fields: FieldSelectionConfig = field(default_factory=FieldSelectionConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,7 +120,13 @@ def _count_region(
 ) -> list[Cell]:
     box = fq.region.box
     t0 = time.perf_counter()
-    det = detect_region(slide, box, models.detector, batch_size=cfg.batch_size)
+    # detect with a margin of context so a cell on the region's edge is seen whole: its true centre then
+    # decides the one region it belongs to (no cell is counted twice by two adjacent fields)
+    m = cfg.context_um / slide.info.mpp if slide.info.mpp else 0.0
+    w, h = slide.info.width, slide.info.height
+    seen = Box(max(0.0, box.x1 - m), max(0.0, box.y1 - m),
+               min(float(w), box.x2 + m), min(float(h), box.y2 + m))
+    det = detect_region(slide, seen, models.detector, batch_size=cfg.batch_size)
     det = det.above(_detector_threshold(models.detector, cfg))
     timings["detect"] = timings.get("detect", 0.0) + time.perf_counter() - t0
     cells: list[Cell] = []
