@@ -212,3 +212,11 @@ def test_demo_runs_end_to_end_with_model_files(tmp_path) -> None:  # noqa: ANN00
     assert [g["source"] for g in summary["regions"]] == ["annotated ROI", "annotated ROI"]
     assert summary["outputs"]["dicom_ann"] == "predictions.dcm"
     assert (tmp_path / "demo" / "index.html").is_file() and r.batch.n_done == 1
+
+
+def test_two_files_with_the_same_name_are_not_confused(tmp_path) -> None:  # noqa: ANN001
+    a = _png(tmp_path / "a", "same", smear_image(seed=1))
+    b = _png(tmp_path / "b", "same", smear_image(seed=2))
+    s = analyze_batch([a, b], tmp_path / "out", CFG, mpp=0.5, models=stub_models(), progress=False)
+    assert [x.status for x in s.slides] == ["done", "failed"]
+    assert "already holds the results of another slide" in (s.slides[1].reason or "")

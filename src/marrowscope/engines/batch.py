@@ -230,6 +230,19 @@ def _done_summary(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
         return None
 
 
+def _check_same_slide(done: Mapping[str, Any], slide: SlideReader, out_dir: Path) -> None:
+    """A file slide's id is its file name: refuse to take another file's finished results as its own."""
+    if slide.info.format == "dicom":
+        return  # DICOM ids come from the headers (container id or series UID)
+    before = str((done.get("slide") or {}).get("path", ""))
+    if before and Path(before).resolve() != Path(slide.info.path).resolve():
+        raise InputError(
+            slide.info.path,
+            f"{slide_folder(out_dir, slide.info.slide_id)} already holds the results of another slide with "
+            f"the same name ({before}); rename one of them or use another --out",
+        )
+
+
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
                 mpp: float | None, by_slide: RoiMap,
                 for_all: tuple[Region, ...]) -> SlideStatus:
@@ -239,6 +252,7 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
     with _open(job, mpp) as slide:
         sid = slide.info.slide_id
         if (done := _done_summary(out_dir, sid)) is not None:
+            _check_same_slide(done, slide, out_dir)
             return _status_from_summary(job, done, "skipped", slide_folder(out_dir, sid))
         rois, rois_from = _slide_rois(job, slide, by_slide, for_all)
         result = analyze_slide(slide, get_models(), cfg, annotations=rois)
