@@ -273,9 +273,12 @@ def _general(
     c_scale = _u(rng, style.chromatin_scale)
     tex = _noise(g.shape, c_scale, rng)
     contrast = _u(rng, style.chromatin_contrast)
-    if style.clumped:
+    if style.clumped:  # dark clumps separated by pale parachromatin
         coarse = _noise(g.shape, c_scale * 1.8, rng)
         tex = 0.5 * tex + 0.9 * np.tanh(1.5 * coarse)
+    else:  # fine, lacy (reticular) chromatin: pale threads along the zero lines of smooth noise
+        ridge = 1.0 - 2.0 * np.minimum(np.abs(_noise(g.shape, c_scale * 1.7, rng)), 1.0)
+        tex = 0.55 * tex + 0.8 * ridge
     chrom = _u(rng, style.chromatin_density) * (1.0 + contrast * tex)
     rim = _u(rng, style.rim)
     if rim > 0:
@@ -321,7 +324,7 @@ def _rbc(rng: np.random.Generator, mpp: float, style: CellStyle) -> tuple[np.nda
     sd = _blob_sd(g, 0, 0, R * np.sqrt(aspect), R / np.sqrt(aspect), rng.uniform(0, np.pi), 0.015, rng)
     cell = _soft(sd, 1.0)
     r_rel = np.clip(1.0 + sd / R, 0.0, 1.2)  # ~0 at centre, 1 at the edge
-    pallor = rng.uniform(0.45, 0.7) * np.exp(-((r_rel / rng.uniform(0.45, 0.6)) ** 2))
+    pallor = rng.uniform(0.55, 0.8) * np.exp(-((r_rel / rng.uniform(0.42, 0.55)) ** 2))
     dens = _u(rng, style.cyto_density) * (1.0 - pallor) * (1.0 + 0.04 * _noise(g.shape, 3.0, rng))
     od = (cell * dens)[..., None] * od_of(style.cytoplasm)
     return od, cell

@@ -37,7 +37,7 @@ GRAN_AZURO: RGB = (125, 40, 115)  # azurophilic purple-red
 GRAN_EOS: RGB = (215, 105, 70)  # orange-red
 GRAN_BASO: RGB = (55, 20, 95)  # dark purple-black
 GRAN_MEGA: RGB = (160, 90, 165)
-RBC: RGB = (206, 168, 178)
+RBC: RGB = (214, 158, 172)
 PLATELET_BODY: RGB = (195, 185, 225)
 PLATELET_GRAN: RGB = (105, 50, 140)
 
