@@ -175,3 +175,16 @@ def test_a_cell_on_the_border_of_two_regions_is_counted_once(models) -> None:  #
     assert all(c.box.width > 15 for c in r.cells)  # seen whole, not cut at the region's edge
     no_context = analyze_slide(ArraySlide(img, mpp=0.5), models, _cfg(context_um=0.0), annotations=two_rois())
     assert len(no_context.cells) == 3  # the old behaviour: both halves counted
+
+
+def test_counts_are_rekeyed_to_the_diagnosis_model_columns() -> None:
+    from marrowscope.engines.pipeline import model_columns
+
+    counts = {"segmented_eosinophil": 3.0, "myeloblast": 5.0, "plasma_cell": 2.0}
+    out, unused = model_columns(counts, ("eosinophil", "myeloblast", "lymphocyte"))
+    assert out == {"eosinophil": 3.0, "myeloblast": 5.0}  # fine label -> its coarse ancestor column
+    assert unused == ("plasma_cell",)
+    assert model_columns(counts, ()) == (counts, ())
+    model = stub_diagnosis()  # columns myeloblast, lymphocyte, segmented_neutrophil
+    dx = diagnose(compute_differential(["myeloblast"] * 5 + ["plasma_cell"] * 5), model, "stub")
+    assert dx.unused_labels == ("plasma_cell",)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -171,8 +171,9 @@ def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
     from marrowscope.models.diagnosis import RuleBaseline
 
     counts = {k: float(v) for k, v in diff.counts.items()}
+    model_counts, unused = model_columns(counts, tuple(getattr(model, "input_columns", ()) or ()))
+    probs = model.predict_proba_table(pd.DataFrame([model_counts]))[0]
     row = pd.DataFrame([counts])
-    probs = model.predict_proba_table(row)[0]
     classes = tuple(str(c) for c in model.classes)
     suggestion = classes[int(np.argmax(probs))]
     # the rules only need the class names; fit them on one row per class
@@ -193,7 +194,31 @@ def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
         suggestion=suggestion,
         rule_baseline=rule_class,
         rule_reason=reason,
+        unused_labels=unused,
     )
+
+
+def model_columns(
+    counts: Mapping[str, float], columns: Sequence[str]
+) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Counts re-keyed to a diagnosis model's input columns, and the labels it cannot take.
+
+    A label that is not a column goes to the column of its nearest ancestor in the taxonomy (a model
+    trained on coarse labels takes fine predictions); labels with no such column are returned as unused
+    (the model then sees them as 0 cells). Without known columns the counts are passed as they are."""
+    if not columns:
+        return dict(counts), ()
+    cols = set(columns)
+    out: dict[str, float] = {}
+    unused = []
+    for label, k in counts.items():
+        target = label if label in cols else next(
+            (a for a in (taxonomy.ancestors(label) if label in taxonomy.LABELS else ()) if a in cols), None)
+        if target is None:
+            unused.append(label)
+        else:
+            out[target] = out.get(target, 0.0) + k
+    return out, tuple(sorted(unused))
 
 
 def analyze_slide(
@@ -280,7 +305,8 @@ def analyze_slide(
     timings.update({"regions": t_regions, "count": t_count, "diagnose": time.perf_counter() - t_diag,
                     "total": seconds})
     return SlideResult(
-        slide=SlideSummary(info.path, info.slide_id, info.format, info.width, info.height, info.mpp),
+        slide=SlideSummary(info.path, info.slide_id, info.format, info.width, info.height, info.mpp,
+                           patient_id=info.properties.get("dicom.PatientID") or None),
         regions=tuple(done),
         cells=CellAnnotations(
             cells=tuple(cells), regions=tuple(f.region for f in regions[: len(done)]),

@@ -88,12 +88,28 @@ def _label_order() -> dict[str, int]:
     return {n: i for i, n in enumerate(taxonomy.LABELS)}
 
 
+def _scheme_classes(result: SlideResult) -> list[str]:
+    """The classifier's classes (from the cells' probability vectors), in its order."""
+    for c in result.cells.cells:
+        if c.probabilities:
+            return list(c.probabilities)
+    return []
+
+
 def _differential_rows(result: SlideResult) -> tuple[list[dict[str, Any]], float]:
-    """Lineage groups (in taxonomy order) with their class rows, and the bar scale (fraction at 100 %)."""
+    """Lineage groups (in taxonomy order) with their class rows, and the bar scale (fraction at 100 %).
+
+    Every countable class the classifier knows is listed, with 0 when none was found (a differential
+    lists its categories even when empty; the interval shows how many could have been missed)."""
+    from marrowscope.counting import wilson_interval
+
     d = result.differential
+    n = d.n_counted
     order = _label_order()
+    known_classes = [c for c in _scheme_classes(result) if c in taxonomy.LABELS]
+    names = set(d.counts) | {c for c in known_classes if taxonomy.is_countable(c)}
     by_lineage: dict[str, list[str]] = defaultdict(list)
-    for name in d.counts:
+    for name in names:
         by_lineage[taxonomy.lineage_of(name)].append(name)
     top = max([iv[1] for iv in d.intervals.values()] + [d.blast_interval[1], 0.1])
     scale = min(1.0, math.ceil(top * 10) / 10)
@@ -101,16 +117,19 @@ def _differential_rows(result: SlideResult) -> tuple[list[dict[str, Any]], float
     known = [x for x in taxonomy.LINEAGES if x in by_lineage]
     for lin in known + sorted(set(by_lineage) - set(taxonomy.LINEAGES)):
         rows = []
-        for name in sorted(by_lineage[lin], key=lambda n: order.get(n, 10**6)):
-            p, (lo, hi) = d.proportions[name], d.intervals[name]
+        for name in sorted(by_lineage[lin], key=lambda x: order.get(x, 10**6)):
+            k = d.counts.get(name, 0)
+            p = d.proportions.get(name, 0.0)
+            lo, hi = d.intervals.get(name) or wilson_interval(0, n)
             info = taxonomy.LABELS.get(name)
-            rows.append(_Row(name, pretty(name), label_color(name), d.counts[name], pct(p),
+            rows.append(_Row(name, pretty(name), label_color(name), k, pct(p),
                              interval((lo, hi)), p, lo, hi, taxonomy.is_blast_equivalent(name),
                              info.description if info is not None else ""))
-        lp, liv = d.lineage_proportions.get(lin, 0.0), d.lineage_intervals.get(lin, (0.0, 1.0))
+        k = d.lineage_counts.get(lin, 0)
+        lp = d.lineage_proportions.get(lin, 0.0)
+        liv = d.lineage_intervals.get(lin) or wilson_interval(0, n)
         groups.append({
-            "lineage": lin, "label": LINEAGE_NAMES.get(lin, pretty(lin)),
-            "count": d.lineage_counts.get(lin, 0),
+            "lineage": lin, "label": LINEAGE_NAMES.get(lin, pretty(lin)), "count": k,
             "pct": pct(lp), "ci": interval(liv), "p": lp, "lo": liv[0], "hi": liv[1], "rows": rows,
         })
     return groups, scale
@@ -157,6 +176,7 @@ def _diagnosis(result: SlideResult) -> dict[str, Any] | None:
         "rule": dx.rule_baseline,
         "rule_reason": dx.rule_reason,
         "agree": dx.rule_baseline == dx.suggestion,
+        "unused": [pretty(x) for x in dx.unused_labels],
     }
 
 
@@ -227,6 +247,8 @@ def report_context(result: SlideResult, slide: SlideReader | None, *, files: Map
     pics = _pictures(result, slide, per_class) if slide is not None else {
         "overview": None, "field": None, "field_caption": "", "gallery": [], "legend": []}
     s = result.slide
+    area = sum((r.box[2] - r.box[0]) * (r.box[3] - r.box[1]) for r in result.regions)
+    area_mm2 = None if s.mpp is None else area * s.mpp * s.mpp / 1e6
     size_um = "" if s.mpp is None else f"{s.width * s.mpp / 1000:.1f} × {s.height * s.mpp / 1000:.1f} mm"
     return {
         "notice": RESEARCH_NOTICE,
@@ -253,6 +275,7 @@ def report_context(result: SlideResult, slide: SlideReader | None, *, files: Map
         "not_counted": _not_counted(result),
         "flags": _flags(result),
         "diagnosis": _diagnosis(result),
+        "area_mm2": "–" if area_mm2 is None else f"{area_mm2:.2f} mm²",
         "regions": [
             {"id": r.roi_id, "source": r.source, "verdict": r.verdict, "n": r.n_cells,
              "coverage": pct(r.coverage, 0), "box": ", ".join(f"{v:.0f}" for v in r.box)}

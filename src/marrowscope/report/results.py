@@ -26,6 +26,7 @@ class SlideSummary:
     width: int
     height: int
     mpp: float | None
+    patient_id: str | None = None  # from the DICOM header when known
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DiagnosisResult:
     suggestion: str
     rule_baseline: str
     rule_reason: str
+    unused_labels: tuple[str, ...] = ()  # counted labels the diagnosis model has no input column for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class DiagnosisResult:
             "suggestion": self.suggestion,
             "rule_baseline": self.rule_baseline,
             "rule_reason": self.rule_reason,
+            "unused_labels": list(self.unused_labels),
         }
 
 
