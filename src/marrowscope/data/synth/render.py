@@ -162,13 +162,18 @@ def _nucleus_sd(
             sd = dist - width * taper
         else:
             n = _ui(rng, style.lobes)
-            sd = dist - 1.6  # thin filaments
+            span = rng.uniform(1.8, 3.0) if n == 2 else rng.uniform(2.6, 4.4)  # filament takes the short way
+            seg_r = R * rng.uniform(0.38, 0.5)
+            dist = _arc_sd(g, cx, cy, seg_r, start, span)
+            sd = dist - 1.5  # thin chromatin filaments between the lobes
+            spacing = seg_r * span / max(n - 1, 1)
             for i in range(n):
-                a_i = start + span * (i / max(n - 1, 1))
-                lx = cx + arc_r * np.cos(a_i) + rng.normal(0, 0.08 * R)
-                ly = cy + arc_r * np.sin(a_i) + rng.normal(0, 0.08 * R)
-                lr = width * rng.uniform(1.2, 1.6)
-                lobe = _blob_sd(g, lx, ly, lr * rng.uniform(1.05, 1.4), lr, rng.uniform(0, np.pi), 0.08, rng)
+                a_i = start + span * (i / max(n - 1, 1)) + rng.normal(0, 0.06)
+                lx = cx + seg_r * np.cos(a_i)
+                ly = cy + seg_r * np.sin(a_i)
+                lr = min(width * rng.uniform(1.2, 1.55), 0.6 * spacing, R - seg_r - 3.0)
+                lr = max(lr, 0.14 * R)
+                lobe = _blob_sd(g, lx, ly, lr * rng.uniform(1.1, 1.4), lr, a_i + np.pi / 2, 0.08, rng)
                 sd = np.minimum(sd, lobe)
     else:  # lobulated
         n = _ui(rng, style.lobes)
@@ -349,16 +354,16 @@ def _platelet(
 
 
 def _smudge(rng: np.random.Generator, mpp: float, style: CellStyle) -> tuple[np.ndarray, np.ndarray]:
+    """A ruptured nucleus smeared into a pale, lacy, irregular patch without cytoplasm."""
     R = _u(rng, style.diameter_um) / mpp / 2.0
     g = _Grid(int(np.ceil(R * 1.4)) + 6)
     sd = _blob_sd(
-        g, 0, 0, R * rng.uniform(1.0, 1.5), R * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi), 0.15, rng
+        g, 0, 0, R * rng.uniform(1.0, 1.4), R * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), 0.18, rng
     )
-    cell = _soft(sd, 6.0)
-    streak = ndi.gaussian_filter(rng.standard_normal(g.shape).astype(np.float32), (2.5, 9.0))
-    streak = ndi.rotate(streak, rng.uniform(0, 180), reshape=False, order=1, mode="wrap")
-    streak /= max(float(streak.std()), 1e-6)
-    dens = _u(rng, style.chromatin_density) * np.clip(1.0 + 0.18 * streak, 0.4, 1.5)
+    cell = _soft(sd, 4.0)
+    lace = 1.0 - 2.0 * np.minimum(np.abs(_noise(g.shape, rng.uniform(2.0, 3.5), rng)), 1.0)
+    core = np.exp(-np.clip(1.0 + sd / R, 0, 2) ** 2 * 1.5)  # denser remnant in the middle
+    dens = _u(rng, style.chromatin_density) * np.clip(0.75 + 0.35 * lace + 0.5 * core, 0.2, 1.8)
     od = (cell * dens)[..., None] * od_of(st.CHROMATIN)
     return od, cell
 
