@@ -211,15 +211,15 @@ def write_docs_figures(out_dir: str | Path, real_root: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     figs: list[tuple[str, object]] = [
         ("gallery.png", gallery_image(seed=seed, thumb=88)),
-        ("roi.png", roi_image(seed=seed)),
+        ("roi.png", roi_image(seed=seed, size=560, crop=280)),
     ]
     if real_root is not None and Path(real_root).is_dir():
-        figs.append(("real_vs_synthetic.png", comparison_image(Path(real_root), seed=seed, thumb=84)))
+        figs.append(("real_vs_synthetic.png", comparison_image(Path(real_root), seed=seed, thumb=76)))
     written = []
     for name, fig in figs:
         assert isinstance(fig, Image.Image)
         path = out / name
-        colors = 128 if name.startswith("real") else 64  # keep the real thumbnails faithful
+        colors = 64 if name == "roi.png" else 128  # fewer colours flatten textures and real thumbnails
         fig.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             path, optimize=True
         )
