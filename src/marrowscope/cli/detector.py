@@ -32,7 +32,9 @@ def train_detector_cmd(
     val_dataset: list[str] = typer.Option(
         [], "--val-dataset", help="Validation data (same syntax); default: a grouped split of --dataset."),
     recipe: str | None = typer.Option(
-        None, "--recipe", help="'blood': the detector-blood recipe (BCCD + TXL-PBC under --data-root)."),
+        None, "--recipe",
+        help="'blood': detector-blood (BCCD + TXL-PBC under --data-root); 'synth': detector-synth "
+             "(with --dataset cohort:DIR)."),
     data_root: Path = typer.Option(Path("../shared/data"), "--data-root", help="Data folder for --recipe."),
     classes: str | None = typer.Option(
         None, "--classes", help="Comma-separated model classes (default: the dataset's; 'cell' for cohort)."),
@@ -59,17 +61,29 @@ def train_detector_cmd(
     from dataclasses import replace
 
     from marrowscope.data import detection_datasets as dd
-    from marrowscope.engines.train_detector import DetectorTrainConfig, blood_recipe_config, train_detector
+    from marrowscope.engines.train_detector import (
+        DetectorTrainConfig,
+        blood_recipe_config,
+        synth_recipe_config,
+        train_detector,
+    )
 
     mapping = _class_map(class_map)
-    if recipe is not None:
-        if recipe != "blood":
-            raise InputError(recipe, "unknown recipe (available: blood)")
+    if recipe == "blood":
         if dataset:
-            raise InputError("--dataset", "--recipe brings its own data; leave out --dataset")
+            raise InputError("--dataset", "--recipe blood brings its own data; leave out --dataset")
         train, val = dd.blood_recipe_samples(data_root, seed=seed)
         cfg = replace(blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes),
                       device=device)
+    elif recipe == "synth":
+        if len(dataset) != 1 or not dataset[0].startswith("cohort:"):
+            raise InputError("--dataset", "--recipe synth needs one --dataset cohort:DIR (synthetic cohort)")
+        samples = dd.load_detection_dataset(dataset[0], ("cell",))
+        train, val = dd.split_by_group(samples, 0.2, seed)
+        cfg = replace(synth_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes),
+                      device=device)
+    elif recipe is not None:
+        raise InputError(recipe, "unknown recipe (available: blood, synth)")
     else:
         if not dataset:
             raise InputError("--dataset", "give at least one --dataset FORMAT:PATH (or --recipe blood)")

@@ -262,3 +262,28 @@ def load_detector(name_or_path: str | Path, device: str | None = None) -> Detect
 def with_params(spec: WeightsSpec, **params: Any) -> WeightsSpec:
     """A copy of ``spec`` with some ``params`` replaced (e.g. a different operating threshold)."""
     return replace(spec, params={**dict(spec.params), **params})
+
+
+def export_detector(
+    weights: str | Path, out_dir: str | Path, *, name: str, training_data: str, description: str = "",
+    metrics: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None, half: bool = True,
+) -> Path:
+    """Write a bundled-model folder: ``<name>.pt`` (fp16 storage by default) and ``meta.json``.
+
+    ``params`` are merged into the weights' spec params (e.g. ``operating_threshold``). The model card
+    (``card.md``) is written by hand beside them."""
+    from marrowscope.models.weights import write_meta
+
+    sd, spec, extra = load_weights(weights, task="detector")
+    if params:
+        spec = with_params(spec, **params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"{name}.pt"
+    sha = save_weights(file, sd, spec, half=half, extra=extra)
+    write_meta(out / "meta.json", {
+        "name": name, "task": "detector", "file": file.name, "sha256": sha, "classes": list(spec.classes),
+        "training_data": training_data, "size_bytes": file.stat().st_size, "metrics": dict(metrics or {}),
+        "description": description, "arch": spec.arch, "mpp": spec.mpp, "tile_size": spec.input_size,
+    })
+    return file
