@@ -28,6 +28,9 @@ def test_synth_cli_bad_settings_one_line(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert rc != 0 and "ROIs fit" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+    rc = main(["synth", "--patients", "0", "--out", str(tmp_path / "y")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--patients" in err and "Traceback" not in err
 
 
 def test_figures_render_small(shared_data: Path) -> None:

@@ -20,13 +20,13 @@ def _kind_weights(labelled: float, detection_only: float, roi_only: float) -> di
 
 @app.command("synth")
 def synth(
-    patients: int = typer.Option(6, "--patients", "-n", min=1, help="Number of patients (one slide each)."),
+    patients: int = typer.Option(6, "--patients", "-n", help="Number of patients (one slide each)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (built beside it, moved into place)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed and settings, same cohort."),
-    slide_size: int = typer.Option(6144, "--slide-size", min=64, help="Slide width and height in px."),
-    roi_size: int = typer.Option(2048, "--roi-size", min=32, help="ROI side in px (2048 in the real data)."),
-    rois: int = typer.Option(2, "--rois", min=0, help="ROIs per slide."),
-    cells_per_roi: int = typer.Option(120, "--cells-per-roi", min=0, help="Boxed objects placed per ROI."),
+    slide_size: int = typer.Option(6144, "--slide-size", help="Slide width and height in px."),
+    roi_size: int = typer.Option(2048, "--roi-size", help="ROI side in px (2048 in the real data)."),
+    rois: int = typer.Option(2, "--rois", help="ROIs per slide."),
+    cells_per_roi: int = typer.Option(120, "--cells-per-roi", help="Boxed objects placed per ROI."),
     labelled: float = typer.Option(1.0, "--labelled", help="Weight of labelled slides."),
     detection_only: float = typer.Option(0.0, "--detection-only", help="Weight of detection-only slides."),
     roi_only: float = typer.Option(0.0, "--roi-only", help="Weight of slides with ROIs only."),
@@ -40,6 +40,13 @@ def synth(
     """Write a synthetic cohort: DICOM WSI + ANN series, dataset CSVs, clinical CSV, truth record."""
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
 
+    limits = (
+        ("--patients", patients, 1), ("--slide-size", slide_size, 64), ("--roi-size", roi_size, 32),
+        ("--rois", rois, 0), ("--cells-per-roi", cells_per_roi, 0), ("--workers", workers, 1),
+    )  # fmt: skip
+    for flag, value, lowest in limits:
+        if value < lowest:
+            raise InputError(flag, f"must be at least {lowest}, got {value}")
     try:
         config = SynthConfig(
             n_patients=patients,
