@@ -206,7 +206,7 @@ def test_demo_runs_end_to_end_with_model_files(tmp_path) -> None:  # noqa: ANN00
     save_diagnosis_model(stub_diagnosis().estimator, tmp_path / "dx.skops")
     cfg = AnalysisConfig(detector=str(tmp_path / "det.pt"), classifier=str(tmp_path / "clf.pt"),
                          diagnosis=str(tmp_path / "dx.skops"), tta=1)
-    r = run_demo(tmp_path / "demo", cfg, slide_size=3072, roi_size=1024, cells_per_roi=20, progress=False)
+    r = run_demo(tmp_path / "demo", cfg, slide_size=2048, roi_size=640, cells_per_roi=12, progress=False)
     assert r.report.is_file() and r.report.name == "report.html"
     summary = json.loads((r.report.parent / "summary.json").read_text())
     assert [g["source"] for g in summary["regions"]] == ["annotated ROI", "annotated ROI"]
