@@ -245,7 +245,7 @@ def _check_same_slide(done: Mapping[str, Any], slide: SlideReader, out_dir: Path
 
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
                 mpp: float | None, by_slide: RoiMap,
-                for_all: tuple[Region, ...]) -> SlideStatus:
+                for_all: tuple[Region, ...], progress: bool = False) -> SlideStatus:
     """Analyse one slide and write its outputs; a finished slide is skipped."""
     if job.slide_id is not None and (done := _done_summary(out_dir, job.slide_id)) is not None:
         return _status_from_summary(job, done, "skipped", slide_folder(out_dir, job.slide_id))
@@ -255,7 +255,15 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
             _check_same_slide(done, slide, out_dir)
             return _status_from_summary(job, done, "skipped", slide_folder(out_dir, sid))
         rois, rois_from = _slide_rois(job, slide, by_slide, for_all)
-        result = analyze_slide(slide, get_models(), cfg, annotations=rois)
+        from tqdm import tqdm
+
+        with tqdm(desc="regions", unit="region", leave=False, disable=not progress) as bar:
+
+            def step(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = analyze_slide(slide, get_models(), cfg, annotations=rois, progress=step)
         outputs = write_slide_outputs(result, slide, out_dir)
     d = json.loads(outputs.summary.read_text(encoding="utf-8"))
     return _status_from_summary(job, d, "done", outputs.folder, rois_from or "automatic monolayer fields")
@@ -301,7 +309,7 @@ def analyze_batch(
         bar.set_postfix_str(job.slide_id or Path(job.source).name)
         t0 = time.perf_counter()
         try:
-            st = analyze_one(job, out, cfg, get_models, mpp, by_slide, for_all)
+            st = analyze_one(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress)
         except InputError as e:
             st = SlideStatus(job.source, job.slide_id, "failed", str(e))
         except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
