@@ -118,6 +118,10 @@ def test_counts_agree_dicom_csv_record(cohort: Path) -> None:
         by_id_csv = {c.cell_id: (c.box.shifted(-dx, -dy).as_tuple(), c.roi_id) for c in csv_ann.cells}
         by_id_rec = {c["cell_id"]: (tuple(float(v) for v in c["box"]), c["roi_id"]) for c in p["cells"]}
         assert by_id_dicom == by_id_csv == by_id_rec
+        sessions_csv = {
+            c.cell_id: c.session_labels for c in csv_ann.cells
+        }  # raw tokens normalised on reading
+        assert sessions_csv == {c["cell_id"]: tuple(c["session_labels"]) for c in p["cells"]}
         assert (dx, dy) != (0, 0)
         assert any(r == -1 for _, r in by_id_rec.values())  # some annotated boxes outside ROIs
         all_ids += list(by_id_rec)
@@ -243,3 +247,17 @@ def test_consensus_rule() -> None:
     assert consensus_of(["a", "b", "c"]) is None
     assert consensus_of(["a", "b", "c", "a"]) == "a"  # 2 of 4 = half, unique top
     assert consensus_of(["a", "b", "a", "b"]) is None
+
+
+def test_csv_session_tokens_can_be_raw_and_normalise_back() -> None:
+    from marrowscope.cells import Box, Cell, CellAnnotations
+    from marrowscope.data.synth.cohort import RAW_TOKENS, _with_raw_tokens
+    from marrowscope.io.annotations.bmdeep_csv import parse_session_labels
+
+    labels = tuple(RAW_TOKENS) + ("lymphocyte",)
+    ann = CellAnnotations(cells=(Cell(box=Box(0, 0, 5, 5), label="lymphocyte", session_labels=labels),))
+    raw = _with_raw_tokens(ann, 1.0, np.random.default_rng(0)).cells[0].session_labels
+    assert raw[-1] == "lymphocyte" and all(
+        t.startswith("other:") or t == "annotation_error" for t in raw[:-1]
+    )
+    assert parse_session_labels(",".join(raw)) == labels

@@ -58,6 +58,7 @@ class SynthConfig:
     n_levels: int = 3
     jpeg_quality: int = 90
     first_cell_id: int = 1
+    raw_token_rate: float = 0.5  # share of eligible session labels written as raw "other:..." CSV tokens
 
     def __post_init__(self) -> None:
         if self.n_patients < 1:
@@ -303,7 +304,9 @@ def _write_annotations(
         n_annotated=len(cells),
         counts=dict(sorted(counts.items())),
     )
-    csv_ann = ann.shifted(bx, by)
+    csv_ann = _with_raw_tokens(
+        ann.shifted(bx, by), cfg.raw_token_rate, np.random.default_rng([cfg.seed, 3, truth.index])
+    )
     js: dict[str, Any] = {
         "patient_id": p.patient_id,
         "slide_id": p.slide_id,
@@ -348,6 +351,34 @@ def _write_annotations(
         ],
     }
     return record, csv_ann, js
+
+
+# Raw session tokens of the original CSV and the labels they normalise to (dataset.md §2.1).
+RAW_TOKENS: Mapping[str, tuple[str, ...]] = {
+    "giant_platelet": ("other:Riesenthrombozyt", "other:Makrothrombozyt"),
+    "technically_unfit": ("other:Zellhaufen", "other:Dichter Zellhaufen", "annotation_error"),
+    "damaged_cell": ("other:Kernreste", "other:Plasma eines Megakaryozyten"),
+    "phagocytosis": ("other:Hämophagozytose",),
+    "thrombocyte_aggregate": ("other:Mikrogerinsel",),
+    "basophilic_erythroblast": ("other:basophiler Erythroblast",),
+    "degranulated_neutrophilic_myelocyte": ("other:degranulierter Promyelozyt",),
+}
+
+
+def _with_raw_tokens(ann: CellAnnotations, rate: float, rng: np.random.Generator) -> CellAnnotations:
+    """Session labels for the CSV: some written as the raw free-text tokens annotators used."""
+    if rate <= 0:
+        return ann
+    cells = []
+    for c in ann.cells:
+        tokens = tuple(
+            str(RAW_TOKENS[t][int(rng.integers(len(RAW_TOKENS[t])))])
+            if t in RAW_TOKENS and rng.random() < rate
+            else t
+            for t in c.session_labels
+        )
+        cells.append(replace(c, session_labels=tokens))
+    return ann.with_cells(cells)
 
 
 def _clinical(p: SynthPatient) -> Any:
