@@ -255,6 +255,15 @@ def render_field(
                 cy = rng.uniform(roi.box.y1, roi.box.y2)
                 if try_place(cell, cx, cy, "monolayer", roi.roi_id):
                     break
+        n_in = sum(1 for c in placed if c.roi_id == roi.roi_id)
+        if n_in < cfg.cells_per_roi:
+            log.warning(
+                "ROI %d: placed %d of %d cells (too crowded for a monolayer; lower --cells-per-roi or raise "
+                "--roi-size)",
+                roi.roi_id,
+                n_in,
+                cfg.cells_per_roi,
+            )
 
     # 2. boxed objects outside ROIs: a few renders per label reused with flips and rotations
     roi_area = float(cfg.roi_size * cfg.roi_size)
