@@ -35,3 +35,9 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
 def test_cli_help_exits_zero(capsys):
     assert main(["--help"]) == 0
     assert "marrowscope" in capsys.readouterr().out.lower()
+
+
+def test_cli_usage_errors_are_one_line_not_tracebacks(capsys):
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command" in err and "Traceback" not in err

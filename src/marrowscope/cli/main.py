@@ -6,9 +6,19 @@ import sys
 import traceback
 
 import click
+import typer
 
 from marrowscope.cli.app import STATE, app
 from marrowscope.errors import MarrowscopeError
+
+try:  # typer >= 0.29 bundles its own copy of click with its own exception classes
+    from typer._click import exceptions as _tclick
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _tclick = click.exceptions  # type: ignore[assignment,misc]
+
+_CLICK_ERRORS = (click.ClickException, _tclick.ClickException)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
 
 # Each module adds its commands to ``app`` (or its train/evaluate groups) on import.
 _COMMAND_MODULES = (
@@ -34,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except _EXITS as e:
         return int(e.exit_code or 0)
-    except click.ClickException as e:
+    except _CLICK_ERRORS as e:
         e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
+        return int(e.exit_code)
+    except _ABORTS:
         print("marrowscope: aborted", file=sys.stderr)
         return 130
     except MarrowscopeError as e:
