@@ -307,7 +307,7 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     return TrainResult(best, last_path, tuple(history), not stopped, total)
 
 
-def blood_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 3,
+def blood_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 2,
                         max_minutes: float | None = None) -> DetectorTrainConfig:
     """The ``detector-blood`` recipe: MobileNetV3-FPN from scratch at 0.15 µm/px (blood fields
     resampled by 0.5), AdamW 1e-3, batch 8, cosine over ``epochs``; ~1 h on 2 CPU cores."""

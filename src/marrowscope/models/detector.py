@@ -3,7 +3,7 @@
 Architectures (``WeightsSpec.arch``):
 
 - ``fasterrcnn_mobilenet_v3_fpn`` (default, CPU-fast): MobileNetV3-Large features, a slim FPN on the
-  stride 8/16/32 maps (128 channels), a 256-wide box head; about 7 M parameters, ~14 MB in fp16.
+  stride 8/16/32 maps (128 channels), a 256-wide box head; about 5.4 M parameters, ~11 MB in fp16.
 - ``fasterrcnn_resnet50_fpn``: the paper-like torchvision ResNet-50-FPN (GPU users).
 
 Both are built with ``weights=None`` / ``weights_backbone=None``: nothing is downloaded. A user with
