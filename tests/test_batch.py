@@ -190,27 +190,36 @@ def test_demo_missing_model_message(tmp_path) -> None:  # noqa: ANN001
         check_models(AnalysisConfig(detector=str(det), classifier="nope", diagnosis=None))
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end_with_model_files(tmp_path) -> None:  # noqa: ANN001
-    """The demo chain (synthetic DICOM slide with 2 ROI -> analysis -> report) with tiny random models."""
-    from marrowscope.engines.demo import run_demo
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):  # noqa: ANN001, ANN201
+    """Tiny random-weight detector, bmdeep33 classifier and diagnosis model written to files."""
     from marrowscope.models.classifier import create_classifier, make_spec, save_classifier
     from marrowscope.models.detector import build_detector, detector_spec, save_detector
     from marrowscope.models.diagnosis import save_diagnosis_model
 
+    d = tmp_path_factory.mktemp("models")
     dspec = detector_spec(["cell"], mpp=0.4, tile_size=256, fpn_channels=16, representation_size=32,
                           detections_per_img=15, operating_threshold=0.0)
-    save_detector(tmp_path / "det.pt", build_detector(dspec), dspec)
+    save_detector(d / "det.pt", build_detector(dspec), dspec)
     cspec = make_spec(list(taxonomy.load_scheme("bmdeep33").classes), input_size=32, mpp=0.45)
-    save_classifier(tmp_path / "clf.pt", create_classifier(cspec))
-    save_diagnosis_model(stub_diagnosis().estimator, tmp_path / "dx.skops")
-    cfg = AnalysisConfig(detector=str(tmp_path / "det.pt"), classifier=str(tmp_path / "clf.pt"),
-                         diagnosis=str(tmp_path / "dx.skops"), tta=1)
+    save_classifier(d / "clf.pt", create_classifier(cspec))
+    save_diagnosis_model(stub_diagnosis().estimator, d / "dx.skops")
+    return d
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_model_files(tmp_path, model_files) -> None:  # noqa: ANN001
+    """The demo chain (synthetic DICOM slide with 2 ROI -> analysis -> report) with tiny random models."""
+    from marrowscope.engines.demo import run_demo
+
+    cfg = AnalysisConfig(detector=str(model_files / "det.pt"), classifier=str(model_files / "clf.pt"),
+                         diagnosis=str(model_files / "dx.skops"), tta=1)
     r = run_demo(tmp_path / "demo", cfg, slide_size=2048, roi_size=640, cells_per_roi=12, progress=False)
     assert r.report.is_file() and r.report.name == "report.html"
     summary = json.loads((r.report.parent / "summary.json").read_text())
     assert [g["source"] for g in summary["regions"]] == ["annotated ROI", "annotated ROI"]
     assert summary["outputs"]["dicom_ann"] == "predictions.dcm"
+    assert summary["slide"]["patient_id"]
     assert (tmp_path / "demo" / "index.html").is_file() and r.batch.n_done == 1
 
 
@@ -220,3 +229,29 @@ def test_two_files_with_the_same_name_are_not_confused(tmp_path) -> None:  # noq
     s = analyze_batch([a, b], tmp_path / "out", CFG, mpp=0.5, models=stub_models(), progress=False)
     assert [x.status for x in s.slides] == ["done", "failed"]
     assert "already holds the results of another slide" in (s.slides[1].reason or "")
+
+
+def test_cli_analyze_reports_failures_and_exits_1(tmp_path, capsys, model_files) -> None:  # noqa: ANN001
+    from marrowscope.cli.main import main
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("x")
+    blank = _png(tmp_path, "blank", np.full((300, 300, 3), BG, np.uint8))
+    models = ["--detector", str(model_files / "det.pt"), "--classifier", str(model_files / "clf.pt"),
+              "--diagnosis", "none"]
+    code = main(["analyze", str(bad), str(blank), "--out", str(tmp_path / "out"), "--mpp", "0.5", *models])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "unsupported slide format" in err and "no smear area" in err
+    batch = json.loads((tmp_path / "out" / "batch_summary.json").read_text())
+    assert batch["n_failed"] == 2
+
+
+def test_missing_model_stops_the_batch_with_one_message(tmp_path, capsys) -> None:  # noqa: ANN001
+    from marrowscope.cli.main import main
+
+    img = _png(tmp_path, "s", smear_image())
+    code = main(["analyze", str(img), "--out", str(tmp_path / "out"), "--mpp", "0.5", "--detector", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope: no such file or bundled model" in err
+    assert not (tmp_path / "out" / "s").exists()

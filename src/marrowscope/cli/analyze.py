@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from marrowscope.cli.app import app
+from marrowscope.errors import MarrowscopeError
 
 if TYPE_CHECKING:
     from marrowscope.engines.pipeline import AnalysisConfig
+
+class SlidesFailed(MarrowscopeError):
+    """Some slides of a batch failed (the others were analysed); exit status 1."""
+
+    exit_code = 1
+
 
 _DET = typer.Option("detector-synth", "--detector", help="Detector: bundled name or weights file.")
 _CLF = typer.Option("classifier-synth", "--classifier", help="Cell classifier: bundled name or weights file.")
@@ -63,7 +70,8 @@ def analyze(
     typer.echo(f"{summary.n_done} analysed, {summary.n_skipped} already done, {n_failed} failed; "
                f"index: {summary.index}")
     if summary.failures:
-        raise typer.Exit(1)
+        raise SlidesFailed(f"{n_failed} of {len(summary.slides)} slide(s) failed (reasons above and in "
+                           f"{summary.summary_path})")
 
 
 @app.command("demo")

@@ -272,6 +272,12 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
 # ------------------------------------------------------------------------------------------------ the batch
 
 
+class _ModelsUnavailable(Exception):
+    def __init__(self, error: InputError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def analyze_batch(
     sources: Sequence[str | Path],
     out_dir: str | Path,
@@ -299,7 +305,10 @@ def analyze_batch(
 
     def get_models() -> Models:
         if not loaded:
-            loaded.append(load_models(cfg))
+            try:
+                loaded.append(load_models(cfg))
+            except InputError as e:  # no model, no batch: stop at once rather than fail every slide
+                raise _ModelsUnavailable(e) from e
         return loaded[0]
 
     from tqdm import tqdm
@@ -310,13 +319,15 @@ def analyze_batch(
         t0 = time.perf_counter()
         try:
             st = analyze_one(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress)
+        except _ModelsUnavailable as e:
+            raise e.error from None
         except InputError as e:
             st = SlideStatus(job.source, job.slide_id, "failed", str(e))
         except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
             log.debug("slide %s failed", job.source, exc_info=True)
             st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
         if st.status == "failed":
-            log.warning("%s: %s", st.slide_id or st.source, st.reason)
+            log.warning("%s", st.reason)
             st = replace(st, seconds=time.perf_counter() - t0)
         statuses.append(st)
         _write_batch_summary(out, statuses, cfg)
