@@ -115,7 +115,7 @@ def detect_tiles(
     scale: float,
     offset: tuple[float, float],
     batch_size: int = 4,
-    edge_margin: float = 4.0,
+    edge_margin: float = 8.0,
     iou_threshold: float = 0.5,
     progress: bool = False,
 ) -> Detections:
@@ -173,13 +173,16 @@ def detect_region(
         region = slide.read_region_mpp(x1, y1, x2 - x1, y2 - y1, detector.mpp)
     h, w = region.shape[:2]
     scale = (x2 - x1) / w  # level-0 pixels per model pixel
-    tiles = tile_grid(w, h, detector.tile_size, min(overlap, detector.tile_size // 2))
+    overlap = min(overlap, detector.tile_size // 2)
+    tiles = tile_grid(w, h, detector.tile_size, overlap)
 
     def read_tile(t: Tile) -> np.ndarray:
         return np.ascontiguousarray(region[t.y : t.y + t.height, t.x : t.x + t.width])
 
+    # a box within this many pixels of an inner tile edge counts as cut there (the neighbour sees it)
+    margin = max(2.0, min(8.0, overlap / 16))
     return detect_tiles(read_tile, tiles, detector, scale=scale, offset=(x1, y1), batch_size=batch_size,
-                        progress=progress)
+                        edge_margin=margin, progress=progress)
 
 
 def detect_image(
