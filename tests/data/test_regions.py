@@ -59,3 +59,15 @@ def test_blank_slide_has_no_smear_area():
     blank = ArraySlide(np.full((600, 600, 3), BG, np.uint8), mpp=0.5, slide_id="blank")
     with pytest.raises(InputError, match="no smear area"):
         select_regions(blank, None, FieldSelectionConfig(field_size_px=300))
+
+
+def test_an_image_smaller_than_a_field_is_counted_whole_unless_blank():
+    thick = np.full((400, 600, 3), BG, np.uint8)
+    thick[:, 60:] = (150, 90, 150)  # 90 % covered: "too dense"
+    _disks(thick, np.random.default_rng(1), 30, 14, (90, 40, 130), 0, 600)
+    chosen = select_regions(ArraySlide(thick, mpp=0.5), None, FieldSelectionConfig(field_size_px=2048))
+    assert len(chosen) == 1 and chosen[0].verdict == "too dense"
+    assert chosen[0].region.box.as_tuple() == (0, 0, 600, 400)
+    blank = ArraySlide(np.full((400, 600, 3), BG, np.uint8), mpp=0.5)
+    with pytest.raises(InputError, match="no smear area"):
+        select_regions(blank, None, FieldSelectionConfig(field_size_px=2048))

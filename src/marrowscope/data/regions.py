@@ -116,6 +116,14 @@ def select_regions(
         return [FieldQuality(r, nan, nan, 1.0, "annotated ROI") for r in annotations.regions]
     ranked = rank_fields(slide, cfg)
     good = [f for f in ranked if f.score > 0][: cfg.max_fields]
+    info = slide.info
+    whole = ranked[0] if len(ranked) == 1 else None
+    # an image smaller than one field (a photographed field of view): the user chose it, so it is
+    # counted as it is unless it holds nothing (blank, or no nuclei)
+    if (not good and whole is not None and whole.region.box.as_tuple() == (0, 0, info.width, info.height)
+            and whole.coverage >= 0.02 and whole.nuclear > 0):
+        log.info("%s: the whole image is one field (%s); counted as given", info.slide_id, whole.verdict)
+        return [whole]
     if not good:
         verdicts = sorted({f.verdict for f in ranked})
         raise InputError(
