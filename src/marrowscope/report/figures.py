@@ -40,11 +40,26 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _overview(slide: SlideReader, max_size: int) -> Image.Image:
+    """The whole slide with its longer side ``max_size`` px (or the slide's size if smaller), read from
+    the coarsest pyramid level that is still at least that large."""
+    info = slide.info
+    want = min(max_size, max(info.width, info.height))
+    level = info.levels[0]
+    for lv in info.levels:
+        if max(lv.width, lv.height) >= want:
+            level = lv
+    arr = slide.read_region(0, 0, level.width, level.height, level=level.index)
+    img = Image.fromarray(arr).convert("RGB")
+    img.thumbnail((want, want))
+    return img
+
+
 def overview_with_regions(
     slide: SlideReader, regions: Sequence[tuple[Box, str]], max_size: int = 900
 ) -> Image.Image:
     """Slide thumbnail with each region outlined and captioned (level-0 boxes)."""
-    thumb = Image.fromarray(slide.thumbnail(max_size)).convert("RGB")
+    thumb = _overview(slide, max_size)
     sx, sy = thumb.width / slide.info.width, thumb.height / slide.info.height
     draw = ImageDraw.Draw(thumb)
     font = _font(max(11, thumb.width // 50))
