@@ -17,7 +17,7 @@ is "uncertain"). The class list and its order come from the weights, never from 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,4 +232,3 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-TensorFn = Callable[["torch.Tensor"], "torch.Tensor"]
