@@ -188,3 +188,13 @@ def test_counts_are_rekeyed_to_the_diagnosis_model_columns() -> None:
     model = stub_diagnosis()  # columns myeloblast, lymphocyte, segmented_neutrophil
     dx = diagnose(compute_differential(["myeloblast"] * 5 + ["plasma_cell"] * 5), model, "stub")
     assert dx.unused_labels == ("plasma_cell",)
+
+
+def test_classifier_classes_are_mapped_to_taxonomy_labels() -> None:
+    from marrowscope.engines.pipeline import class_labels
+
+    got = class_labels(["ig", "neutrophil", "platelet", "myeloblast"], "pbc8")
+    assert got == {"ig": "immature_granulocyte", "neutrophil": "neutrophil", "platelet": "platelet",
+                   "myeloblast": "myeloblast"}
+    with pytest.raises(InputError, match="not a cell label"):
+        class_labels(["no-such-cell"])

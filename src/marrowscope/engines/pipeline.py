@@ -144,10 +144,40 @@ def _count_region(
     t1 = time.perf_counter()
     result = classify_cells(models.classifier, slide, cells, tta=cfg.tta, threshold=cfg.uncertain_threshold)
     timings["classify"] = timings.get("classify", 0.0) + time.perf_counter() - t1
+    names = class_labels(result.classes, getattr(getattr(models.classifier, "spec", None), "scheme", None))
     out = []
     for c, lab, p in zip(cells, result.labels, result.probabilities, strict=True):
         probs = {k: float(v) for k, v in zip(result.classes, p, strict=True)}
-        out.append(replace(c, label=lab, probabilities=probs))
+        out.append(replace(c, label=None if lab is None else names[lab], probabilities=probs))
+    return out
+
+
+def class_labels(classes: Sequence[str], scheme: str | None = None) -> dict[str, str]:
+    """Taxonomy label of each classifier class (``ig`` of the PBC scheme -> ``immature_granulocyte``).
+
+    Tries the label itself, the taxonomy's normalisation, then the external dataset vocabularies (the
+    scheme's own first). Raises :class:`InputError` for a class no vocabulary knows."""
+    order = list(taxonomy.EXTERNAL_DATASETS)
+    hint = {"pbc8": "pbc", "blood3": "bccd"}.get(scheme or "")
+    if hint in order:
+        order.remove(hint)
+        order.insert(0, hint)
+    out: dict[str, str] = {}
+    for c in classes:
+        if c in taxonomy.LABELS:
+            out[c] = c
+            continue
+        for attempt in [lambda x: taxonomy.normalise_label(x)] + [
+            (lambda x, d=d: taxonomy.map_external(d, x)) for d in order
+        ]:
+            try:
+                out[c] = attempt(c)
+                break
+            except InputError:
+                continue
+        else:
+            raise InputError(c, "classifier class is not a cell label marrowscope knows (docs/taxonomy.md); "
+                                "retrain with a taxonomy class scheme")
     return out
 
 
