@@ -198,3 +198,10 @@ def test_classifier_classes_are_mapped_to_taxonomy_labels() -> None:
                    "myeloblast": "myeloblast"}
     with pytest.raises(InputError, match="not a cell label"):
         class_labels(["no-such-cell"])
+
+
+def test_no_extension_for_a_threshold_that_max_cells_cannot_decide(models) -> None:  # noqa: ANN001
+    slide = smear_slide(blast_share=0.3)
+    capped = analyze_slide(slide, models, _cfg(target_cells=10, max_cells=12))
+    short = analyze_slide(slide, models, _cfg(target_cells=10, extend_for_thresholds=False))
+    assert len(capped.regions) == len(short.regions)

@@ -191,7 +191,9 @@ def _needs_more(diff: Differential, cfg: AnalysisConfig) -> bool:
         return True
     if not cfg.extend_for_thresholds or diff.n_counted >= cfg.max_cells:
         return False
-    return any(f.cells_needed is not None and f.cells_needed > 0 for f in diff.flags)
+    # go on only for a threshold that more counting can decide within max_cells
+    room = cfg.max_cells - diff.n_counted
+    return any(f.cells_needed is not None and 0 < f.cells_needed <= room for f in diff.flags)
 
 
 def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
