@@ -38,7 +38,8 @@ def _no_temporaries(out: Path) -> None:
 def test_three_slides_counts_match_tables_and_index(tmp_path) -> None:  # noqa: ANN001
     slides = _three_slides(tmp_path / "in")
     out = tmp_path / "out"
-    s = analyze_batch(slides, out, CFG, mpp=0.5, models=stub_models(), progress=False)
+    s = analyze_batch([tmp_path / "in"], out, CFG, mpp=0.5, models=stub_models(), progress=False)
+    assert [Path(x.source) for x in s.slides] == slides  # a folder of images: every image in it
     assert [x.status for x in s.slides] == ["done"] * 3 and not s.failures
     for st in s.slides:
         folder = Path(st.folder or "")

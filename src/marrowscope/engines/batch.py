@@ -144,6 +144,21 @@ def _dicom_jobs(folder: Path) -> list[SlideJob]:
     return jobs
 
 
+def _folder_jobs(folder: Path) -> list[SlideJob]:
+    """DICOM slides under ``folder``; without any, the slide files and images directly in it."""
+    try:
+        return _dicom_jobs(folder)
+    except InputError:
+        from marrowscope.io.slides import IMAGE_SUFFIXES
+        from marrowscope.io.slides.openslide_ import OPENSLIDE_SUFFIXES
+
+        files = sorted(f for f in folder.iterdir()
+                       if f.is_file() and f.suffix.lower() in OPENSLIDE_SUFFIXES + IMAGE_SUFFIXES)
+        if not files:
+            raise
+        return [SlideJob(str(f)) for f in files]
+
+
 def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[SlideStatus]]:
     """Slides to analyse, and sources that could not even be listed (with the reason)."""
     from marrowscope.io.slides.dicom import _has_dicm_magic
@@ -154,7 +169,7 @@ def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[Sl
         p = Path(s)
         try:
             if p.is_dir():
-                jobs.extend(_dicom_jobs(p))
+                jobs.extend(_folder_jobs(p))
             elif p.is_file() and (p.suffix.lower() in (".dcm", ".dicom") or _has_dicm_magic(p)):
                 folder_jobs = _dicom_jobs(p.parent)
                 jobs.extend(j for j in folder_jobs if str(p.resolve()) in {str(Path(f).resolve())
