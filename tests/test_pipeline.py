@@ -185,6 +185,10 @@ def test_counts_are_rekeyed_to_the_diagnosis_model_columns() -> None:
     assert out == {"eosinophil": 3.0, "myeloblast": 5.0}  # fine label -> its coarse ancestor column
     assert unused == ("plasma_cell",)
     assert model_columns(counts, ()) == (counts, ())
+    # coarse predictions for a model of fine labels: the mature (segmented) form
+    fine = ("segmented_eosinophil", "eosinophilic_myelocyte", "basophilic_band", "segmented_basophil")
+    assert model_columns({"eosinophil": 2.0, "basophil": 1.0}, fine) == (
+        {"segmented_eosinophil": 2.0, "segmented_basophil": 1.0}, ())
     model = stub_diagnosis()  # columns myeloblast, lymphocyte, segmented_neutrophil
     dx = diagnose(compute_differential(["myeloblast"] * 5 + ["plasma_cell"] * 5), model, "stub")
     assert dx.unused_labels == ("plasma_cell",)

@@ -230,22 +230,47 @@ def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
     )
 
 
+def _role(label: str) -> tuple[bool, ...]:
+    """Which counting groups a label belongs to (blasts, immature/mature granulo- and erythropoiesis)."""
+    from marrowscope import counting as k
+
+    groups = (k.BLAST_LABELS, k.IMMATURE_GRANULOPOIESIS, k.MATURE_GRANULOPOIESIS, k.IMMATURE_ERYTHROPOIESIS,
+              k.MATURE_ERYTHROPOIESIS)
+    return tuple(label in g for g in groups) + (taxonomy.is_countable(label),)
+
+
+def _column_for(label: str, cols: set[str]) -> str | None:
+    if label in cols:
+        return label
+    if label not in taxonomy.LABELS:
+        return None
+    for a in taxonomy.ancestors(label):  # a model trained on coarse labels takes fine predictions
+        if a in cols:
+            return a
+    # a coarse prediction (bmdeep33 'eosinophil') for a model of fine labels: the descendant that plays
+    # the same role in the differential (mature granulocyte...), the segmented form first
+    same = [d for d in taxonomy.descendants(label) if d in cols and _role(d) == _role(label)]
+    same.sort(key=lambda d: (not d.startswith("segmented_"), d))
+    return same[0] if same else None
+
+
 def model_columns(
     counts: Mapping[str, float], columns: Sequence[str]
 ) -> tuple[dict[str, float], tuple[str, ...]]:
     """Counts re-keyed to a diagnosis model's input columns, and the labels it cannot take.
 
-    A label that is not a column goes to the column of its nearest ancestor in the taxonomy (a model
-    trained on coarse labels takes fine predictions); labels with no such column are returned as unused
-    (the model then sees them as 0 cells). Without known columns the counts are passed as they are."""
+    A label that is not a column goes to the column of its nearest ancestor in the taxonomy, or else
+    (a coarse label for a model of fine labels) to a descendant with the same role in the differential
+    (blast, immature or mature granulopoiesis or erythropoiesis), segmented forms first. Labels with no
+    such column are returned as unused (the model then sees them as 0 cells). Without known columns the
+    counts are passed as they are."""
     if not columns:
         return dict(counts), ()
     cols = set(columns)
     out: dict[str, float] = {}
     unused = []
     for label, k in counts.items():
-        target = label if label in cols else next(
-            (a for a in (taxonomy.ancestors(label) if label in taxonomy.LABELS else ()) if a in cols), None)
+        target = _column_for(label, cols)
         if target is None:
             unused.append(label)
         else:
