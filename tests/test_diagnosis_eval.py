@@ -117,3 +117,22 @@ def test_persistence_round_trip_and_refusals(tmp_path: Path, table) -> None:  # 
     sio.dump({"format": dx.FORMAT, "estimator": NotAllowed()}, evil)
     with pytest.raises(InputError, match="untrusted.*NotAllowed"):
         dx.load_diagnosis_model(evil)
+
+
+def test_bundled_model_loads_with_its_hash() -> None:
+    from marrowscope.models.registry import resolve_model
+
+    path, sha = resolve_model("diagnosis-synth", task="diagnosis")
+    assert sha is not None
+    m = dx.load_diagnosis_model(path, sha256=sha)
+    assert m.classes == ("ALL", "AML", "CML", "control")
+    assert m.training_summary["n_patients"] >= 60
+    rows = pd.DataFrame([
+        {"lymphocytic_blast": 350, "lymphocyte": 100, "segmented_neutrophil": 30,
+         "polychromatic_erythroblast": 20},
+        {"segmented_neutrophil": 150, "neutrophilic_band": 60, "neutrophilic_metamyelocyte": 50,
+         "polychromatic_erythroblast": 120, "orthochromatic_erythroblast": 60, "lymphocyte": 60},
+    ])
+    p = m.predict_proba_table(rows.fillna(0))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert m.classes[int(np.argmax(p[0]))] == "ALL"
