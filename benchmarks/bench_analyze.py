@@ -77,7 +77,8 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "median_seconds_per_slide": round(statistics.median(times), 2), "model_load_seconds": round(load_s, 2),
+        "median_seconds_per_slide": round(statistics.median(times), 2),
+        "model_load_seconds": round(load_s, 2),
         "peak_rss_mib": round(peak_mib), "threads": args.threads, "target_cells": args.target_cells,
         "rois_only": args.rois, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "models": [m.name for m in models.refs],

@@ -41,7 +41,8 @@ def check_models(cfg: AnalysisConfig) -> None:
             bundled = ", ".join(m.name for m in list_models() if m.task == task) or "none"
             raise InputError(
                 name, f"the demo needs the {task} model '{name}', which is neither bundled in this "
-                f"installation (bundled {task}s: {bundled}) nor a file; pass --{task} NAME|PATH to use another",
+                f"installation (bundled {task}s: {bundled}) nor a file; pass --{task} NAME|PATH "
+                "to use another",
             ) from e
 
 
