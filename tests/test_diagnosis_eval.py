@@ -98,7 +98,8 @@ def test_persistence_round_trip_and_refusals(tmp_path: Path, table) -> None:  # 
     assert m.classes == ("ALL", "AML", "CML", "control")
     assert m.training_summary["n_patients"] == 28
     assert "agg_blast_pct" in m.feature_names
-    X = table.frame()
+    assert {"monoblast", "spicule"} <= set(m.input_columns)  # every original label has a column
+    X = table.frame().reindex(columns=list(m.input_columns), fill_value=0.0)
     np.testing.assert_allclose(m.estimator.predict_proba(X), clf.predict_proba(X))
     # a row with only its non-zero labels is reindexed to the stored columns (absent labels = 0 cells)
     row = X.iloc[[0]]

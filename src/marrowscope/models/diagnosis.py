@@ -601,7 +601,8 @@ def train_from_table(
 ) -> tuple[DiagnosisClassifier, dict[str, Any]]:
     """Fit a :class:`DiagnosisClassifier` on a ``marrowscope.io.counts.CountsTable``.
 
-    Patients without a diagnosis are left out (and named in the summary). Returns the fitted model and
+    Patients without a diagnosis are left out (and named in the summary); the count columns are the
+    table's labels plus every original BMDeep label (zero where never seen). Returns the fitted model and
     a training summary (patients per diagnosis, source, settings) to store with it.
     """
     import pandas as pd
@@ -610,7 +611,9 @@ def train_from_table(
     left_out = [p for p in table.patient_ids if p not in set(ids)]
     if len(ids) < 2:
         raise InputError(table.source, f"only {len(ids)} patient(s) with a diagnosis; cannot train")
+    # every original label gets a column (0 where never seen), so any fine prediction has a place
     sub = table.subset(ids)
+    sub = sub.with_labels(sorted(set(sub.counts.columns) | set(taxonomy.ORIGINAL_LABELS)))
     y = [str(d) for d in sub.diagnoses]
     if len(set(y)) < 2:
         raise InputError(table.source, f"every patient has the diagnosis {y[0]!r}; need at least two")
