@@ -133,3 +133,18 @@ def test_predicted_counts_from_summaries(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(InputError, match="summary.json"):
         predicted_counts_from_summaries(empty)
+
+
+def test_clinical_from_dicom_header() -> None:
+    from pydicom.dataset import Dataset
+
+    from marrowscope.io.counts import clinical_from_header
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "C3171", "NCIt", "Acute Myeloid Leukemia"
+    ds = Dataset()
+    ds.AdmittingDiagnosesCodeSequence = [item]
+    ds.PatientAge, ds.PatientSex = "060M", "M"
+    rec = clinical_from_header(ds, PID_A)
+    assert rec is not None and rec.diagnosis == "AML" and rec.age == "060M" and rec.sex == "M"
+    assert clinical_from_header(Dataset(), PID_A) is None

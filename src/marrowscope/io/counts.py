@@ -7,7 +7,8 @@ Three sources give one :class:`CountsTable`:
   ``uric_acid``, ``hemoglobin``), ``age`` (``042M`` style age group or months) and ``sex`` / ``gender``
   (:func:`read_counts_table`, written by :func:`write_counts_table`);
 * a cohort folder (IDC-style DICOM + the dataset CSVs + clinical table, or the CSVs alone): the expert
-  consensus labels of every labelled slide are counted (:func:`counts_from_cohort`);
+  consensus labels of every labelled slide are counted (:func:`counts_from_cohort`); without a
+  clinical row the diagnosis comes from the slide header's NCIt admitting diagnosis when IDC put one;
 * the whole-slide pipeline's ``summary.json`` files, one per slide, whose ``differential.counts`` (and
   ``differential.not_counted``) give the predicted counts (:func:`predicted_counts_from_summaries`).
 """
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -256,6 +258,34 @@ def patient_id_from_slide_id(slide_id: str) -> str:
     return m.group(1) if m else slide_id
 
 
+def clinical_from_header(ds: Any, patient_id: str) -> ClinicalRecord | None:
+    """Diagnosis (NCIt ``AdmittingDiagnosesCodeSequence``, as IDC stores it), age and sex from a slide's
+    DICOM header; None when the header has no diagnosis. No lab values."""
+    from marrowscope.io.annotations.clinical import NCIT_TO_DIAGNOSIS
+
+    seq = ds.get("AdmittingDiagnosesCodeSequence")
+    if not seq:
+        return None
+    code = str(seq[0].get("CodeValue", "") or "")
+    diagnosis = NCIT_TO_DIAGNOSIS.get(code) or normalise_diagnosis(
+        str(ds.get("AdmittingDiagnosesDescription", "") or "") or None
+    )
+    if diagnosis is None:
+        return None
+    return ClinicalRecord(patient_id=patient_id, sex=str(ds.get("PatientSex", "") or "") or None,
+                          age=str(ds.get("PatientAge", "") or "") or None, diagnosis=diagnosis,
+                          ncit_code=code or None, labs={})
+
+
+def _header(path: str) -> Any:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the cohort scan already read it; a failure just means no fallback
+        return None
+
+
 def counts_from_cohort(folder: str | Path) -> CountsTable:
     """Expert (consensus) counts of every labelled slide in a cohort folder, with its clinical values.
 
@@ -276,9 +306,16 @@ def counts_from_cohort(folder: str | Path) -> CountsTable:
         from marrowscope.io.cohort import discover_cohort, load_patient_annotations
 
         cohort = discover_cohort(root)
-        clinical_records = cohort.clinical
+        records = dict(cohort.clinical)
         for e in cohort.patients:
             slide_to_patient[e.slide_id] = e.patient_id
+            if e.patient_id not in records and e.slide_files:
+                ds = _header(e.slide_files[0])
+                rec = None if ds is None else clinical_from_header(ds, e.patient_id)
+                if rec is not None:
+                    records[e.patient_id] = rec
+                    problems.append(f"patient {e.patient_id}: no clinical row; diagnosis {rec.diagnosis} "
+                                    "taken from the slide's DICOM header (no lab values)")
             if e.csv_annotations is not None and any(c.label is not None for c in e.csv_annotations):
                 labels = [c.label for c in e.csv_annotations.cells]
             elif e.series("consensus"):
@@ -287,6 +324,7 @@ def counts_from_cohort(folder: str | Path) -> CountsTable:
                 problems.append(f"patient {e.patient_id}: slide {e.slide_id} has no expert labels; skipped")
                 continue
             per_slide[e.slide_id] = Counter(lab for lab in labels if lab is not None)
+        clinical_records = records
     else:
         from marrowscope.io.annotations.bmdeep_csv import read_cells_csv
         from marrowscope.io.annotations.clinical import read_clinical_csv
