@@ -78,3 +78,36 @@ def test_bad_estimator_is_one_line_error(tmp_path: Path, table_csv: Path,
                "--estimator", "svm"])
     assert rc != 0
     assert "svm" in capsys.readouterr().err
+
+
+def test_cohort_folder_with_a_patient_missing_from_the_clinical_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from marrowscope.cells import Box, Cell, CellAnnotations
+    from marrowscope.io.annotations.bmdeep_csv import write_cells_csv
+    from marrowscope.io.annotations.clinical import ClinicalRecord, write_clinical_csv
+
+    t = synthetic_counts_table(16, seed=5, n_objects=120)
+    anns, records, cid = [], [], 0
+    for pid, dx in zip(t.patient_ids, t.diagnoses, strict=True):
+        cells = []
+        for label, n in t.counts.loc[pid].items():
+            for _ in range(int(n)):
+                box = Box(cid % 1000, 0, cid % 1000 + 9, 9)
+                cells.append(Cell(box, label=str(label), cell_id=cid, roi_id=1))
+                cid += 1
+        anns.append(CellAnnotations(cells=tuple(cells), slide_id=f"{pid}_1_bm"))
+        records.append(ClinicalRecord(pid, "F", "060M", dx, None, {"wbc": 10.0}))
+    (tmp_path / "cohort" / "csv").mkdir(parents=True)
+    write_cells_csv(anns, tmp_path / "cohort" / "csv" / "cells_labelled.csv")
+    missing = t.patient_ids[0]
+    write_clinical_csv(records[1:], tmp_path / "cohort" / "csv" / "clinical.csv")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "diagnosis", "--cohort", str(tmp_path / "cohort"), "--out", str(out),
+               "--folds", "3", "--repeats", "1"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert missing in err and "clinical" in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_patients"] == 15 and missing in m["excluded"]
+    assert 0.0 <= m["macro_f1_true_counts"] <= 1.0
