@@ -58,3 +58,19 @@ def test_stop_and_resume_gives_the_same_weights(tmp_path: Path) -> None:
     sd1 = torch.load(full.best_weights, weights_only=True)["state_dict"]
     sd2 = torch.load(done.best_weights, weights_only=True)["state_dict"]
     assert all(torch.allclose(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_recalibrate_bn_sets_statistics_without_drawing_random_numbers() -> None:
+    from marrowscope.engines.train_detector import recalibrate_bn
+    from marrowscope.models.detector import build_detector, detector_spec
+
+    torch.manual_seed(0)
+    model = build_detector(detector_spec(("cell",), mpp=0.3, tile_size=64)).eval()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.all(bn.running_var == 1)
+    state = torch.get_rng_state()
+    images = [np.full((64, 64, 3), v, np.uint8) for v in (40, 120, 200)]
+    assert recalibrate_bn(model, images, "cpu", batch_size=2) == 3
+    assert torch.equal(state, torch.get_rng_state())
+    assert not torch.all(bn.running_var == 1) and not model.training
+    assert bn.momentum is not None  # restored
