@@ -159,3 +159,11 @@ def test_phash_groups_and_grouped_split():
     assert sum(strata[i] == "a" for i in va) == 2
     tr2, va2 = grouped_split(strata, groups, 0.2, seed=1)
     assert va.tolist() == va2.tolist()
+
+
+def test_grouped_split_by_patient():
+    strata = ["a", "b", "c"] * 10
+    groups = np.repeat(np.arange(6), 5)  # 6 patients with mixed labels
+    tr, va = grouped_split(strata, groups, 0.3, seed=0)
+    assert set(groups[tr]).isdisjoint(set(groups[va]))
+    assert len(va) == 10 and len(tr) == 20

@@ -219,9 +219,26 @@ def phash_groups(hashes: Sequence[str], max_distance: int = 6) -> np.ndarray:
 def grouped_split(
     strata: Sequence[str], groups: np.ndarray, val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train index, val index): whole groups go to one side, about ``val_fraction`` per stratum."""
+    """(train index, val index): whole groups go to one side, about ``val_fraction`` per stratum.
+
+    When groups mix strata (patients holding many labels), whole groups are drawn until about
+    ``val_fraction`` of all items are in validation."""
     rng = np.random.default_rng(seed)
     strata_arr = np.asarray(strata)
+    mixed = any(len(set(strata_arr[groups == g].tolist())) > 1 for g in np.unique(groups))
+    if mixed:  # groups are patients holding many labels: split whole groups to about val_fraction
+        gs = [int(g) for g in np.unique(groups)]
+        rng.shuffle(gs)
+        target = round(len(strata_arr) * val_fraction)
+        chosen: list[int] = []
+        total = 0
+        for g in gs[:-1] if len(gs) > 1 else []:  # keep at least one group for training
+            if total >= target:
+                break
+            chosen.append(g)
+            total += int(np.sum(groups == g))
+        va = np.nonzero(np.isin(groups, chosen))[0].astype(np.int64)
+        return np.setdiff1d(np.arange(len(strata_arr)), va), va
     val: list[int] = []
     taken_groups: set[int] = set()
     for s in sorted(set(strata_arr.tolist())):
