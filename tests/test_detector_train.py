@@ -74,3 +74,22 @@ def test_recalibrate_bn_sets_statistics_without_drawing_random_numbers() -> None
     assert torch.equal(state, torch.get_rng_state())
     assert not torch.all(bn.running_var == 1) and not model.training
     assert bn.momentum is not None  # restored
+
+
+def test_init_weights_must_match_the_contract(tmp_path: Path) -> None:
+    import pytest
+
+    from marrowscope.errors import InputError
+    from marrowscope.models.detector import build_detector, detector_spec, save_detector
+
+    spec = detector_spec(("cell",), mpp=0.3, tile_size=64)
+    torch.manual_seed(5)
+    init = tmp_path / "init.pt"
+    save_detector(init, build_detector(spec), spec, half=False)
+    r = train_detector(_samples(2), [], _config(init_weights=str(init)), tmp_path / "ok", progress=False)
+    assert r.finished
+    other = detector_spec(("cell",), mpp=0.5, tile_size=64)
+    bad = tmp_path / "bad.pt"
+    save_detector(bad, build_detector(other), other)
+    with pytest.raises(InputError, match="architecture"):
+        train_detector(_samples(2), [], _config(init_weights=str(bad)), tmp_path / "bad", progress=False)

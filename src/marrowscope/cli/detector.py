@@ -54,6 +54,9 @@ def train_detector_cmd(
         None, "--max-minutes", help="Stop after this long (resumable: run the same command again)"),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT/last.pt exists."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+    init_weights: Path | None = typer.Option(
+        None, "--init-weights",
+        help="Start from these detector weights (same classes and scale); with --recipe blood: stage 2."),
     backbone_weights: Path | None = typer.Option(
         None, "--backbone-weights", help="Optional local ImageNet state dict for the backbone."),
 ) -> None:
@@ -63,6 +66,7 @@ def train_detector_cmd(
     from marrowscope.data import detection_datasets as dd
     from marrowscope.engines.train_detector import (
         DetectorTrainConfig,
+        blood_finetune_config,
         blood_recipe_config,
         synth_recipe_config,
         train_detector,
@@ -73,15 +77,19 @@ def train_detector_cmd(
         if dataset:
             raise InputError("--dataset", "--recipe blood brings its own data; leave out --dataset")
         train, val = dd.blood_recipe_samples(data_root, seed=seed)
-        cfg = replace(blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes),
-                      device=device)
+        if init_weights is not None:  # stage 2: a second, lower cosine cycle from the stage-1 weights
+            cfg = blood_finetune_config(str(init_weights), seed=seed, num_threads=threads,
+                                        max_minutes=max_minutes)
+        else:
+            cfg = blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes)
+        cfg = replace(cfg, device=device)
     elif recipe == "synth":
         if len(dataset) != 1 or not dataset[0].startswith("cohort:"):
             raise InputError("--dataset", "--recipe synth needs one --dataset cohort:DIR (synthetic cohort)")
         samples = dd.load_detection_dataset(dataset[0], ("cell",))
         train, val = dd.split_by_group(samples, 0.2, seed)
         cfg = replace(synth_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes),
-                      device=device)
+                      device=device, init_weights=str(init_weights) if init_weights else None)
     elif recipe is not None:
         raise InputError(recipe, "unknown recipe (available: blood, synth)")
     else:
@@ -101,6 +109,7 @@ def train_detector_cmd(
             classes=names, arch=arch, mpp=mpp, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
             num_threads=threads, max_minutes=max_minutes, device=device,
             backbone_weights=str(backbone_weights) if backbone_weights else None,
+            init_weights=str(init_weights) if init_weights else None,
             spec_params={"default_input_mpp": input_mpp} if input_mpp else {},
         )
     typer.echo(f"training {cfg.arch} on {len(train)} images (validation {len(val)}), classes "

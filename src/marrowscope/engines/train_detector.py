@@ -53,6 +53,7 @@ class DetectorTrainConfig:
     max_minutes: float | None = None  # stop (resumably) after this much wall time in this call
     device: str | None = None
     backbone_weights: str | None = None
+    init_weights: str | None = None  # start from this detector weights file (same architecture and scale)
     spec_params: dict[str, Any] = field(default_factory=dict)  # extra WeightsSpec params (notes, defaults)
     min_visible: float = 0.5  # keep a crop-cut box when this fraction of it stays visible
     bn_images: int = 200  # training images that recompute BatchNorm statistics before each validation
@@ -223,6 +224,15 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     last_path, best_path = out / "last.pt", out / "best.pt"
     epoch, step_in_epoch, global_step, best_ap, spent = 0, 0, 0, -1.0, 0.0
     history: list[EpochRecord] = []
+    if config.init_weights and not (resume and last_path.is_file()):
+        from marrowscope.errors import InputError
+        from marrowscope.models.weights import load_weights
+
+        sd, init_spec, _ = load_weights(config.init_weights, task="detector")
+        if _arch_fields(init_spec.to_dict()) != _arch_fields(spec.to_dict()):
+            raise InputError(config.init_weights, "initial weights have another architecture, classes or mpp")
+        model.load_state_dict(sd)
+        logger.info("initialised from %s", config.init_weights)
     if resume and last_path.is_file():
         ck = torch.load(last_path, map_location="cpu", weights_only=False)
         if _arch_fields(ck["spec"]) != _arch_fields(spec.to_dict()):
@@ -371,3 +381,13 @@ def synth_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 10
         batch_size=4, repeats=8, eval_every=5, lr=1e-3, weight_decay=1e-4, warmup_iters=50, seed=seed,
         num_threads=num_threads, checkpoint_every_s=180.0, max_minutes=max_minutes,
     )
+
+
+def blood_finetune_config(init_weights: str, *, seed: int = 0, num_threads: int = 1, epochs: int = 2,
+                          max_minutes: float | None = None) -> DetectorTrainConfig:
+    """Stage 2 of the ``detector-blood`` recipe: from the stage-1 weights, a second cosine cycle at a
+    lower peak learning rate (5e-4) over ``epochs`` more epochs, same data, augmentations and seed."""
+    from dataclasses import replace
+
+    base = blood_recipe_config(seed=seed, num_threads=num_threads, epochs=epochs, max_minutes=max_minutes)
+    return replace(base, lr=5e-4, warmup_iters=20, init_weights=init_weights)
