@@ -189,6 +189,8 @@ def test_counts_are_rekeyed_to_the_diagnosis_model_columns() -> None:
     fine = ("segmented_eosinophil", "eosinophilic_myelocyte", "basophilic_band", "segmented_basophil")
     assert model_columns({"eosinophil": 2.0, "basophil": 1.0}, fine) == (
         {"segmented_eosinophil": 2.0, "segmented_basophil": 1.0}, ())
+    ery = ("proerythroblast", "basophilic_erythroblast", "polychromatic_erythroblast")
+    assert model_columns({"erythroblast": 3.0}, ery) == ({"polychromatic_erythroblast": 3.0}, ())
     model = stub_diagnosis()  # columns myeloblast, lymphocyte, segmented_neutrophil
     dx = diagnose(compute_differential(["myeloblast"] * 5 + ["plasma_cell"] * 5), model, "stub")
     assert dx.unused_labels == ("plasma_cell",)

@@ -249,9 +249,13 @@ def _column_for(label: str, cols: set[str]) -> str | None:
             return a
     # a coarse prediction (bmdeep33 'eosinophil') for a model of fine labels: the descendant that plays
     # the same role in the differential (mature granulocyte...), the segmented form first
-    same = [d for d in taxonomy.descendants(label) if d in cols and _role(d) == _role(label)]
-    same.sort(key=lambda d: (not d.startswith("segmented_"), d))
-    return same[0] if same else None
+    # (or, for a group with no role of its own such as 'erythroblast', a mature stage of it)
+    from marrowscope import counting as k
+
+    mature = k.MATURE_GRANULOPOIESIS | k.MATURE_ERYTHROPOIESIS
+    options = [d for d in taxonomy.descendants(label) if d in cols and taxonomy.is_countable(d)]
+    options.sort(key=lambda d: (_role(d) != _role(label), d not in mature, not d.startswith("segmented_"), d))
+    return options[0] if options else None
 
 
 def model_columns(
