@@ -215,9 +215,13 @@ def _pictures(result: SlideResult, slide: SlideReader, per_class: int) -> dict[s
     for c in cells:
         by_class[c.label if c.label is not None else "uncertain"].append(c)
     order = _label_order()
-    def rank(n: str) -> tuple[bool, bool, int]:
-        counted = n in taxonomy.LABELS and taxonomy.is_countable(n)
-        return (n == "uncertain", not counted, order.get(n, 10**6))
+    lineages = {lin: i for i, lin in enumerate(taxonomy.LINEAGES)}
+
+    def rank(n: str) -> tuple[bool, bool, int, int]:  # as the differential table: by lineage, counted first
+        known = n in taxonomy.LABELS
+        counted = known and taxonomy.is_countable(n)
+        lin = lineages.get(taxonomy.lineage_of(n), 99) if known else 99
+        return (n == "uncertain", not counted, lin, order.get(n, 10**6))
 
     keys = sorted(by_class, key=rank)
     try:
