@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -33,6 +34,8 @@ def main() -> None:
     ap.add_argument("--diagnosis", default="diagnosis-synth")
     ap.add_argument("--target-cells", type=int, default=500)
     ap.add_argument("--tta", type=int, default=None, help="classifier test-time views (default: config)")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="detector operating threshold (default: the weights' own)")
     ap.add_argument("--runs", type=int, default=2)
     args = ap.parse_args()
 
@@ -49,6 +52,8 @@ def main() -> None:
                          target_cells=args.target_cells, use_annotated_rois=args.rois)
     if args.tta is not None:
         cfg = replace(cfg, tta=args.tta)
+    if args.score_threshold is not None:
+        cfg = replace(cfg, score_threshold=args.score_threshold)
     work = Path(tempfile.mkdtemp(prefix="bench_analyze_"))
     slide = args.slide
     if slide is None:
@@ -80,6 +85,7 @@ def main() -> None:
         "median_seconds_per_slide": round(statistics.median(times), 2),
         "model_load_seconds": round(load_s, 2),
         "peak_rss_mib": round(peak_mib), "threads": args.threads, "target_cells": args.target_cells,
+        "load_avg_1_5_15": [round(x, 1) for x in os.getloadavg()],
         "rois_only": args.rois, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "models": [m.name for m in models.refs],
     }))
