@@ -264,10 +264,10 @@ def model_columns(
     """Counts re-keyed to a diagnosis model's input columns, and the labels it cannot take.
 
     A label that is not a column goes to the column of its nearest ancestor in the taxonomy, or else
-    (a coarse label for a model of fine labels) to a descendant with the same role in the differential
-    (blast, immature or mature granulopoiesis or erythropoiesis), segmented forms first. Labels with no
-    such column are returned as unused (the model then sees them as 0 cells). Without known columns the
-    counts are passed as they are."""
+    (a coarse label for a model of fine labels) to a countable descendant, preferring the same role in
+    the differential (blast, immature or mature granulo- or erythropoiesis), then mature stages, then
+    segmented forms. Labels with no such column are returned as unused (the model then sees them as 0
+    cells). Without known columns the counts are passed as they are."""
     if not columns:
         return dict(counts), ()
     cols = set(columns)
