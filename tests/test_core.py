@@ -41,3 +41,18 @@ def test_cli_usage_errors_are_one_line_not_tracebacks(capsys):
     assert main(["no-such-command"]) == 2
     err = capsys.readouterr().err
     assert "No such command" in err and "Traceback" not in err
+
+
+def test_cli_returns_the_code_of_typer_exit():
+    import typer
+
+    from marrowscope.cli.app import app
+
+    @app.command("exit-three-for-test", hidden=True)
+    def _exit_three() -> None:
+        raise typer.Exit(3)
+
+    try:
+        assert main(["exit-three-for-test"]) == 3
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands if c.name != "exit-three-for-test"]

@@ -43,7 +43,8 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode, click returns the code of a ``typer.Exit(n)`` instead of exiting
+        rv = app(args=argv, standalone_mode=False)
     except _EXITS as e:
         return int(e.exit_code or 0)
     except _CLICK_ERRORS as e:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"marrowscope: error: {e} (rerun with --debug for details)", file=sys.stderr)
         return 1
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
