@@ -168,7 +168,7 @@ def recalibrate_bn(model: Any, images: Sequence[np.ndarray], device: str, batch_
     model.train()
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            batch = [torch.from_numpy(np.ascontiguousarray(im[:crop, :crop])).permute(2, 0, 1)
+            batch = [torch.from_numpy(np.array(im[:crop, :crop])).permute(2, 0, 1)
                      .float().div(255).to(device) for im in images[i : i + batch_size]]
             image_list, _ = model.transform(batch)
             model.backbone(image_list.tensors)
