@@ -36,6 +36,7 @@ from marrowscope.io.annotations.dicom_ann import (
     merge_sessions,
     read_dicom_ann,
 )
+from marrowscope.io.slides.dicom import _has_dicm_magic
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,7 @@ def _is_candidate(p: Path) -> bool:
         return False
     if p.suffix.lower() == ".dcm":
         return True
-    try:
-        with p.open("rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return _has_dicm_magic(p)
 
 
 def _read_header(p: Path) -> Dataset:
