@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from marrowscope.cells import CellAnnotations
+from marrowscope.data.crops import load_image_rgb
 from marrowscope.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -28,15 +29,7 @@ logger = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("voc", "yolo", "coco", "cohort")
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise InputError(path, f"cannot read image ({e})") from e
+load_rgb = load_image_rgb  # an image file as RGB uint8 (H, W, 3); kept as this module's public name
 
 
 @dataclass(frozen=True)
