@@ -159,8 +159,7 @@ class ArraySlide(SlideReader):
         return self._cache[level]
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
-        if width <= 0 or height <= 0:
-            raise ValueError(f"region size must be positive, got {width} x {height}")
+        self._check_region_args(width, height, level)
         img = self.level_image(level)
         d = self.info.levels[level].downsample
         return read_window(img, math.floor(x / d), math.floor(y / d), int(width), int(height))

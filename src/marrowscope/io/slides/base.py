@@ -53,6 +53,14 @@ class SlideReader(abc.ABC):
         """RGB uint8 array (height, width, 3) at ``level``; ``x``, ``y`` are level-0 pixels,
         ``width``, ``height`` are pixels of ``level``. Areas outside the slide are white."""
 
+    def _check_region_args(self, width: int, height: int, level: int) -> None:
+        """ValueError unless ``width`` x ``height`` is a positive size and ``level`` exists."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"region size must be positive, got {width} x {height}")
+        if not 0 <= level < len(self.info.levels):
+            n = len(self.info.levels)
+            raise ValueError(f"{self.info.path}: level {level} does not exist (0..{n - 1})")
+
     def read_region_mpp(self, x: float, y: float, width: float, height: float, mpp: float) -> np.ndarray:
         """The level-0 box (x, y, width, height) resampled to ``mpp``.
 

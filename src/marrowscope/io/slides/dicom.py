@@ -323,11 +323,7 @@ class DicomSlide(SlideReader):
         return self._base_ds
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
-        if width <= 0 or height <= 0:
-            raise ValueError(f"region size must be positive, got {width} x {height}")
-        if not 0 <= level < len(self.info.levels):
-            n = len(self.info.levels)
-            raise ValueError(f"{self.info.path}: level {level} does not exist (0..{n - 1})")
+        self._check_region_args(width, height, level)
         lv = self.info.levels[level]
         lx, ly = math.floor(x / lv.downsample), math.floor(y / lv.downsample)
         x0, y0 = max(lx, 0), max(ly, 0)
