@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from marrowscope.cells import Box
+from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -89,3 +89,31 @@ def find_image(folder: Path, stem: str) -> Path | None:
             if cand.is_file():
                 return cand
     return None
+
+
+def image_annotations(
+    cells: list[Cell],
+    *,
+    image_path: Path,
+    width: int | None,
+    height: int | None,
+    source: str,
+    extra: dict[str, str],
+    dropped: int,
+    regions: list[Region] | None = None,
+    slide_id: str | None = None,
+) -> CellAnnotations:
+    """The :class:`CellAnnotations` of one image (``slide_id`` defaults to the image's file stem);
+    ``dropped`` > 0 is recorded as ``extra["dropped_boxes"]``."""
+    if dropped:
+        extra["dropped_boxes"] = str(dropped)
+    return CellAnnotations(
+        cells=tuple(cells),
+        regions=tuple(regions or ()),
+        slide_id=image_path.stem if slide_id is None else slide_id,
+        image_path=str(image_path),
+        width=width,
+        height=height,
+        source=source,
+        extra=extra,
+    )

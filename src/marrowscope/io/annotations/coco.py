@@ -19,7 +19,7 @@ from typing import Any
 
 from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
-from marrowscope.io.annotations._boxcheck import BoxPolicy, checked_box, image_size
+from marrowscope.io.annotations._boxcheck import BoxPolicy, checked_box, image_annotations, image_size
 from marrowscope.io.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -141,19 +141,11 @@ def read_coco(
     out = []
     for i, img in images.items():
         file_name = str(img["file_name"])
-        extra = {"format": "coco", "image_id": str(i)}
-        if dropped[i]:
-            extra["dropped_boxes"] = str(dropped[i])
         out.append(
-            CellAnnotations(
-                cells=tuple(cells[i]),
-                regions=tuple(regions[i]),
-                slide_id=Path(file_name).stem,
-                image_path=str(root / file_name),
-                width=sizes[i][0],
-                height=sizes[i][1],
-                source=str(path),
-                extra=extra,
+            image_annotations(
+                cells[i], image_path=root / file_name, width=sizes[i][0], height=sizes[i][1],
+                source=str(path), extra={"format": "coco", "image_id": str(i)}, dropped=dropped[i],
+                regions=regions[i], slide_id=Path(file_name).stem,
             )
         )
     logger.info("read %d images, %d annotations from %s", len(out), len(data["annotations"]), path)

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from marrowscope.cells import Cell, CellAnnotations
 from marrowscope.errors import InputError
-from marrowscope.io.annotations._boxcheck import BoxPolicy, checked_box, find_image, image_size
+from marrowscope.io.annotations._boxcheck import (
+    BoxPolicy,
+    checked_box,
+    find_image,
+    image_annotations,
+    image_size,
+)
 from marrowscope.io.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -118,17 +124,9 @@ def read_voc(
             continue
         cells.append(Cell(box=box, label=name, cell_id=i))
 
-    extra = {"format": "voc"}
-    if dropped:
-        extra["dropped_boxes"] = str(dropped)
-    return CellAnnotations(
-        cells=tuple(cells),
-        slide_id=image_path.stem,
-        image_path=str(image_path),
-        width=width,
-        height=height,
-        source=str(path),
-        extra=extra,
+    return image_annotations(
+        cells, image_path=image_path, width=width, height=height, source=str(path),
+        extra={"format": "voc"}, dropped=dropped,
     )
 
 

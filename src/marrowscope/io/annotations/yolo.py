@@ -26,7 +26,13 @@ from pathlib import Path
 
 from marrowscope.cells import Cell, CellAnnotations
 from marrowscope.errors import InputError
-from marrowscope.io.annotations._boxcheck import IMAGE_SUFFIXES, BoxPolicy, checked_box, image_size
+from marrowscope.io.annotations._boxcheck import (
+    IMAGE_SUFFIXES,
+    BoxPolicy,
+    checked_box,
+    image_annotations,
+    image_size,
+)
 from marrowscope.io.atomic import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -216,17 +222,9 @@ def read_yolo_file(
             dropped += 1
             continue
         cells.append(Cell(box=box, label=label, cell_id=n - 1, score=score))
-    extra = {"format": "yolo", "label_path": str(lpath)}
-    if dropped:
-        extra["dropped_boxes"] = str(dropped)
-    return CellAnnotations(
-        cells=tuple(cells),
-        slide_id=ipath.stem,
-        image_path=str(ipath),
-        width=width,
-        height=height,
-        source=str(lpath),
-        extra=extra,
+    return image_annotations(
+        cells, image_path=ipath, width=width, height=height, source=str(lpath),
+        extra={"format": "yolo", "label_path": str(lpath)}, dropped=dropped,
     )
 
 
