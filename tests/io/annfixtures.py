@@ -13,6 +13,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from marrowscope.io.slides.dicom import openslide_properties_item
+
 SM_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
@@ -52,14 +54,7 @@ def make_source_image(
     ds.Columns = 256
     ds.Rows = 256
     if openslide_properties is not None:
-        concept = Dataset()
-        concept.CodeValue = "121106"
-        concept.CodingSchemeDesignator = "DCM"
-        concept.CodeMeaning = "Comment"
-        item = Dataset()
-        item.ValueType = "TEXT"
-        item.ConceptNameCodeSequence = Sequence([concept])
-        item.TextValue = json.dumps(dict(openslide_properties), sort_keys=True)
+        item = openslide_properties_item(json.dumps(dict(openslide_properties), sort_keys=True))
         ds.AcquisitionContextSequence = Sequence([item])
     return ds
 

@@ -208,6 +208,22 @@ def find_slide_files(source: Path | Sequence[Path], series_uid: str | None = Non
     return next(iter(by_series.values()))
 
 
+def openslide_properties_item(properties_json: str) -> Any:
+    """The AcquisitionContextSequence item (TEXT, DCM 121106 "Comment") holding OpenSlide property JSON;
+    :func:`openslide_properties_from_dataset` reads it back."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    concept = Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator = COMMENT_CODE
+    concept.CodeMeaning = "Comment"
+    item = Dataset()
+    item.ValueType = "TEXT"
+    item.ConceptNameCodeSequence = Sequence([concept])
+    item.TextValue = properties_json
+    return item
+
+
 def openslide_properties_from_dataset(ds: Any) -> dict[str, str]:
     """OpenSlide properties stored as JSON in AcquisitionContextSequence (TEXT, DCM 121106 "Comment")."""
     out: dict[str, str] = {}

@@ -168,6 +168,8 @@ def _header_dataset(
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
+    from marrowscope.io.slides.dicom import openslide_properties_item
+
     ds = Dataset()
     ds.PatientID = patient_id
     if patient_age is not None:
@@ -183,15 +185,7 @@ def _header_dataset(
     ds.ContainerIdentifier = slide_id
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = MODEL_NAME
-    concept = Dataset()
-    concept.CodeValue = "121106"
-    concept.CodingSchemeDesignator = "DCM"
-    concept.CodeMeaning = "Comment"
-    item = Dataset()
-    item.ValueType = "TEXT"
-    item.ConceptNameCodeSequence = Sequence([concept])
-    item.TextValue = properties_json
-    ds.AcquisitionContextSequence = Sequence([item])
+    ds.AcquisitionContextSequence = Sequence([openslide_properties_item(properties_json)])
     return ds
 
 
