@@ -265,6 +265,17 @@ def _kind_key(kind: str, session: int | None) -> str:
     return f"session {session}" if kind == "session" and session is not None else kind
 
 
+def _tally_series(ref: Any, labels: Counter[str]) -> tuple[int, int]:
+    """Decode a consensus/unlabeled/ROI series: add its labels to ``labels``; return (unlabeled, rois)."""
+    ann = ref.load().annotations
+    if ref.kind == "consensus":
+        labels.update(ann.label_counts())
+        return 0, 0
+    if ref.kind == "unlabeled":
+        return len(ann.cells), 0
+    return 0, len(ann.regions)
+
+
 def summarize_cohort(path: str | Path, *, count_labels: bool = True) -> CohortSummary:
     """Patients, slides, ANN series by kind and per-label counts of a cohort folder.
 
@@ -291,23 +302,17 @@ def summarize_cohort(path: str | Path, *, count_labels: bool = True) -> CohortSu
             by_kind[key] += 1
             n_ann += 1
             if count_labels and ref.kind in ("consensus", "unlabeled", "roi"):
-                ann = ref.load().annotations
-                if ref.kind == "consensus":
-                    labels.update(ann.label_counts())
-                elif ref.kind == "unlabeled":
-                    n_unlabeled += len(ann.cells)
-                else:
-                    n_rois += len(ann.regions)
-        slide_files = tuple(getattr(entry, "slide_files", ()) or ())
+                du, dr = _tally_series(ref, labels)
+                n_unlabeled, n_rois = n_unlabeled + du, n_rois + dr
+        slide_files = tuple(entry.slide_files)
         n_slides += 1 if slide_files else 0
-        clinical = getattr(entry, "clinical", None)
-        diagnosis = getattr(clinical, "diagnosis", None) if clinical is not None else None
+        diagnosis = entry.clinical.diagnosis if entry.clinical is not None else None
         if diagnosis:
             diagnoses[str(diagnosis)] += 1
         patients.append(
             PatientSummary(
                 patient_id=str(entry.patient_id),
-                slide_id=getattr(entry, "slide_id", None),
+                slide_id=entry.slide_id,
                 n_slide_files=len(slide_files),
                 ann_series=dict(sorted(kinds.items())),
                 diagnosis=None if diagnosis is None else str(diagnosis),
@@ -326,8 +331,8 @@ def summarize_cohort(path: str | Path, *, count_labels: bool = True) -> CohortSu
         n_rois=n_rois,
         csv_label_counts=csv_counts,
         diagnoses=dict(sorted(diagnoses.items())),
-        n_orphan_series=len(getattr(cohort, "orphan_series", ()) or ()),
-        problems=tuple(str(p) for p in (getattr(cohort, "problems", ()) or ())),
+        n_orphan_series=len(cohort.orphan_series),
+        problems=tuple(str(p) for p in cohort.problems),
     )
 
 
@@ -357,13 +362,8 @@ def summarize_annotation_folder(
         per_patient.setdefault(pid, Counter())[key] += 1
         slide_of.setdefault(pid, ref.container_id)
         if count_labels and ref.kind in ("consensus", "unlabeled", "roi"):
-            ann = ref.load().annotations
-            if ref.kind == "consensus":
-                labels.update(ann.label_counts())
-            elif ref.kind == "unlabeled":
-                n_unlabeled += len(ann.cells)
-            else:
-                n_rois += len(ann.regions)
+            du, dr = _tally_series(ref, labels)
+            n_unlabeled, n_rois = n_unlabeled + du, n_rois + dr
     patients = tuple(
         PatientSummary(pid, slide_of.get(pid), n_slide_files=0, ann_series=dict(sorted(k.items())))
         for pid, k in sorted(per_patient.items())
