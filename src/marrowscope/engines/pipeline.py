@@ -70,6 +70,7 @@ class Models:
 
 def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
     """Load the three models named in ``cfg`` (bundled names or paths), with their hashes."""
+    from marrowscope.models.classifier import load_classifier
     from marrowscope.models.detector import load_detector
     from marrowscope.models.diagnosis import load_diagnosis_model
     from marrowscope.models.registry import resolve_model
@@ -79,7 +80,7 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
     det = load_detector(cfg.detector, device=device)
     p, _ = resolve_model(cfg.detector, task="detector")
     refs.append(ModelRef(str(cfg.detector), "detector", str(p), sha256_file(p)))
-    clf = load_classifier_checked(cfg.classifier, device)
+    clf = load_classifier(cfg.classifier, device=device)
     p, _ = resolve_model(cfg.classifier, task="classifier")
     refs.append(ModelRef(str(cfg.classifier), "classifier", str(p), sha256_file(p)))
     diag = None
@@ -88,12 +89,6 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
         diag = load_diagnosis_model(p, sha256=sha)
         refs.append(ModelRef(str(cfg.diagnosis), "diagnosis", str(p), sha256_file(p)))
     return Models(det, clf, diag, tuple(refs))
-
-
-def load_classifier_checked(name: str, device: str | None) -> CellClassifier:
-    from marrowscope.models.classifier import load_classifier
-
-    return load_classifier(name, device=device)
 
 
 def _detector_threshold(det: TileDetector, cfg: AnalysisConfig) -> float:
