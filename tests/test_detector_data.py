@@ -93,3 +93,43 @@ def test_yolo_dataset_arg(tmp_path: Path) -> None:
     assert s.load().shape == (40, 50, 3)
     with pytest.raises(InputError, match="FORMAT"):
         parse_dataset_arg(f"png:{root}")
+
+
+def _blood_root(root: Path) -> Path:
+    """A tiny data root in the BCCD (VOC) + TXL-PBC (YOLO) layout the blood recipe reads."""
+    from marrowscope.io.annotations.voc import write_voc_folder
+    from marrowscope.io.annotations.yolo import write_yolo_folder
+
+    def ann(path: Path) -> CellAnnotations:
+        Image.fromarray(np.full((48, 64, 3), 180, np.uint8)).save(path)
+        return CellAnnotations((Cell(Box(4, 4, 20, 20), "RBC"), Cell(Box(30, 8, 50, 30), "WBC")),
+                               image_path=str(path), width=64, height=48)
+
+    bccd = root / "bccd" / "BCCD"
+    (bccd / "JPEGImages").mkdir(parents=True)
+    for split, ids in (("train", ["b0", "b1"]), ("val", ["b2"]), ("test", ["b3"])):
+        write_voc_folder([ann(bccd / "JPEGImages" / f"{i}.jpg") for i in ids], bccd, split=split)
+    txl = root / "txl_pbc" / "TXL_PBC"
+    (root / "src").mkdir()
+    for split, ids in (("train", ["t0", "t1", "t2"]), ("val", ["t3"])):
+        anns = [ann(root / "src" / f"{i}.jpg") for i in ids]
+        write_yolo_folder(anns, txl, ("WBC", "RBC", "Platelet"), split)
+    (root / "txl_pbc" / "bccd_duplicates.csv").write_text(
+        "txl_path,txl_split,bccd_path,bccd_voc_split,dhash_distance\n"
+        "TXL_PBC/images/train/t0.jpg,train,BCCD/JPEGImages/b0.jpg,train,0\n"
+        "TXL_PBC/images/train/t1.jpg,train,BCCD/JPEGImages/b3.jpg,test,0\n")
+    return root
+
+
+def test_blood_recipe_uses_bccd_split_and_leaves_out_txl_copies(tmp_path: Path) -> None:
+    from marrowscope.data.detection_datasets import blood_recipe_samples
+
+    root = _blood_root(tmp_path)
+    train, val = blood_recipe_samples(root, bccd_repeats=3)
+    assert sorted(s.image_id for s in train) == ["b0"] * 3 + ["b1"] * 3 + ["t2", "t3"]
+    assert [s.image_id for s in val] == ["b2"]  # BCCD val, BCCD's own boxes; test never used
+    assert all(s.mpp == 0.075 for s in train + val)
+    assert [c.label for c in val[0].annotations] == ["RBC", "WBC"]
+    (root / "txl_pbc" / "bccd_duplicates.csv").unlink()
+    with pytest.raises(InputError, match="blood recipe data"):
+        blood_recipe_samples(root)

@@ -56,7 +56,7 @@ def train_detector_cmd(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
     init_weights: Path | None = typer.Option(
         None, "--init-weights",
-        help="Start from these detector weights (same classes and scale); with --recipe blood: stage 2."),
+        help="Start from these detector weights (same classes and scale), e.g. to fine-tune."),
     backbone_weights: Path | None = typer.Option(
         None, "--backbone-weights", help="Optional local ImageNet state dict for the backbone."),
 ) -> None:
@@ -66,7 +66,6 @@ def train_detector_cmd(
     from marrowscope.data import detection_datasets as dd
     from marrowscope.engines.train_detector import (
         DetectorTrainConfig,
-        blood_finetune_config,
         blood_recipe_config,
         synth_recipe_config,
         train_detector,
@@ -76,13 +75,10 @@ def train_detector_cmd(
     if recipe == "blood":
         if dataset:
             raise InputError("--dataset", "--recipe blood brings its own data; leave out --dataset")
-        train, val = dd.blood_recipe_samples(data_root, seed=seed)
-        if init_weights is not None:  # stage 2: a second, lower cosine cycle from the stage-1 weights
-            cfg = blood_finetune_config(str(init_weights), seed=seed, num_threads=threads,
-                                        max_minutes=max_minutes)
-        else:
-            cfg = blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes)
-        cfg = replace(cfg, device=device)
+        train, val = dd.blood_recipe_samples(data_root)
+        cfg = replace(blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes,
+                                          init_weights=str(init_weights) if init_weights else None),
+                      device=device)
     elif recipe == "synth":
         if len(dataset) != 1 or not dataset[0].startswith("cohort:"):
             raise InputError("--dataset", "--recipe synth needs one --dataset cohort:DIR (synthetic cohort)")

@@ -180,6 +180,16 @@ def build_detector(spec: WeightsSpec, backbone_weights: str | Path | None = None
     return model
 
 
+def image_tensor(image: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """An RGB uint8 (H, W, 3) array as the float (3, H, W) tensor in [0, 1] the detectors take.
+
+    Read-only or strided arrays (views from flips and rotations, PIL buffers) are copied first."""
+    import torch
+
+    arr = np.require(image, dtype=np.uint8, requirements=("C", "W"))
+    return torch.from_numpy(arr).to(device).permute(2, 0, 1).float().div(255.0)
+
+
 @dataclass(frozen=True)
 class TilePrediction:
     """Boxes (N, 4) x1,y1,x2,y2 in tile pixels at the model's mpp, scores (N,), labels (N,) as class
@@ -217,8 +227,7 @@ class Detector:
 
         if not tiles:
             return []
-        batch = [torch.from_numpy(np.ascontiguousarray(t)).to(self.device).permute(2, 0, 1).float() / 255.0
-                 for t in tiles]
+        batch = [image_tensor(t, self.device) for t in tiles]
         with torch.inference_mode():
             out = self.model(batch)
         return [
