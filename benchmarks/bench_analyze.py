@@ -1,6 +1,7 @@
 """Seconds per slide and peak memory of a whole-slide analysis (500-cell differential) on the CPU.
 
-Writes one synthetic slide (the demo slide: 6144 x 6144 px at 0.11 µm/px, DICOM) unless one is given,
+Writes one synthetic slide (6144 x 6144 px at 0.11 µm/px, DICOM, 2 ROIs: the demo slide until the demo
+grew to 4 ROIs on 8192 px) unless one is given,
 then times ``analyze_batch`` end to end (open, region choice, detection, classification, counting,
 diagnosis, all outputs incl. report.html) with the bundled models or the models given.
 

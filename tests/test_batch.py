@@ -215,7 +215,8 @@ def test_demo_runs_end_to_end_with_model_files(tmp_path, model_files) -> None:  
 
     cfg = AnalysisConfig(detector=str(model_files / "det.pt"), classifier=str(model_files / "clf.pt"),
                          diagnosis=str(model_files / "dx.skops"), tta=1)
-    r = run_demo(tmp_path / "demo", cfg, slide_size=2048, roi_size=640, cells_per_roi=12, progress=False)
+    r = run_demo(tmp_path / "demo", cfg, slide_size=2048, roi_size=640, n_rois=2, cells_per_roi=12,
+                 progress=False)
     assert r.report.is_file() and r.report.name == "report.html"
     summary = json.loads((r.report.parent / "summary.json").read_text())
     assert [g["source"] for g in summary["regions"]] == ["annotated ROI", "annotated ROI"]

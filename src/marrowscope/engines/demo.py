@@ -1,4 +1,4 @@
-"""``marrowscope demo``: a synthetic slide with two annotated ROIs, analysed end to end.
+"""``marrowscope demo``: a synthetic slide with four annotated ROIs, analysed end to end.
 
 The slide comes from the synthetic cohort generator (:mod:`marrowscope.data.synth.cohort`, one patient,
 DICOM WSI + a DICOM ANN ROI series in the IDC layout) and is analysed with the bundled models like any
@@ -46,15 +46,19 @@ def check_models(cfg: AnalysisConfig) -> None:
             ) from e
 
 
-def run_demo(out_dir: str | Path, cfg: AnalysisConfig | None = None, *, seed: int = 0, slide_size: int = 6144,
-             roi_size: int = 2048, cells_per_roi: int = 150, progress: bool = True) -> DemoResult:
-    """Write the demo slide into ``out_dir/demo-slide`` (reused when present) and analyse it."""
+def run_demo(out_dir: str | Path, cfg: AnalysisConfig | None = None, *, seed: int = 0, slide_size: int = 8192,
+             roi_size: int = 2048, n_rois: int = 4, cells_per_roi: int = 180, progress: bool = True
+             ) -> DemoResult:
+    """Write the demo slide into ``out_dir/demo-slide`` (reused when present) and analyse it.
+
+    Four ROIs of 180 boxed objects (~570 countable cells) give a full 500-cell differential, so the
+    demo report carries no "target not reached" warning; fewer ROIs fit the monolayer of a smaller slide."""
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
 
     cfg = cfg or AnalysisConfig()
     check_models(cfg)
     out = Path(out_dir)
-    synth = SynthConfig(n_patients=1, seed=seed, slide_size=slide_size, roi_size=roi_size, n_rois=2,
+    synth = SynthConfig(n_patients=1, seed=seed, slide_size=slide_size, roi_size=roi_size, n_rois=n_rois,
                         cells_per_roi=cells_per_roi, kind_weights={"roi_only": 1.0})
     slide_dir = out / DEMO_SLIDE_DIR
     log.info("writing the demo slide to %s", slide_dir)
