@@ -113,22 +113,16 @@ def _step_seconds(cfg: Any, prepared: list[Any], device: str, n: int = 14) -> fl
     import torch
 
     from marrowscope.data.augment import Augmenter
-    from marrowscope.engines.train_detector import _crop
-    from marrowscope.models.detector import build_detector, image_tensor
+    from marrowscope.engines.train_detector import training_batch
+    from marrowscope.models.detector import build_detector
 
     model = build_detector(cfg.spec()).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     aug, rng, times = Augmenter(cfg.augment), np.random.default_rng(0), []
     for _ in range(n):
         t = time.monotonic()
-        images, targets = [], []
-        for i in rng.integers(0, len(prepared), cfg.batch_size):
-            p = prepared[int(i)]
-            im, b = aug.image_boxes(p.image, p.boxes, rng)
-            im, b, lab = _crop(im, b, p.labels, cfg.crop_size, rng, cfg.min_visible)
-            images.append(image_tensor(im, device))
-            targets.append({"boxes": torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4).to(device),
-                            "labels": torch.as_tensor(lab, dtype=torch.int64).to(device)})
+        picked = [prepared[int(i)] for i in rng.integers(0, len(prepared), cfg.batch_size)]
+        images, targets = training_batch(picked, [rng] * len(picked), aug, cfg, device)
         loss = sum(model(images, targets).values())
         opt.zero_grad()
         loss.backward()

@@ -138,6 +138,23 @@ def _crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int, r
     return image, c[keep], labels[keep]
 
 
+def training_batch(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
+                   config: DetectorTrainConfig, device: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Augment and crop each prepared sample with its own generator: the model's (images, targets)."""
+    import torch
+
+    images, targets = [], []
+    for p, rng in zip(samples, rngs, strict=True):
+        img, boxes = aug.image_boxes(p.image, p.boxes, rng)
+        img, boxes, labels = _crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible)
+        images.append(image_tensor(img, device))
+        targets.append({
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(device),
+            "labels": torch.as_tensor(labels, dtype=torch.int64).to(device),
+        })
+    return images, targets
+
+
 _ARCH_PARAMS = ("anchor_sizes", "aspect_ratios", "fpn_channels", "representation_size")
 
 
@@ -291,17 +308,9 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
                        desc=f"epoch {epoch + 1}/{config.epochs}")
         while step_in_epoch < steps_per_epoch:
             idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-            images, targets = [], []
-            for i in idx:
-                rng = np.random.default_rng([config.seed, epoch, int(i)])
-                p = train_p[int(i) % n]
-                img, boxes = aug.image_boxes(p.image, p.boxes, rng)
-                img, boxes, labels = _crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible)
-                images.append(image_tensor(img, device))
-                targets.append({
-                    "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(device),
-                    "labels": torch.as_tensor(labels, dtype=torch.int64).to(device),
-                })
+            images, targets = training_batch(
+                [train_p[int(i) % n] for i in idx],
+                [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(global_step, total_steps, config)
             loss_dict = model(images, targets)
