@@ -16,11 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "io"))
 from annfixtures import make_source_image, save_source_image  # noqa: E402
 
 from marrowscope.cells import Box, Cell, CellAnnotations, Region  # noqa: E402
-from marrowscope.io.annotations.dicom_ann import (  # noqa: E402
-    read_dicom_ann,
-    write_dataset_series,
-    write_dicom_ann,
-)
+from marrowscope.io.annotations.dicom_ann import read_dicom_ann  # noqa: E402
+from marrowscope.io.annotations.dicom_ann_writer import write_dataset_series, write_dicom_ann  # noqa: E402
 from marrowscope.io.cohort import discover_cohort, load_patient_annotations  # noqa: E402
 from marrowscope.taxonomy import LABELS  # noqa: E402
 

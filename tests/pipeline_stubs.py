@@ -168,7 +168,7 @@ def write_dicom_slide(root, image: np.ndarray, *, mpp: float = 0.5, slide_id: st
     has regions, a DICOM ANN ROI series beside it. Returns the DicomSlideRef."""
     from pathlib import Path
 
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
     from marrowscope.io.slides.dicom_writer import deterministic_uid, write_dicom_wsi
 
     study = deterministic_uid("study", slide_id)

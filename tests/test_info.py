@@ -71,7 +71,7 @@ def test_info_png_with_mpp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_info_dicom_ann(slide: DicomSlideRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import pydicom
 
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
     src = pydicom.dcmread(slide.files[0], stop_before_pixels=True)
     out_path = write_dicom_ann(_cells(), tmp_path / "cons.dcm", source_image=src, kind="consensus")
@@ -107,7 +107,7 @@ def test_info_cohort(slide: DicomSlideRef, capsys: pytest.CaptureFixture[str]) -
     pytest.importorskip("marrowscope.io.cohort")
     import pydicom
 
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
     study = slide.folder.parent
     src = pydicom.dcmread(slide.files[0], stop_before_pixels=True)
@@ -144,7 +144,7 @@ def test_info_annotations_only_folder(slide: DicomSlideRef, tmp_path: Path) -> N
     """The annotations-only IDC download (slides not fetched yet) is summarised, not refused."""
     import pydicom
 
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
     src = pydicom.dcmread(slide.files[0], stop_before_pixels=True)
     write_dicom_ann(_cells(), tmp_path / "P1" / "S" / "ANN_c" / "c.dcm", source_image=src, kind="consensus")

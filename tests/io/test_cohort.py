@@ -12,7 +12,7 @@ from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
 from marrowscope.io.annotations.bmdeep_csv import dicom_to_csv, write_cells_csv, write_rois_csv
 from marrowscope.io.annotations.clinical import ClinicalRecord, write_clinical_csv
-from marrowscope.io.annotations.dicom_ann import write_dataset_series, write_dicom_ann
+from marrowscope.io.annotations.dicom_ann_writer import write_dataset_series, write_dicom_ann
 from marrowscope.io.cohort import discover_cohort, load_patient_annotations
 
 BOUNDS = {"openslide.bounds-x": "1000", "openslide.bounds-y": "500", "openslide.mpp-x": "0.11"}

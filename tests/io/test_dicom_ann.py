@@ -16,14 +16,12 @@ from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
 from marrowscope.io.annotations.dicom_ann import (
     check_references,
-    hex_to_cielab,
     merge_sessions,
     read_dicom_ann,
     read_dicom_ann_header,
     series_kind,
-    write_dataset_series,
-    write_dicom_ann,
 )
+from marrowscope.io.annotations.dicom_ann_writer import hex_to_cielab, write_dataset_series, write_dicom_ann
 from marrowscope.io.slides.base import SlideInfo, SlideLevel
 
 ANAT = Code("91723000", "SCT", "Anatomical structure")

@@ -62,7 +62,7 @@ def _write_ann(result: SlideResult, slide: SlideReader, path: Path) -> str | Non
                 "slide, so the predictions are in the cell table and GeoJSON only")
     if not result.cells.cells:
         return "no objects detected"
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
     models = ", ".join(f"{m.task} {m.name}" for m in result.run.models)
     try:

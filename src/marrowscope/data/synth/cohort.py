@@ -247,7 +247,7 @@ def _write_annotations(
     """Write the ANN series of one slide; return its record, CSV-frame annotations and JSON truth."""
     import pydicom
 
-    from marrowscope.io.annotations.dicom_ann import write_dicom_ann
+    from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
     p, fld = truth.patient, truth.field
     study_uid, sm_uid = truth.study_uid, truth.sm_uid
