@@ -133,3 +133,20 @@ def test_blood_recipe_uses_bccd_split_and_leaves_out_txl_copies(tmp_path: Path) 
     (root / "txl_pbc" / "bccd_duplicates.csv").unlink()
     with pytest.raises(InputError, match="blood recipe data"):
         blood_recipe_samples(root)
+
+
+def test_blood_recipe_cli_trains_with_an_epoch_override(tmp_path: Path) -> None:
+    import json
+
+    from marrowscope.cli.main import main
+
+    root = _blood_root(tmp_path / "data")
+    out = tmp_path / "run"
+    rc = main(["train", "detector", "--recipe", "blood", "--data-root", str(root), "--epochs", "1",
+               "--out", str(out)])
+    assert rc == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 1 and config["mpp"] == 0.1 and config["n_train"] == 8 and config["n_val"] == 1
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist) == 1 and hist[0]["val_ap50"] is not None  # validated on BCCD val after the last epoch
+    assert (out / "best.pt").is_file()

@@ -44,7 +44,8 @@ def train_detector_cmd(
     mpp: float = typer.Option(0.15, "--mpp", help="µm/px the model works at."),
     input_mpp: float | None = typer.Option(
         None, "--input-mpp", help="µm/px of images that carry no pixel size (default: taken at --mpp)."),
-    epochs: int = typer.Option(12, "--epochs", min=1),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Epochs (default: the recipe's; 12 without a recipe)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Grouped validation split of --dataset."),
@@ -102,12 +103,14 @@ def train_detector_cmd(
         else:
             train, val = dd.split_by_group(samples, val_fraction, seed)
         cfg = DetectorTrainConfig(
-            classes=names, arch=arch, mpp=mpp, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+            classes=names, arch=arch, mpp=mpp, epochs=epochs or 12, batch_size=batch_size, lr=lr, seed=seed,
             num_threads=threads, max_minutes=max_minutes, device=device,
             backbone_weights=str(backbone_weights) if backbone_weights else None,
             init_weights=str(init_weights) if init_weights else None,
             spec_params={"default_input_mpp": input_mpp} if input_mpp else {},
         )
+    if recipe is not None and epochs is not None:  # e.g. a longer schedule on a GPU
+        cfg = replace(cfg, epochs=epochs)
     typer.echo(f"training {cfg.arch} on {len(train)} images (validation {len(val)}), classes "
                f"{', '.join(cfg.classes)}, {cfg.epochs} epochs at {cfg.mpp} µm/px -> {out}", err=True)
     res = train_detector(train, val, cfg, out, resume=not no_resume)
