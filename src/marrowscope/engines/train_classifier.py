@@ -157,7 +157,7 @@ def train_classifier(
 
     if tuple(train.classes) != tuple(spec.classes):
         raise InputError("train", f"training classes {train.classes} differ from the spec {spec.classes}")
-    if train.images.shape[1] < int(spec.input_size or 0):
+    if train.images.shape[1] < spec.pixel_size:
         raise InputError("train", f"crops of {train.images.shape[1]} px are smaller than the input size "
                                   f"{spec.input_size}")
     out = Path(out_dir)
@@ -202,7 +202,7 @@ def train_classifier(
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     targets_all = torch.from_numpy(train.targets)
     kinds_all = torch.from_numpy(train.target_kind.astype(np.int64))
-    size = int(spec.input_size or 80)
+    size = spec.pixel_size
     t_start = time.time()
     finished = True
     for epoch in range(start_epoch, config.epochs):

@@ -124,11 +124,11 @@ class CellClassifier:
 
     @property
     def input_size(self) -> int:
-        return int(self.spec.input_size or DEFAULT_INPUT_SIZE)
+        return self.spec.pixel_size
 
     @property
     def mpp(self) -> float:
-        return float(self.spec.mpp or DEFAULT_MPP)
+        return self.spec.pixel_mpp
 
     @property
     def temperature(self) -> float:

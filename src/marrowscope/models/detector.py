@@ -96,7 +96,7 @@ def _fixed_scale_transform(spec: WeightsSpec) -> nn.Module:
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
             return image, target
 
-    size = int(spec.input_size or 512)
+    size = spec.pixel_size
     return FixedScaleTransform(
         min_size=size, max_size=size, image_mean=list(spec.mean), image_std=list(spec.std),
         size_divisible=32,
@@ -214,13 +214,11 @@ class Detector:
 
     @property
     def mpp(self) -> float:
-        if self.spec.mpp is None:
-            raise InputError(self.spec.arch, "detector weights carry no mpp")
-        return self.spec.mpp
+        return self.spec.pixel_mpp
 
     @property
     def tile_size(self) -> int:
-        return int(self.spec.input_size or 512)
+        return self.spec.pixel_size
 
     def __call__(self, tiles: Sequence[np.ndarray]) -> list[TilePrediction]:
         import torch

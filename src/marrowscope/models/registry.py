@@ -54,10 +54,21 @@ def list_models(bundled_dir: Path = BUNDLED_DIR) -> list[BundledModel]:
 
 
 def resolve_model(name_or_path: str | Path, task: str | None = None) -> tuple[Path, str | None]:
-    """Return ``(weights path, expected sha256 or None)`` for a bundled name or a file path."""
+    """Return ``(weights path, expected sha256 or None)`` for a bundled name or a file path.
+
+    For a path the expected hash is the bundled model's (when the path is a bundled file) or the
+    file's sidecar ``<file>.sha256``; None when neither exists (the loaders then rely on the digest
+    embedded in the file, or refuse it)."""
+    from marrowscope.models.weights import read_sidecar
+
     p = Path(name_or_path)
     if p.is_file():
-        return p, None
+        for m in list_models():
+            if m.path.exists() and m.path.resolve() == p.resolve():
+                if task is not None and m.task != task:
+                    raise InputError(name_or_path, f"bundled model is a {m.task}, not a {task}")
+                return p, m.sha256
+        return p, read_sidecar(p)
     for m in list_models():
         if m.name == str(name_or_path):
             if task is not None and m.task != task:
