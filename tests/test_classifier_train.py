@@ -102,7 +102,7 @@ def test_slide_cohort_dataset_and_evaluation(tmp_path):
     from marrowscope import taxonomy
     from marrowscope.data.classification_datasets import SOFT, load_slide_dataset
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
-    from marrowscope.eval.classification import evaluate_classifier
+    from marrowscope.engines.evaluate import evaluate_classifier
     from marrowscope.models.classifier import create_classifier
 
     generate_cohort(SynthConfig(n_patients=1, seed=3, slide_size=1536, roi_size=384, n_rois=1,

@@ -66,7 +66,7 @@ def evaluate_classifier_cmd(
     src_mpp: float | None = typer.Option(None, "--src-mpp", help="µm/px of crop images (pbc: 0.1)."),
 ) -> None:
     """Score a classifier on a labelled dataset at the dataset's granularity."""
-    from marrowscope.eval.classification import evaluate_classifier
+    from marrowscope.engines.evaluate import evaluate_classifier
 
     rep = evaluate_classifier(weights, dataset, out, tta=tta, eval_scheme=scheme, src_mpp=src_mpp,
                               threshold=threshold, progress=True)

@@ -138,7 +138,7 @@ def evaluate_detector_cmd(
 ) -> None:
     """AP@0.5, COCO AP@[.5:.95], per class, precision/recall at the threshold; writes OUT/metrics.json."""
     from marrowscope.data.detection_datasets import load_detection_dataset
-    from marrowscope.eval.detection import evaluate_detector
+    from marrowscope.engines.evaluate import evaluate_detector
     from marrowscope.models.detector import load_detector
 
     det = load_detector(weights, device=device)

@@ -26,6 +26,7 @@ from marrowscope.errors import InputError
 from marrowscope.io.atomic import write_text_atomic
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
+from marrowscope.report.status import SlideStatus
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +46,6 @@ class SlideJob:
     rois: CellAnnotations | None = None  # ROIs in the slide's level-0 frame
     rois_from: str | None = None
     csv_rois: tuple[Region, ...] = ()  # ROIs in the dataset CSV (MRXS) frame, shifted once opened
-
-
-@dataclass(frozen=True)
-class SlideStatus:
-    source: str
-    slide_id: str | None
-    status: str  # "done", "skipped" (done in an earlier run) or "failed"
-    reason: str | None = None
-    folder: str | None = None
-    n_counted: int | None = None
-    blast_pct: float | None = None
-    blast_ci: tuple[float, float] | None = None
-    suggestion: str | None = None
-    suggestion_p: float | None = None
-    rule_baseline: str | None = None
-    flags: tuple[str, ...] = ()
-    rois_from: str | None = None
-    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +132,10 @@ def _folder_jobs(folder: Path) -> list[SlideJob]:
     try:
         return _dicom_jobs(folder)
     except InputError:
-        from marrowscope.io.slides import IMAGE_SUFFIXES
-        from marrowscope.io.slides.openslide_ import OPENSLIDE_SUFFIXES
+        from marrowscope.io.formats import SLIDE_FILE_SUFFIXES
 
         files = sorted(f for f in folder.iterdir()
-                       if f.is_file() and f.suffix.lower() in OPENSLIDE_SUFFIXES + IMAGE_SUFFIXES)
+                       if f.is_file() and f.suffix.lower() in SLIDE_FILE_SUFFIXES)
         if not files:
             raise
         return [SlideJob(str(f)) for f in files]

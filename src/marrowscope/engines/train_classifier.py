@@ -34,6 +34,7 @@ from marrowscope.errors import InputError
 from marrowscope.io.atomic import atomic_path, write_text_atomic
 from marrowscope.models.classifier import CellClassifier, create_classifier, save_classifier
 from marrowscope.models.weights import WeightsSpec
+from marrowscope.runtime import isolated_state
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def predict_logits(clf: CellClassifier, images: np.ndarray, batch_size: int = 25
     return torch.cat(out).numpy() if out else np.zeros((0, len(clf.classes)), dtype=np.float32)
 
 
+@isolated_state
 def train_classifier(
     spec: WeightsSpec, train: CropSet, val: CropSet | None, out_dir: str | Path, config: TrainConfig,
     *, resume: bool = True, progress: bool = True,

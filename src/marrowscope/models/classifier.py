@@ -184,12 +184,13 @@ def make_spec(
 
 def create_classifier(spec: WeightsSpec, device: str = "cpu", seed: int = 0) -> CellClassifier:
     """A new randomly initialised classifier for ``spec`` (deterministic under ``seed``)."""
-    import torch
 
     if spec.task != "classifier":
         raise InputError(spec.arch, f"spec is for a {spec.task}, not a classifier")
-    torch.manual_seed(seed)
-    net = build_backbone(spec.arch, len(spec.classes), spec.params).to(device).eval()
+    from marrowscope.runtime import seeded
+
+    with seeded(seed):  # deterministic initialisation without touching the caller's generator
+        net = build_backbone(spec.arch, len(spec.classes), spec.params).to(device).eval()
     return CellClassifier(net=net, spec=spec, device=device)
 
 

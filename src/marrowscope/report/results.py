@@ -82,6 +82,7 @@ class RunRecord:
     started: str
     seconds: float
     timings: Mapping[str, float] = field(default_factory=dict)
+    device: str | None = None  # where the models ran: "cpu", "cuda", "cuda:1", ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class SlideResult:
                 "started": run.started,
                 "seconds": run.seconds,
                 "timings": dict(run.timings),
+                "device": run.device,
             },
         }
 
