@@ -66,3 +66,27 @@ def isolated_state(fn: F) -> F:
             np.random.set_state(np_state)
 
     return wrapper  # type: ignore[return-value]
+
+
+def resolve_device(device: str | None) -> str:
+    """``None``/``"auto"``: cuda when available, else cpu. A named device must exist: a clear
+    :class:`~marrowscope.errors.InputError` otherwise (never a torch traceback half-way through)."""
+    import torch
+
+    from marrowscope.errors import InputError
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    assert device is not None
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device", f"{device} requested but torch sees no CUDA GPU; use --device cpu")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError("--device", f"{device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError("--device", "mps requested but not available; use --device cpu")
+    elif device != "cpu":
+        raise InputError("--device", f"{device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device

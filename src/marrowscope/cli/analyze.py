@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,15 +26,37 @@ _CLF = typer.Option("classifier-synth", "--classifier", help="Cell classifier: b
 _DX = typer.Option("diagnosis-synth", "--diagnosis", help="Diagnosis model: bundled name, file, or 'none'.")
 _TARGET = typer.Option(500, "--target-cells", min=1, help="Countable cells for the differential (ICSH: 500).")
 _SEED = typer.Option(0, "--seed", help="Random seed (recorded in summary.json).")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _device(value: str) -> str:
+    if not _DEVICE_RE.match(value):
+        raise typer.BadParameter(f"{value!r}: use auto, cpu, cuda, cuda:N or mps")
+    if value not in ("auto", "cpu"):  # a named accelerator must exist: say so before any work starts
+        from marrowscope.runtime import resolve_device
+
+        try:
+            resolve_device(value)
+        except MarrowscopeError as e:
+            raise typer.BadParameter(getattr(e, "problem", str(e))) from e
+    return value
+
+
+_DEVICE = typer.Option("auto", "--device", callback=_device,
+                       help="Where the models run: auto (cuda when available), cpu, cuda, cuda:N or mps.")
+_THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's own).")
+_BATCH = typer.Option(4, "--batch-size", min=1, help="Tiles per detector call (larger is faster on a GPU).")
 
 
 def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, seed: int,
-            max_cells: int | None = None) -> AnalysisConfig:
+            max_cells: int | None = None, device: str = "auto", threads: int | None = None,
+            batch_size: int = 4) -> AnalysisConfig:
     from marrowscope.engines.pipeline import AnalysisConfig
 
     cfg = AnalysisConfig(detector=detector, classifier=classifier,
                          diagnosis=None if diagnosis.lower() == "none" else diagnosis,
-                         target_cells=target_cells, seed=seed)
+                         target_cells=target_cells, seed=seed, device=None if device == "auto" else device,
+                         threads=threads, batch_size=batch_size)
     return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
 
 
@@ -47,9 +70,13 @@ def analyze(
     target_cells: int = _TARGET,
     max_cells: int = typer.Option(5000, "--max-cells", min=1,
                                   help="Most cells counted while a blast interval straddles a threshold."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px for slides that lack it."),
+    mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px of slides that lack one (the "
+                                     "slide's scale; the models' own scales come from their weights)."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
+    device: str = _DEVICE,
+    threads: int | None = _THREADS,
+    batch_size: int = _BATCH,
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
@@ -57,7 +84,7 @@ def analyze(
     """
     from marrowscope.engines.batch import analyze_batch
 
-    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells)
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells, device, threads, batch_size)
     summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois)
     for s in summary.slides:
         if s.status == "failed":
@@ -82,10 +109,12 @@ def demo(
     diagnosis: str = _DX,
     target_cells: int = _TARGET,
     seed: int = _SEED,
+    device: str = _DEVICE,
+    threads: int | None = _THREADS,
 ) -> None:
     """Write a synthetic slide with two annotated ROIs and analyse it with the bundled models."""
     from marrowscope.engines.demo import run_demo
 
-    cfg = _config(detector, classifier, diagnosis, target_cells, seed)
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, device=device, threads=threads)
     result = run_demo(out, cfg, seed=seed)
     typer.echo(str(result.report))

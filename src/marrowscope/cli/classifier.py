@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from marrowscope.cli.app import evaluate_app, train_app
+from marrowscope.cli.app import evaluate_app, renamed_option, train_app
 
 _DATASET_HELP = "FORMAT:PATH with FORMAT pbc, imagefolder, synth or cohort."
 _ARCH_HELP = "msresnet_s, msresnet_m, tv:<name> or timm:<name>."
@@ -22,7 +22,9 @@ def train_classifier_cmd(
                                       "taxonomy classes PBC covers)."),
     arch: str = typer.Option("msresnet_s", "--arch", help=_ARCH_HELP),
     input_size: int = typer.Option(64, "--input-size", help="Crop side in pixels (weights contract)."),
-    mpp: float = typer.Option(0.45, "--mpp", help="Crop scale in µm/px (weights contract)."),
+    model_mpp: float | None = typer.Option(
+        None, "--model-mpp", help="µm/px of the model's crops (weights contract; default 0.45)."),
+    old_mpp: float | None = typer.Option(None, "--mpp", hidden=True, help="Deprecated: --model-mpp."),
     epochs: int = typer.Option(50, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(3e-3, "--lr"),
@@ -42,6 +44,8 @@ def train_classifier_cmd(
     """Train a cell classifier (resumes from OUT/checkpoint.pt)."""
     from marrowscope.engines.train_classifier import TrainConfig, train_from_dataset
 
+    mpp = renamed_option(old_mpp, model_mpp, "--mpp", "--model-mpp")
+    mpp = 0.45 if mpp is None else mpp
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, balance=balance, logit_adjust=logit_adjust,
                       seed=seed, num_threads=threads, device=device, max_minutes=max_minutes,
                       eval_every=eval_every)

@@ -75,12 +75,13 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
     """Load the three models named in ``cfg`` (bundled names or paths), with their hashes, on ``device``
     (else ``cfg.device``, else cuda when available)."""
     from marrowscope.models.classifier import load_classifier
-    from marrowscope.models.detector import default_device, load_detector
+    from marrowscope.models.detector import load_detector
     from marrowscope.models.diagnosis import load_diagnosis_model
     from marrowscope.models.registry import resolve_model
     from marrowscope.models.weights import sha256_file
+    from marrowscope.runtime import resolve_device
 
-    device = device or cfg.device or default_device()
+    device = resolve_device(device or cfg.device)
     refs = []
     det = load_detector(cfg.detector, device=device)
     p, _ = resolve_model(cfg.detector, task="detector")
