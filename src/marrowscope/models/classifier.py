@@ -233,3 +233,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def export_classifier(
+    weights: str | Path, out_dir: str | Path, *, name: str, training_data: str, description: str = "",
+    sections: list[dict[str, Any]] | None = None, half: bool = True,
+) -> Path:
+    """Write a bundled classifier folder: ``<name>.pt`` (fp16 by default, ``training_data`` stored in
+    its spec), ``meta.json`` (written by code: sha256, classes, training data, metrics), ``metrics.json``
+    (``sections`` from ``evaluate classifier --out`` runs) and the generated block of ``card.md``."""
+    from marrowscope.models.registry import write_bundle
+
+    sd, spec, extra = load_weights(weights, task="classifier")
+    spec = replace(spec, training_data=training_data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"{name}.pt"
+    save_weights(file, sd, spec, half=half, extra=extra, sidecar=False)
+    write_bundle(out, name=name, task="classifier", file=file, classes=spec.classes,
+                 training_data=training_data, description=description, sections=sections,
+                 extra={"arch": spec.arch, "mpp": spec.mpp, "input_size": spec.input_size,
+                        "scheme": spec.scheme})
+    return file
+

@@ -531,9 +531,11 @@ def _reindex(frame: Any, columns: Sequence[str]) -> Any:
 
 
 def save_diagnosis_model(
-    estimator: BaseEstimator, path: str | Path, training_summary: Mapping[str, Any] | None = None
+    estimator: BaseEstimator, path: str | Path, training_summary: Mapping[str, Any] | None = None,
+    *, sidecar: bool = True,
 ) -> Path:
-    """Write a fitted estimator with its input columns, class order and training summary (skops)."""
+    """Write a fitted estimator with its input columns, class order and training summary (skops), and
+    (``sidecar``) its sha256 in ``<file>.sha256`` (a bundled model has it in ``meta.json`` instead)."""
     import skops.io as sio
 
     from marrowscope.io.atomic import atomic_path
@@ -554,7 +556,8 @@ def save_diagnosis_model(
     }
     with atomic_path(path) as tmp:
         sio.dump(payload, tmp)
-    write_sidecar(path)
+    if sidecar:
+        write_sidecar(path)
     return Path(path)
 
 

@@ -76,3 +76,27 @@ def resolve_model(name_or_path: str | Path, task: str | None = None) -> tuple[Pa
             return m.path, m.sha256
     names = ", ".join(m.name for m in list_models() if task is None or m.task == task) or "none"
     raise InputError(name_or_path, f"no such file or bundled model (bundled: {names})")
+
+
+def write_bundle(
+    out_dir: str | Path, *, name: str, task: str, file: Path, classes: tuple[str, ...], training_data: str,
+    description: str = "", sections: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundled model's ``meta.json`` and ``metrics.json`` beside its weights ``file`` and render
+    the generated block of ``card.md`` (the hand-written rest of the card is kept; a stub is made
+    when there is none). ``sections``: card sections (see :mod:`marrowscope.models.cards`), e.g. from
+    :func:`marrowscope.models.cards.section_from_eval` over an ``evaluate --out`` metrics file."""
+    from marrowscope.io.atomic import write_text_atomic
+    from marrowscope.models.cards import METRICS_FILE, meta_metrics, sync_bundle
+    from marrowscope.models.weights import sha256_file, write_meta
+
+    out = Path(out_dir)
+    metrics = {"model": name, "sections": list(sections or [])}
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_meta(out / "meta.json", {
+        "name": name, "task": task, "file": file.name, "sha256": sha256_file(file), "classes": list(classes),
+        "training_data": training_data, "size_bytes": file.stat().st_size, "metrics": meta_metrics(metrics),
+        "description": description, **(extra or {}),
+    })
+    sync_bundle(out)
+    return out / "meta.json"
