@@ -381,6 +381,10 @@ def train_from_dataset(
         metrics["temperature"] = temperature
         write_text_atomic(out / "val_metrics.json", json.dumps(metrics, indent=1) + "\n")
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
+    kind = "synthetic cohort (marrowscope synth), " if fmt == "synth" else ""
+    clf = replace(clf, spec=replace(clf.spec, training_data=(
+        f"{kind}{dataset}: {len(train)} training / {len(val)} validation crops (grouped split, "
+        f"validation fraction {val_fraction}, seed {split_seed})")))
     save_classifier(out / "classifier.pt", clf, extra={"dataset": dataset, "epochs": res.epochs_done,
                                                        "n_train": len(train), "n_val": len(val)})
     return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train), n_val=len(val),
