@@ -473,3 +473,11 @@ def inspect_path(path: str | Path, *, count_labels: bool = True, mpp: float | No
     if headers[0].is_slide:
         return summarize_slide(p, mpp=mpp)
     return summarize_dicom_ann(p)
+
+
+def format_summary(s: Summary) -> str:
+    """Human-readable text of a summary (what ``marrowscope info`` prints)."""
+    from marrowscope.io.inspect_text import format_summary as fmt
+
+    return fmt(s)
+
