@@ -134,7 +134,7 @@ def test_cli_train_on_pbc_layout(tmp_path):
     assert clf.classes[0] == "promyelocyte" and clf.spec.scheme == "pbc_fine"
     assert clf.spec.params["scheme_def"]["mapping"]["segmented_basophil"] == "basophil"
     assert clf.temperature > 0 and clf.uncertain_threshold == 0.5
-    assert (clf.spec.training_data or "").startswith(f"pbc:{tmp_path / 'pbc'}: ")  # the weights say their data
+    assert (clf.spec.training_data or "").startswith(f"pbc:{tmp_path / 'pbc'}: ")
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert set(split["train"]).isdisjoint(split["val"]) and len(split["train"]) + len(split["val"]) == 24
     assert main(args) == 0  # resumes: nothing left to train, finalises again
