@@ -172,7 +172,8 @@ def plot_pr_curve(metrics: DetectionMetrics, path: str | Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title(f"PR at IoU 0.5 — mean AP50 {metrics.ap50:.3f}")
-    ax.legend(loc="lower left", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
