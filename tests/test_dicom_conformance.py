@@ -25,13 +25,9 @@ from pipeline_stubs import smear_image, stub_models, write_dicom_slide
 
 
 @pytest.fixture(autouse=True)
-def _dciodvfy() -> None:
+def _need_dciodvfy() -> None:
     """Skip locally without dicom3tools (naming the package); fail under CI, which installs it."""
-    global DCIODVFY
-    DCIODVFY = require_program("dciodvfy", "dicom3tools")
-
-
-DCIODVFY: str | None = None
+    require_program("dciodvfy", "dicom3tools")
 
 #: the one dciodvfy 2022 false positive we accept (see the module docstring)
 KNOWN_FALSE_POSITIVE = "Only valid for AnnotationCoordinateType of 3D - attribute <CommonZCoordinateValue>"
@@ -39,8 +35,8 @@ KNOWN_FALSE_POSITIVE = "Only valid for AnnotationCoordinateType of 3D - attribut
 
 def dciodvfy_errors(path: Path) -> list[str]:
     """The error lines dciodvfy reports for ``path``, without the known false positive."""
-    assert DCIODVFY is not None
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=120)
+    exe = require_program("dciodvfy", "dicom3tools")
+    run = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
     lines = (run.stdout + run.stderr).splitlines()
     return [ln for ln in lines if ln.startswith("Error") and KNOWN_FALSE_POSITIVE not in ln]
 
