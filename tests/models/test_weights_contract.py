@@ -81,12 +81,14 @@ def test_spec_is_validated_without_silent_defaults() -> None:
 
 def test_training_data_and_ood_stats_round_trip(tmp_path: Path) -> None:
     spec = _spec(training_data="synthetic only (marrowscope synth, seed 1)",
-                 ood_stats={"mean_rgb": [200.0, 150.0, 190.0], "n": 12})
+                 params={"ood": {"mean_rgb": [200.0, 150.0, 190.0], "n": 12}})
     p = tmp_path / "w.pt"
     save_weights(p, {"w": torch.ones(3)}, spec)
     _, loaded, _ = load_weights(p, task="classifier")
     assert loaded == spec and loaded.training_data.startswith("synthetic")  # type: ignore[union-attr]
     assert dict(loaded.ood_stats or {})["n"] == 12
+    with pytest.raises(WeightsSpecError, match="ood"):
+        _spec(params={"ood": [1, 2]})
 
 
 def test_save_writes_a_sidecar_that_is_checked(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Weights that carry their contract: task, architecture, classes, scale, input size, normalisation,
-the training data and (when measured) the statistics an out-of-distribution check compares against.
+the training data and (when measured, in ``params['ood']``) the statistics an out-of-distribution check
+compares against.
 
 A checkpoint is one ``torch.save`` file holding ``{"spec": dict, "state_dict": ..., "extra": ...,
 "content_sha256": str}``. Every weights file is hash-checked on loading:
@@ -64,8 +65,6 @@ class WeightsSpec:
     params: Mapping[str, Any] = field(default_factory=dict)  # architecture kwargs, thresholds, T, ...
     #: what the model was trained on (datasets, real or synthetic); None: not recorded in the file
     training_data: str | None = None
-    #: reference statistics of the training inputs for an out-of-distribution check, when measured
-    ood_stats: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -91,6 +90,16 @@ class WeightsSpec:
             raise WeightsSpecError(f"std must be positive, got {list(self.std)}")
         if self.training_data is not None and not isinstance(self.training_data, str):
             raise WeightsSpecError(f"training_data must be text, got {type(self.training_data).__name__}")
+        ood = self.params.get("ood")
+        if ood is not None and not isinstance(ood, Mapping):
+            raise WeightsSpecError(f"params['ood'] must be a mapping of statistics, not {type(ood).__name__}")
+
+    @property
+    def ood_stats(self) -> Mapping[str, Any] | None:
+        """Reference statistics of the training inputs for the out-of-distribution check
+        (``params['ood']``, written by :mod:`marrowscope.engines.ood`), when measured."""
+        ood = self.params.get("ood")
+        return ood if isinstance(ood, Mapping) else None
 
     @property
     def pixel_mpp(self) -> float:
@@ -112,7 +121,6 @@ class WeightsSpec:
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
         d["params"] = dict(self.params)
-        d["ood_stats"] = None if self.ood_stats is None else dict(self.ood_stats)
         return d
 
     @classmethod
@@ -129,7 +137,6 @@ class WeightsSpec:
         size = d["input_size"] if d.get("input_size") is not None else None
         if size is not None and (isinstance(size, bool) or float(size) != int(size)):
             raise WeightsSpecError(f"input_size must be a whole number of pixels, got {size!r}")
-        ood = d.get("ood_stats")
         return cls(
             task=str(d["task"]),
             arch=str(d["arch"]),
@@ -141,7 +148,6 @@ class WeightsSpec:
             scheme=d.get("scheme"),
             params=dict(d.get("params") or {}),
             training_data=d.get("training_data"),
-            ood_stats=None if ood is None else dict(ood),
         )
 
 
