@@ -335,9 +335,17 @@ def counts_from_cohort(folder: str | Path) -> CountsTable:
                 root, "no dicom/ folder and no csv/cells_labelled.csv: not a cohort folder "
                 "(for a plain table of counts pass the CSV file itself)",
             )
-        for slide_id, ann in read_cells_csv(cells).items():
+        by_slide = read_cells_csv(cells)
+        if by_slide and not any(c.label is not None for a in by_slide.values() for c in a.cells):
+            raise InputError(cells, "no expert labels: the labelled cells CSV lacks its "
+                                    "original_consensus_label column (or every value is empty)")
+        for slide_id, ann in by_slide.items():
+            labels = Counter(c.label for c in ann.cells if c.label is not None)
+            if not labels:
+                problems.append(f"slide {slide_id} has no expert labels; skipped")
+                continue
             slide_to_patient[slide_id] = patient_id_from_slide_id(slide_id)
-            per_slide[slide_id] = Counter(c.label for c in ann.cells if c.label is not None)
+            per_slide[slide_id] = labels
         if (csv_dir / "clinical.csv").is_file():
             clinical_records = read_clinical_csv(csv_dir / "clinical.csv")
     rows: dict[str, dict[str, float]] = {}
