@@ -340,12 +340,12 @@ def counts_from_cohort(folder: str | Path) -> CountsTable:
             raise InputError(cells, "no expert labels: the labelled cells CSV lacks its "
                                     "original_consensus_label column (or every value is empty)")
         for slide_id, ann in by_slide.items():
-            labels = Counter(c.label for c in ann.cells if c.label is not None)
-            if not labels:
+            counted = Counter(c.label for c in ann.cells if c.label is not None)
+            if not counted:
                 problems.append(f"slide {slide_id} has no expert labels; skipped")
                 continue
             slide_to_patient[slide_id] = patient_id_from_slide_id(slide_id)
-            per_slide[slide_id] = labels
+            per_slide[slide_id] = counted
         if (csv_dir / "clinical.csv").is_file():
             clinical_records = read_clinical_csv(csv_dir / "clinical.csv")
     rows: dict[str, dict[str, float]] = {}
