@@ -194,3 +194,54 @@ def test_a_killed_analyze_leaves_nothing_after_the_rerun(tmp_path: Path) -> None
     atomic._write_marker(left, whole=True)
     atomic.prepare_output_dir(out)
     assert not left.exists()
+
+
+# -------------------------------------------------------------------------------------------- point 7: CSV
+
+
+_NASTY = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "'=already", "'", "''",
+          "plain", "-1.5", "+3", "1e5"]
+
+
+def test_csv_escaping_round_trips_and_leaves_numbers() -> None:
+    from marrowscope.io.csvsafe import escape_cell, unescape_cell
+
+    for v in _NASTY:
+        e = escape_cell(v)
+        assert unescape_cell(e) == v
+        assert not (isinstance(e, str) and e[:1] in "=+-@\t\r") or e in ("-1.5", "+3")
+    assert escape_cell("-1.5") == "-1.5" and escape_cell(3) == 3
+
+
+def test_cohort_and_cell_csvs_hold_no_live_formula(tmp_path: Path) -> None:
+    import csv
+
+    from PIL import Image
+
+    from marrowscope.engines.batch import analyze_batch
+    from marrowscope.engines.pipeline import AnalysisConfig
+    from marrowscope.io.annotations.table import read_cell_table
+
+    name = "=HYPERLINK(1)"
+    img = tmp_path / f"{name}.png"
+    Image.fromarray(smear_image()).save(img)
+    s = analyze_batch([img], tmp_path / "out", AnalysisConfig(target_cells=20, tta=1), mpp=0.5,
+                      models=stub_models(), progress=False)
+    assert s.slides[0].status == "done" and s.slides[0].slide_id == name
+    for f in (tmp_path / "out" / "cohort.csv", Path(s.slides[0].folder or "") / "cells.csv"):
+        for row in csv.reader(f.open(newline="")):
+            assert not any(c[:1] in ("=", "+", "@", "\t", "\r") for c in row), (f, row)
+            assert not any(c[:1] == "-" and not c.lstrip("-").replace(".", "").replace("e", "").isdigit()
+                           for c in row), (f, row)
+    cells = read_cell_table(Path(s.slides[0].folder or "") / "cells.csv")  # our reader undoes it
+    assert cells.slide_id == name
+
+
+def test_dataset_csv_writers_round_trip_a_formula_slide_id(tmp_path: Path) -> None:
+    from marrowscope.cells import Box, Region
+    from marrowscope.io.annotations.bmdeep_csv import read_rois_csv, write_rois_csv
+
+    sid = "@evil"
+    write_rois_csv({sid: (Region(Box(0, 0, 10, 10), 1),)}, tmp_path / "r.csv")
+    assert "'@evil" in (tmp_path / "r.csv").read_text()
+    assert list(read_rois_csv(tmp_path / "r.csv")) == [sid]

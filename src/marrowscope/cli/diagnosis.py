@@ -32,9 +32,11 @@ def train_diagnosis(
     seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE, help="Random seed."),
 ) -> None:
     """Train the diagnosis model on the cohort's expert counts and save it (skops)."""
+    from marrowscope.io.atomic import check_writable_target
     from marrowscope.io.counts import read_counts
     from marrowscope.models.diagnosis import save_diagnosis_model, train_from_table
 
+    check_writable_target(out)  # e.g. --out naming the input table: refused before any work
     table = read_counts(cohort)
     for line in table.problems:
         typer.echo(f"note: {line}", err=True)

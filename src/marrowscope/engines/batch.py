@@ -28,13 +28,15 @@ from marrowscope.cells import CellAnnotations, Region
 from marrowscope.engines import fingerprint as fp
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
 from marrowscope.errors import InputError
-from marrowscope.io.atomic import check_writable_target, prepare_output_dir, write_text_atomic
+from marrowscope.io.atomic import check_writable_target, prepare_output_dir, write_probe, write_text_atomic
+from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
 
 log = logging.getLogger(__name__)
 
 BATCH_SUMMARY = "batch_summary.json"
+_AUTOMATIC = "automatic monolayer fields"
 COHORT_CSV = "cohort.csv"
 INDEX = "index.html"
 
@@ -283,6 +285,7 @@ class _Verdict:
     folder: Path
     reuse: dict[str, Any] | None = None  # the finished summary to reuse
     redo: str | None = None  # why a finished folder there is redone
+    rois_from: str | None = None  # where the reused result's regions came from
 
 
 def _decide(out_dir: Path, sid: str, slide_fp: Mapping[str, Any], settings: Mapping[str, Any],
@@ -316,7 +319,8 @@ def _decide(out_dir: Path, sid: str, slide_fp: Mapping[str, Any], settings: Mapp
     change = fp.settings_change(before.settings, settings)
     if change is not None:
         return _Verdict(folder, redo=change)
-    return _Verdict(folder, reuse=done)
+    rois = before.settings.get("rois")
+    return _Verdict(folder, reuse=done, rois_from=rois.get("from") if rois else _AUTOMATIC)
 
 
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
@@ -334,14 +338,14 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
     if job.slide_id is not None and job.slide_files:  # DICOM: decided before opening the slide
         v = _decide(out_dir, job.slide_id, _slide_fingerprint(job, None), settings(job.slide_id))
         if v.reuse is not None:
-            return _status_from_summary(job, v.reuse, "skipped", v.folder)
+            return _status_from_summary(job, v.reuse, "skipped", v.folder, v.rois_from)
     with _open(job, mpp) as slide:
         sid = slide.info.slide_id
         slide_fp = _slide_fingerprint(job, slide)
         now = settings(sid)
         v = _decide(out_dir, sid, slide_fp, now)
         if v.reuse is not None:
-            return _status_from_summary(job, v.reuse, "skipped", v.folder)
+            return _status_from_summary(job, v.reuse, "skipped", v.folder, v.rois_from)
         raw, rois_from = _pick_rois(job, sid, by_slide, for_all)
         rois = _in_slide_frame(raw, slide)
         from tqdm import tqdm
@@ -356,7 +360,7 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
         fingerprint = fp.Fingerprint(slide_fp, now).to_dict()
         outputs = write_slide_outputs(result, slide, out_dir, folder=v.folder, fingerprint=fingerprint)
     d = json.loads(outputs.summary.read_text(encoding="utf-8"))
-    st = _status_from_summary(job, d, "done", outputs.folder, rois_from or "automatic monolayer fields")
+    st = _status_from_summary(job, d, "done", outputs.folder, rois_from or _AUTOMATIC)
     if v.redo is not None:
         log.info("%s: redone: %s", sid, v.redo)
     return replace(st, redone_because=v.redo)
@@ -421,19 +425,36 @@ def analyze_batch(
             st = SlideStatus(job.source, job.slide_id, "failed", str(e))
         except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
             log.debug("slide %s failed", job.source, exc_info=True)
+            if (full := write_probe(out)) is not None:  # the output disk, not the slide: stop here
+                raise _cannot_write(out, full) from e
             st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
         if st.status == "failed":
             log.warning("%s", st.reason)
             st = replace(st, seconds=time.perf_counter() - t0)
         statuses.append(st)
-        _write_batch_summary(out, statuses, cfg)
-    summary = BatchSummary(out, tuple(statuses), out / BATCH_SUMMARY, out / COHORT_CSV, out / INDEX)
-    _write_batch_summary(out, statuses, cfg)
-    write_cohort_csv(summary.cohort_csv, statuses)
-    from marrowscope.report.index import write_index
+        _write_batch_level(out, statuses, cfg, final=False)
+    _write_batch_level(out, statuses, cfg, final=True)
+    return BatchSummary(out, tuple(statuses), out / BATCH_SUMMARY, out / COHORT_CSV, out / INDEX)
 
-    write_index(summary.index, statuses, out)
-    return summary
+
+def _cannot_write(out: Path, e: OSError) -> InputError:
+    return InputError(out, f"cannot write the outputs ({e.strerror or e}); finished slides are kept: free "
+                           "space (or make the folder writable) and rerun the same command")
+
+
+def _write_batch_level(out: Path, statuses: Sequence[SlideStatus], cfg: AnalysisConfig, *,
+                       final: bool) -> None:
+    """batch_summary.json (after every slide); cohort.csv and index.html at the end. A full or read-only
+    disk stops the batch with one message; every finished slide folder stays."""
+    try:
+        _write_batch_summary(out, statuses, cfg)
+        if final:
+            write_cohort_csv(out / COHORT_CSV, statuses)
+            from marrowscope.report.index import write_index
+
+            write_index(out / INDEX, statuses, out)
+    except OSError as e:
+        raise _cannot_write(out, e) from e
 
 
 def model_identities(cfg: AnalysisConfig, models: Models | None = None) -> dict[str, str]:
@@ -481,7 +502,7 @@ def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
     w = csv.writer(buf)
     w.writerow(COHORT_COLUMNS)
     for s in statuses:
-        w.writerow([
+        w.writerow(escape_row([  # a slide id like =HYPERLINK(...) must not become a live formula
             s.slide_id or "", s.status, "" if s.n_counted is None else s.n_counted,
             "" if s.blast_pct is None else f"{100 * s.blast_pct:.2f}",
             "" if s.blast_ci is None else f"{100 * s.blast_ci[0]:.2f}",
@@ -490,5 +511,5 @@ def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
             "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.rule_baseline or "",
             s.rois_from or "", "" if s.folder is None else f"{Path(s.folder).name}/report.html",
             s.reason or "", s.source,
-        ])
+        ]))
     return write_text_atomic(path, buf.getvalue())

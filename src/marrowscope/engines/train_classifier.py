@@ -32,7 +32,7 @@ from marrowscope.data.cell_augment import AugmentConfig, augment_batch, center_c
 from marrowscope.data.classification_datasets import SET, CropSet
 from marrowscope.engines.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from marrowscope.errors import InputError
-from marrowscope.io.atomic import write_text_atomic
+from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
 from marrowscope.models.classifier import CellClassifier, create_classifier, save_classifier
 from marrowscope.models.weights import WeightsSpec
 
@@ -161,8 +161,7 @@ def train_classifier(
     if train.images.shape[1] < int(spec.input_size or 0):
         raise InputError("train", f"crops of {train.images.shape[1]} px are smaller than the input size "
                                   f"{spec.input_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
@@ -265,6 +264,8 @@ def train_classifier(
                         epoch + 1)
             finished = False
             break
+    # again here: a run killed after its last checkpoint but before history.json resumes with no epoch left
+    write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
     ema_clf = CellClassifier(net=ema, spec=spec, device=device)
     save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
     best_path = out / "best.pt"
@@ -344,8 +345,7 @@ def train_from_dataset(
     else:
         sch = taxonomy.load_scheme(scheme or "bmdeep33")
         classes, scheme_name = tuple(sch.classes), sch.name
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)  # writable, stale temporaries gone: before the data is read
     if fmt in ("pbc", "imagefolder"):
         data, unmapped = load_image_dataset(fmt, root, classes, mpp=m, size=round(size * context),
                                             src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,

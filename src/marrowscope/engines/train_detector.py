@@ -233,11 +233,10 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     import torch
 
     from marrowscope.engines.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-    from marrowscope.io.atomic import write_text_atomic
+    from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
     from marrowscope.models.detector import default_device
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or default_device()
     spec = config.spec()
@@ -272,7 +271,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict()},
         indent=2, default=str) + "\n")
 
-    if epoch >= config.epochs:
+    if epoch >= config.epochs:  # finished: a kill after the last checkpoint may have cut history.json
+        write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
         return TrainResult(best_path if best_path.exists() else None, last_path, tuple(history), True, spent)
     train_p = prepare_samples(train, config.classes, config.mpp, progress)
     val_p = prepare_samples(val, config.classes, config.mpp, progress) if val else []

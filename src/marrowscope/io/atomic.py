@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -179,7 +180,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     make_dirs(target.parent)
     _refuse_foreign_dir(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PART, dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=PART, dir=target.parent))
     _write_marker(tmp, whole=True)
     lock = os.open(tmp / MARKER, os.O_RDONLY)
     fcntl.flock(lock, fcntl.LOCK_EX)  # held while building: a live run's temporary is not stale
@@ -187,7 +188,8 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         _refuse_foreign_dir(target)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old" + PART, dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old" + PART,
+                                        dir=target.parent))
             _write_marker(old, whole=True)  # unlocked: a kill right here leaves a removable leftover
             os.replace(target, old / "x")  # two renames, so the old folder is never half deleted in place
             os.replace(tmp, target)
@@ -221,6 +223,26 @@ def _lock_free(path: Path) -> bool:
     return True
 
 
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _only_marker_temps(folder: Path) -> bool:
+    """A temporary folder of a dead process killed before its marker was in place: empty, or the marker
+    half written."""
+    m = re.search(r"\.(\d+)\.[^.]+(\.old)?\.part$", folder.name)
+    if m is None or _pid_alive(m.group(1)):
+        return False
+    return all(c.name.startswith(f"{MARKER}.") and not _pid_alive(c.name[len(MARKER) + 1 : -len(".tmp")])
+               for c in folder.iterdir())
+
+
 def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporaries that killed marrowscope runs left in ``folder``; return what was removed.
 
@@ -232,17 +254,37 @@ def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
         return removed
     owned = owns_folder(root)
     for p in sorted(root.iterdir()):
+        if p.name.startswith(f"{MARKER}.") and p.name.endswith(".tmp") and p.is_file():
+            if not _pid_alive(p.name[len(MARKER) + 1 : -len(".tmp")]):
+                p.unlink(missing_ok=True)  # a marker update cut short
+                removed.append(p)
+            continue
         if not (p.name.startswith(".") and p.name.endswith(PART)) or p.is_symlink():
             continue
         if p.is_dir():
             marker = p / MARKER
-            if _read_marker(p) is not None and _lock_free(marker):
+            if _read_marker(p) is not None and _lock_free(marker) or (owned and _only_marker_temps(p)):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
         elif p.is_file() and owned and _lock_free(p):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def write_probe(folder: str | os.PathLike[str]) -> OSError | None:
+    """None when a small file can be written in ``folder`` now, else the error (disk full, read-only...)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=PART, dir=folder)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        return e
+    return None
 
 
 def prepare_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
@@ -252,12 +294,9 @@ def prepare_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Pat
     try:
         make_dirs(p)
         remove_stale_parts(p)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=PART, dir=p)
-        try:
-            os.write(fd, b"ok")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        error = write_probe(p)
+        if error is not None:
+            raise error
     except OSError as e:
         raise InputError(p, f"cannot write to this output folder ({e.strerror or e}); check its "
                             f"permissions and free space, or choose another {what}") from e

@@ -32,6 +32,7 @@ from marrowscope import taxonomy
 from marrowscope.errors import InputError
 from marrowscope.io.annotations.clinical import LAB_COLUMNS, ClinicalRecord, normalise_diagnosis
 from marrowscope.io.atomic import atomic_path
+from marrowscope.io.csvsafe import escape_frame, unescape_frame
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def read_counts_table(path: str | Path) -> CountsTable:
     if not p.is_file():
         raise InputError(p, "counts table not found")
     try:
-        df = pd.read_csv(p, sep=None, engine="python", dtype=str, keep_default_na=False)
+        df = unescape_frame(pd.read_csv(p, sep=None, engine="python", dtype=str, keep_default_na=False))
     except Exception as exc:  # noqa: BLE001
         raise InputError(p, f"cannot parse as CSV ({type(exc).__name__}: {exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -245,7 +246,7 @@ def write_counts_table(table: CountsTable, path: str | Path) -> Path:
     df = pd.concat([df, table.clinical], axis=1)
     df.index.name = "patient_id"
     with atomic_path(path) as tmp:
-        df.to_csv(tmp)
+        escape_frame(df).to_csv(tmp)
     return Path(path)
 
 
