@@ -367,9 +367,9 @@ def test_train_classifier_sigkill_then_resume_equals_uninterrupted(pbc: Path, tm
     ref = tmp_path / "ref"
     n = _events("classifier", ref, pbc)
     out = tmp_path / "out"
-    for k in _kill_points(n, 2):
-        r = _child("classifier", out, k, pbc)
-        assert r.returncode in (-9, 0), r.stderr[-3000:]
+    (k,) = _kill_points(n, 1)
+    r = _child("classifier", out, k, pbc)
+    assert r.returncode == -9, r.stderr[-3000:]
     assert _train_classifier_cli(pbc, out) == 0
     assert_same_outputs(ref, out)
 

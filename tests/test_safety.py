@@ -186,14 +186,35 @@ def test_stale_part_folders_of_a_killed_run_are_removed_live_ones_kept(tmp_path:
 
 
 def test_a_killed_analyze_leaves_nothing_after_the_rerun(tmp_path: Path) -> None:
-    """prepare_output_dir (called by analyze) sweeps the leftovers before the first slide."""
+    """SIGKILL while a slide's outputs are written (inside its .part folder); the rerun removes it."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from marrowscope.engines.batch import analyze_batch
+    from marrowscope.engines.pipeline import AnalysisConfig
+
+    img = tmp_path / "s.png"
+    Image.fromarray(smear_image()).save(img)
     out = tmp_path / "out"
-    atomic.make_dirs(out)
-    left = Path(os.path.join(out, ".s1.abcd.part"))
-    left.mkdir()
-    atomic._write_marker(left, whole=True)
-    atomic.prepare_output_dir(out)
-    assert not left.exists()
+    code = ("import os, sys\nimport marrowscope.report.html as h\n"
+            "from marrowscope.engines.batch import analyze_batch\n"
+            "from marrowscope.engines.pipeline import AnalysisConfig\n"
+            "from pipeline_stubs import stub_models\n"
+            "h.write_report = lambda *a, **k: os.kill(os.getpid(), 9)\n"
+            "analyze_batch([sys.argv[1]], sys.argv[2], AnalysisConfig(target_cells=20, tta=1), mpp=0.5,\n"
+            "              models=stub_models(), progress=False)\n")
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(atomic.__file__).parents[2]), str(tests)])}
+    r = subprocess.run([sys.executable, "-c", code, str(img), str(out)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert [p for p in out.iterdir() if p.name.endswith(".part")]  # the kill left its temporary
+    s = analyze_batch([img], out, AnalysisConfig(target_cells=20, tta=1), mpp=0.5, models=stub_models(),
+                      progress=False)
+    assert s.slides[0].status == "done"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
 
 
 # -------------------------------------------------------------------------------------------- point 7: CSV
