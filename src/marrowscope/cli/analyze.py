@@ -56,7 +56,8 @@ def analyze(
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
-    Finished slides (out/<slide>/summary.json present) are skipped, so an interrupted run can be restarted.
+    A finished slide is reused when its slide and settings match (else redone, and batch_summary.json says
+    why), so an interrupted run is restarted with the same command.
     """
     from marrowscope.engines.batch import analyze_batch
 

@@ -68,7 +68,7 @@ def owns_file(path: str | os.PathLike[str]) -> bool:
     return isinstance(files, list) and p.name in files
 
 
-def _claim_file(path: Path) -> None:
+def claim_file(path: Path) -> None:
     """Record in the marker of ``path``'s folder that marrowscope wrote it (under a lock: many writers)."""
     folder = path.parent
     if owns_folder(folder):
@@ -141,7 +141,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         yield tmp_path
         _refuse_foreign_file(target)  # nothing foreign appeared there in the meantime
         os.replace(tmp_path, target)
-        _claim_file(target)
+        claim_file(target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
