@@ -6,7 +6,8 @@ MODE: ``analyze`` (the stub-model batch over the images in DATA), ``classifier``
 classifier`` on the PBC-layout folder DATA) or ``detector`` (the detector loop on tiny images).
 KILL_AT: the number of the side-effecting event (a file write, rename, temporary, checkpoint, detector
 call or optimiser step) before which the process kills itself with SIGKILL; ``-1`` runs to the end and
-prints ``EVENTS <n>``, the number of events an uninterrupted run has.
+prints ``EVENTS <n>``. :func:`count_events` counts them in the test's own process (an uninterrupted
+reference run), so only the killed runs pay for a new process.
 """
 
 from __future__ import annotations
@@ -39,24 +40,30 @@ def _hooked(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _install_hooks() -> None:
+def install_hooks(put: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Count (and kill at) every side-effecting event; ``put`` is ``setattr`` or a monkeypatch's."""
     import torch
 
-    os.replace = _hooked(os.replace)  # type: ignore[assignment]
-    tempfile.mkstemp = _hooked(tempfile.mkstemp)  # type: ignore[assignment]
-    tempfile.mkdtemp = _hooked(tempfile.mkdtemp)  # type: ignore[assignment]
-    Path.write_text = _hooked(Path.write_text)  # type: ignore[method-assign]
-    Path.write_bytes = _hooked(Path.write_bytes)  # type: ignore[method-assign]
-    torch.save = _hooked(torch.save)
-    torch.optim.AdamW.step = _hooked(torch.optim.AdamW.step)  # type: ignore[method-assign]
+    from pipeline_stubs import BlobDetector
+
+    for owner, name in ((os, "replace"), (tempfile, "mkstemp"), (tempfile, "mkdtemp"), (Path, "write_text"),
+                        (Path, "write_bytes"), (torch, "save"), (torch.optim.AdamW, "step"),
+                        (BlobDetector, "__call__")):
+        put(owner, name, _hooked(getattr(owner, name)))
+
+
+def count_events(mode: str, out: Path, data: Path, put: Callable[[Any, str, Any], None]) -> int:
+    """Run ``mode`` in this process with the hooks installed (no kill); the number of its events."""
+    _count[0], _kill_at[0] = 0, -1
+    install_hooks(put)
+    run(mode, out, data)
+    return _count[0]
 
 
 def run(mode: str, out: Path, data: Path) -> None:
     if mode == "analyze":
         from marrowscope.engines.batch import analyze_batch
-        from pipeline_stubs import BlobDetector, stub_models
-
-        BlobDetector.__call__ = _hooked(BlobDetector.__call__)  # type: ignore[method-assign]
+        from pipeline_stubs import stub_models
         from test_faults import CFG
 
         analyze_batch([data], out, CFG, mpp=0.5, models=stub_models(), progress=False)
@@ -80,6 +87,6 @@ def run(mode: str, out: Path, data: Path) -> None:
 if __name__ == "__main__":
     mode, out, kill_at, data = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     _kill_at[0] = kill_at
-    _install_hooks()
+    install_hooks()
     run(mode, out, data)
     print(f"EVENTS {_count[0]}", flush=True)
