@@ -324,4 +324,5 @@ def write_report(result: SlideResult, slide: SlideReader | None, path: str | Pat
                  files: Mapping[str, Any] | None = None, per_class: int = 12,
                  review: Mapping[str, Any] | None = None) -> Path:
     """Write the report to ``path`` (atomically)."""
-    return write_text_atomic(path, render_report(result, slide, files=files, per_class=per_class, review=review))
+    html = render_report(result, slide, files=files, per_class=per_class, review=review)
+    return write_text_atomic(path, html)

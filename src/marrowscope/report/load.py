@@ -33,7 +33,9 @@ def read_summary(folder: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(p, f"cannot read summary.json ({e}); rerun `marrowscope analyze` on this slide") from e
+        raise InputError(
+            p, f"cannot read summary.json ({e}); rerun `marrowscope analyze` on this slide"
+        ) from e
     if not isinstance(data, dict) or "slide" not in data or "differential" not in data:
         raise InputError(p, "summary.json lacks 'slide' or 'differential'; rerun `marrowscope analyze`")
     return data
@@ -63,8 +65,16 @@ def differential_from_dict(d: Mapping[str, Any]) -> Differential:
         me_ratio=None if d.get("me_ratio") is None else float(d["me_ratio"]),
         maturation=dict(d.get("maturation") or {}),
         not_counted={k: int(v) for k, v in (d.get("not_counted") or {}).items()},
-        flags=tuple(Flag(f["name"], float(f["threshold"]), float(f["estimate"]), _interval(f["interval"]),
-                         f.get("cells_needed")) for f in d.get("flags", [])),
+        flags=tuple(
+            Flag(
+                f["name"],
+                float(f["threshold"]),
+                float(f["estimate"]),
+                _interval(f["interval"]),
+                f.get("cells_needed"),
+            )
+            for f in d.get("flags", [])
+        ),
         z=float(d.get("z", 1.96)),
     )
 
@@ -73,20 +83,28 @@ def _diagnosis(d: Mapping[str, Any] | None) -> DiagnosisResult | None:
     if not d:
         return None
     return DiagnosisResult(
-        model=str(d["model"]), classes=tuple(d["classes"]),
+        model=str(d["model"]),
+        classes=tuple(d["classes"]),
         probabilities={k: float(v) for k, v in d["probabilities"].items()},
-        suggestion=str(d["suggestion"]), rule_baseline=str(d["rule_baseline"]),
-        rule_reason=str(d.get("rule_reason", "")), unused_labels=tuple(d.get("unused_labels", ())),
+        suggestion=str(d["suggestion"]),
+        rule_baseline=str(d["rule_baseline"]),
+        rule_reason=str(d.get("rule_reason", "")),
+        unused_labels=tuple(d.get("unused_labels", ())),
     )
 
 
 def _run(d: Mapping[str, Any]) -> RunRecord:
     return RunRecord(
-        marrowscope_version=str(d.get("marrowscope_version", "")), python=str(d.get("python", "")),
-        platform=str(d.get("platform", "")), packages=dict(d.get("packages") or {}),
+        marrowscope_version=str(d.get("marrowscope_version", "")),
+        python=str(d.get("python", "")),
+        platform=str(d.get("platform", "")),
+        packages=dict(d.get("packages") or {}),
         models=tuple(ModelRef(m["name"], m["task"], m["path"], m["sha256"]) for m in d.get("models", [])),
-        config=dict(d.get("config") or {}), seed=int(d.get("seed", 0)), started=str(d.get("started", "")),
-        seconds=float(d.get("seconds", 0.0)), timings=dict(d.get("timings") or {}),
+        config=dict(d.get("config") or {}),
+        seed=int(d.get("seed", 0)),
+        started=str(d.get("started", "")),
+        seconds=float(d.get("seconds", 0.0)),
+        timings=dict(d.get("timings") or {}),
     )
 
 
@@ -103,17 +121,33 @@ def load_slide_result(folder: str | Path, summary: Mapping[str, Any] | None = No
     """The :class:`SlideResult` that ``analyze`` wrote into ``folder``."""
     d = summary if summary is not None else read_summary(folder)
     s = d["slide"]
-    slide = SlideSummary(path=str(s["path"]), slide_id=str(s["slide_id"]), format=str(s["format"]),
-                         width=int(s["width"]), height=int(s["height"]),
-                         mpp=None if s.get("mpp") is None else float(s["mpp"]), patient_id=s.get("patient_id"))
+    slide = SlideSummary(
+        path=str(s["path"]),
+        slide_id=str(s["slide_id"]),
+        format=str(s["format"]),
+        width=int(s["width"]),
+        height=int(s["height"]),
+        mpp=None if s.get("mpp") is None else float(s["mpp"]),
+        patient_id=s.get("patient_id"),
+    )
     regions = tuple(
-        RegionResult(roi_id=int(r["roi_id"]), box=_interval(r["box"][:2]) + _interval(r["box"][2:]),
-                     source=str(r["source"]), verdict=str(r["verdict"]), coverage=r.get("coverage"),
-                     nuclear=r.get("nuclear"), n_cells=int(r["n_cells"]))
+        RegionResult(
+            roi_id=int(r["roi_id"]),
+            box=_interval(r["box"][:2]) + _interval(r["box"][2:]),
+            source=str(r["source"]),
+            verdict=str(r["verdict"]),
+            coverage=r.get("coverage"),
+            nuclear=r.get("nuclear"),
+            n_cells=int(r["n_cells"]),
+        )
         for r in d.get("regions", [])
     )
     return SlideResult(
-        slide=slide, regions=regions, cells=read_slide_cells(folder),
-        differential=differential_from_dict(d["differential"]), diagnosis=_diagnosis(d.get("diagnosis")),
-        run=_run(d.get("run") or {}), warnings=tuple(str(w) for w in d.get("warnings", [])),
+        slide=slide,
+        regions=regions,
+        cells=read_slide_cells(folder),
+        differential=differential_from_dict(d["differential"]),
+        diagnosis=_diagnosis(d.get("diagnosis")),
+        run=_run(d.get("run") or {}),
+        warnings=tuple(str(w) for w in d.get("warnings", [])),
     )

@@ -49,15 +49,21 @@ class Catalog:
         if not self.out_dir.is_dir():
             raise InputError(out_dir, "no such folder; pass the --out folder of `marrowscope analyze`")
         if (self.out_dir / SUMMARY).is_file():
-            raise InputError(out_dir, "this is the folder of one slide; pass its parent (the --out folder of "
-                                      "`marrowscope analyze`)")
+            raise InputError(
+                out_dir,
+                "this is the folder of one slide; pass its parent (the --out folder of "
+                "`marrowscope analyze`)",
+            )
         entries: dict[str, CatalogEntry] = {}
         for f in sorted(p for p in self.out_dir.iterdir() if p.is_dir() and p.name != STORE_DIR):
             if (f / SUMMARY).is_file():
                 entries[f.name] = CatalogEntry(f.name, f, read_summary(f))
         if not entries:
-            raise InputError(out_dir, "no analysed slide here (no <slide>/summary.json); run "
-                                      "`marrowscope analyze SLIDES --out OUT` first")
+            raise InputError(
+                out_dir,
+                "no analysed slide here (no <slide>/summary.json); run "
+                "`marrowscope analyze SLIDES --out OUT` first",
+            )
         self.entries = entries
         self._results: dict[str, SlideResult] = {}
         self._lock = threading.Lock()

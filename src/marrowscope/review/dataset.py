@@ -42,8 +42,11 @@ def reviewed_slides(out_dir: str | Path) -> list[ReviewedSlide]:
     from marrowscope.review.tally import apply_corrections
 
     if not (Path(out_dir) / STORE_DIR).is_dir():
-        raise InputError(out_dir, "no review here (no marrowscope-review folder); review the slides first "
-                                  "with `marrowscope review OUT`")
+        raise InputError(
+            out_dir,
+            "no review here (no marrowscope-review folder); review the slides first "
+            "with `marrowscope review OUT`",
+        )
     catalog = Catalog(out_dir)
     store = ReviewStore(out_dir)
     out = []
@@ -54,18 +57,36 @@ def reviewed_slides(out_dir: str | Path) -> list[ReviewedSlide]:
         result = catalog.result(key)
         cells = apply_corrections(result.cells, store.corrections(key))
         validated = review.status == "validated"
-        keep = [r.cell for r in cells if r.cell.label is not None
-                and (r.state in VOUCHED_STATES or (validated and r.state == "pending"))]
+        keep = [
+            r.cell
+            for r in cells
+            if r.cell.label is not None
+            and (r.state in VOUCHED_STATES or (validated and r.state == "pending"))
+        ]
         if keep:
             s = result.slide
-            out.append(ReviewedSlide(key, s.path, s.mpp, s.patient_id or s.slide_id, review.status,
-                                     result.cells.with_cells(keep)))
+            out.append(
+                ReviewedSlide(
+                    key,
+                    s.path,
+                    s.mpp,
+                    s.patient_id or s.slide_id,
+                    review.status,
+                    result.cells.with_cells(keep),
+                )
+            )
     return out
 
 
 def load_reviewed_dataset(
-    root: str | Path, classes: Sequence[str], *, mpp: float, size: int, scheme: Any = None,
-    progress: bool = False, keep_all: bool = False,
+    root: str | Path,
+    classes: Sequence[str],
+    *,
+    mpp: float,
+    size: int,
+    scheme: Any = None,
+    progress: bool = False,
+    keep_all: bool = False,
 ) -> tuple[Any, dict[str, int]]:
     """A :class:`~marrowscope.data.classification_datasets.CropSet` of the reviewed cells of ``root``
     (HARD targets from the reviewer's labels), and the counts of labels outside ``classes``."""
@@ -102,8 +123,13 @@ def load_reviewed_dataset(
     if not rows:
         raise InputError(root, f"no reviewed cell maps to the classes {list(classes)} (skipped: {skipped})")
     cs = CropSet(
-        images=np.concatenate(images), targets=np.stack(rows).astype(np.float32),
-        target_kind=np.full(len(rows), HARD, dtype=np.int8), classes=tuple(classes), labels=tuple(labels),
-        source_labels=tuple(labels), groups=np.array(groups, dtype=np.int64), ids=tuple(ids),
+        images=np.concatenate(images),
+        targets=np.stack(rows).astype(np.float32),
+        target_kind=np.full(len(rows), HARD, dtype=np.int8),
+        classes=tuple(classes),
+        labels=tuple(labels),
+        source_labels=tuple(labels),
+        groups=np.array(groups, dtype=np.int64),
+        ids=tuple(ids),
     )
     return cs, skipped

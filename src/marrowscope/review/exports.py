@@ -70,20 +70,48 @@ def _csv(rows: Sequence[Sequence[object]]) -> str:
 
 def _states_csv(cells: Sequence[ReviewedCell]) -> str:
     rows: list[Sequence[object]] = [("cell_id", "model_label", "state", "label", "version", "added")]
-    rows += [(r.cell_id, r.model_label or "", r.state, r.cell.label or "", r.version, int(r.added)) for r in cells]
+    rows += [
+        (r.cell_id, r.model_label or "", r.state, r.cell.label or "", r.version, int(r.added)) for r in cells
+    ]
     return _csv(rows)
 
 
 def _audit_csv(edits: Sequence[Edit]) -> str:
-    rows: list[Sequence[object]] = [("seq", "at", "reviewer", "cell_id", "action", "old_state", "new_state",
-                                     "old_label", "new_label", "box")]
-    rows += [(e.seq, e.at, e.reviewer, "" if e.cell_id is None else e.cell_id, e.action, e.old_state or "",
-              e.new_state or "", e.old_label or "", e.new_label or "",
-              "" if e.box is None else " ".join(f"{v:.1f}" for v in e.box)) for e in edits]
+    rows: list[Sequence[object]] = [
+        (
+            "seq",
+            "at",
+            "reviewer",
+            "cell_id",
+            "action",
+            "old_state",
+            "new_state",
+            "old_label",
+            "new_label",
+            "box",
+        )
+    ]
+    rows += [
+        (
+            e.seq,
+            e.at,
+            e.reviewer,
+            "" if e.cell_id is None else e.cell_id,
+            e.action,
+            e.old_state or "",
+            e.new_state or "",
+            e.old_label or "",
+            e.new_label or "",
+            "" if e.box is None else " ".join(f"{v:.1f}" for v in e.box),
+        )
+        for e in edits
+    ]
     return _csv(rows)
 
 
-def _write_ann(ann: CellAnnotations, slide: SlideReader | None, path: Path, review: SlideReview) -> str | None:
+def _write_ann(
+    ann: CellAnnotations, slide: SlideReader | None, path: Path, review: SlideReview
+) -> str | None:
     base = getattr(slide, "base_dataset", None)
     if slide is None or base is None or slide.info.format != "dicom":
         return "the slide is not DICOM; a DICOM ANN must reference a DICOM slide"
@@ -92,14 +120,21 @@ def _write_ann(ann: CellAnnotations, slide: SlideReader | None, path: Path, revi
         return "no labelled cells"
     from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
-    write_dicom_ann(labelled, path, source_image=base(), kind="consensus", generation="MANUAL",
-                    series_description=f"marrowscope reviewed cells ({review.status})"[:64],
-                    software_versions=f"marrowscope {__version__} review")
+    write_dicom_ann(
+        labelled,
+        path,
+        source_image=base(),
+        kind="consensus",
+        generation="MANUAL",
+        series_description=f"marrowscope reviewed cells ({review.status})"[:64],
+        software_versions=f"marrowscope {__version__} review",
+    )
     return None
 
 
-def reviewed_result(model: SlideResult, cells: Sequence[ReviewedCell],
-                    diagnosis: DiagnosisResult | None) -> SlideResult:
+def reviewed_result(
+    model: SlideResult, cells: Sequence[ReviewedCell], diagnosis: DiagnosisResult | None
+) -> SlideResult:
     """``model`` with the corrected cells, differential and diagnosis (for the reviewed report)."""
     ann = export_annotations(model.cells, cells)
     diff = reviewed_differential(cells)
@@ -108,13 +143,26 @@ def reviewed_result(model: SlideResult, cells: Sequence[ReviewedCell],
         if c.roi_id is not None:
             n_by_roi[c.roi_id] = n_by_roi.get(c.roi_id, 0) + 1
     regions = tuple(replace(r, n_cells=n_by_roi.get(r.roi_id, 0)) for r in model.regions)
-    return replace(model, cells=ann, differential=diff, diagnosis=diagnosis, regions=regions,
-                   warnings=tuple(w for w in model.warnings if not w.startswith("blast interval")))
+    return replace(
+        model,
+        cells=ann,
+        differential=diff,
+        diagnosis=diagnosis,
+        regions=regions,
+        warnings=tuple(w for w in model.warnings if not w.startswith("blast interval")),
+    )
 
 
-def write_review_exports(target: Path, model: SlideResult, cells: Sequence[ReviewedCell],
-                         diagnosis: DiagnosisResult | None, review: SlideReview, edits: Sequence[Edit],
-                         slide: SlideReader | None, model_report: str) -> ReviewExport:
+def write_review_exports(
+    target: Path,
+    model: SlideResult,
+    cells: Sequence[ReviewedCell],
+    diagnosis: DiagnosisResult | None,
+    review: SlideReview,
+    edits: Sequence[Edit],
+    slide: SlideReader | None,
+    model_report: str,
+) -> ReviewExport:
     """Write every export of one reviewed slide into ``target`` (see the module docstring)."""
     from marrowscope.io.annotations.geojson import write_geojson
     from marrowscope.io.annotations.table import write_cell_table
@@ -134,13 +182,29 @@ def write_review_exports(target: Path, model: SlideResult, cells: Sequence[Revie
         except Exception as e:  # noqa: BLE001 - a failed ANN must not cost the other exports
             log.warning("reviewed DICOM ANN not written: %s", e)
             skipped = f"writing the DICOM ANN failed ({type(e).__name__}: {e})"
-        files = {"cells_parquet": f"{TABLE_STEM}.parquet", "cells_csv": f"{TABLE_STEM}.csv", "geojson": GEOJSON,
-                 "dicom_ann": None if skipped else DICOM_ANN, "dicom_ann_skipped": skipped,
-                 "review_states": STATES_CSV, "audit_log": AUDIT_CSV}
-        banner = {"reviewer": review.reviewer or "unknown", "at": review.validated_at or review.at or "",
-                  "status": review.status, "model_report": model_report,
-                  "summary": f"{n_seen} of {len(cells)} objects reviewed, {n_changed} corrected"}
+        files = {
+            "cells_parquet": f"{TABLE_STEM}.parquet",
+            "cells_csv": f"{TABLE_STEM}.csv",
+            "geojson": GEOJSON,
+            "dicom_ann": None if skipped else DICOM_ANN,
+            "dicom_ann_skipped": skipped,
+            "review_states": STATES_CSV,
+            "audit_log": AUDIT_CSV,
+        }
+        banner = {
+            "reviewer": review.reviewer or "unknown",
+            "at": review.validated_at or review.at or "",
+            "status": review.status,
+            "model_report": model_report,
+            "summary": f"{n_seen} of {len(cells)} objects reviewed, {n_changed} corrected",
+        }
         write_report(result, slide, tmp / REPORT, files=files, review=banner)
         _normal_permissions(tmp)
-    return ReviewExport(target, target / f"{TABLE_STEM}.parquet", target / GEOJSON, target / REPORT,
-                        None if skipped else target / DICOM_ANN, skipped)
+    return ReviewExport(
+        target,
+        target / f"{TABLE_STEM}.parquet",
+        target / GEOJSON,
+        target / REPORT,
+        None if skipped else target / DICOM_ANN,
+        skipped,
+    )

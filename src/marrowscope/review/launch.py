@@ -59,8 +59,10 @@ def _bind(host: str, port: int) -> socket.socket:
         s.bind((host, port))
     except OSError as e:
         s.close()
-        raise InputError(f"{host}:{port}", f"cannot listen there ({e.strerror}); pick another --port "
-                                          "(or --port 0 for any free one)") from e
+        raise InputError(
+            f"{host}:{port}",
+            f"cannot listen there ({e.strerror}); pick another --port (or --port 0 for any free one)",
+        ) from e
     s.listen(128)
     return s
 
@@ -72,7 +74,8 @@ def open_review(out: str | Path, *, host: str = "127.0.0.1", port: int = 8765, r
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise MissingDependencyError(
-            f"the review app needs FastAPI and uvicorn ({e.name} is missing): pip install 'marrowscope[review]'"
+            f"the review app needs FastAPI and uvicorn ({e.name} is missing): "
+            "pip install 'marrowscope[review]'"
         ) from e
     from marrowscope.review.server import create_app, new_token
     from marrowscope.review.service import ReviewService

@@ -20,7 +20,10 @@ from marrowscope.review.tally import ReviewedCell
 
 #: Pairs the morphology confuses (either way): a cell of one class whose runner-up is the other.
 CONFUSIONS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
-    (frozenset({"lymphoblast", "lymphocytic_blast"}), frozenset({"lymphocyte", "lymphoidocyte", "prolymphocyte"})),
+    (
+        frozenset({"lymphoblast", "lymphocytic_blast"}),
+        frozenset({"lymphocyte", "lymphoidocyte", "prolymphocyte"}),
+    ),
     (frozenset({"myeloblast", "myelocytic_blast"}), frozenset({"promyelocyte"})),
 )
 REASONS: tuple[str, ...] = ("blast", "uncertain", "low confidence", "confusion", "rare class", "QA sample")
@@ -73,8 +76,12 @@ def review_queue(cells: Sequence[ReviewedCell], cfg: QueueConfig | None = None) 
         runner, margin = _runner_up(r)
         if margin <= cfg.confusion_margin and _confused(lab, runner):
             why.append("confusion")
-        if lab is not None and lab in taxonomy.LABELS and taxonomy.is_countable(lab) \
-                and counts[lab] / n < cfg.rare_fraction:
+        if (
+            lab is not None
+            and lab in taxonomy.LABELS
+            and taxonomy.is_countable(lab)
+            and counts[lab] / n < cfg.rare_fraction
+        ):
             why.append("rare class")
         if why:
             items[r.cell_id] = why

@@ -1,4 +1,4 @@
-"""FastAPI routes of the review app (routes only: the work is in :class:`~marrowscope.review.service.ReviewService`).
+"""FastAPI routes of the review app (routes only: the work is in :class:`.service.ReviewService`).
 
 Pages: ``/`` (cohort) and ``/slide/{id}``; JSON API under ``/api``; DeepZoom tiles under
 ``/slides/{id}/tiles/``; the model's files under ``/files/{id}/`` and the review exports under
@@ -50,10 +50,15 @@ def create_app(service: ReviewService, token: str) -> FastAPI:
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Any:
         if request.method not in SAFE_METHODS and not secrets.compare_digest(
-                request.headers.get("x-token", ""), token):
-            return JSONResponse({"detail": "missing or wrong X-Token header: use the page opened from the "
-                                           "URL `marrowscope review` printed (it carries ?token=...)"},
-                                status_code=403)
+            request.headers.get("x-token", ""), token
+        ):
+            return JSONResponse(
+                {
+                    "detail": "missing or wrong X-Token header: use the page opened from the "
+                    "URL `marrowscope review` printed (it carries ?token=...)"
+                },
+                status_code=403,
+            )
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
@@ -127,8 +132,11 @@ def create_app(service: ReviewService, token: str) -> FastAPI:
 
     @app.get("/api/slides/{key}/cells/{cell_id}/crop.jpg")
     def crop(key: str, cell_id: int) -> Response:
-        return Response(service.crop(key, cell_id), media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            service.crop(key, cell_id),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
 
     @app.get(f"/slides/{{key}}/tiles/{DZI_NAME}.dzi")
     def dzi(key: str) -> Response:

@@ -34,8 +34,15 @@ DB_NAME = "review.sqlite"
 #: confirmed; ``reclassified``: the reviewer changed it; ``added``: a cell the detector missed;
 #: ``deleted``: a false detection (or a removed added cell); ``not_identifiable`` / ``not_counted``:
 #: kept out of the denominator and reported.
-STATES: tuple[str, ...] = ("pending", "accepted", "reclassified", "added", "deleted", "not_identifiable",
-                           "not_counted")
+STATES: tuple[str, ...] = (
+    "pending",
+    "accepted",
+    "reclassified",
+    "added",
+    "deleted",
+    "not_identifiable",
+    "not_counted",
+)
 EXCLUDED_STATES: frozenset[str] = frozenset({"deleted", "not_identifiable", "not_counted"})
 SLIDE_STATUSES: tuple[str, ...] = ("not reviewed", "in review", "validated")
 
@@ -162,19 +169,24 @@ class ReviewStore:
 
     def corrections(self, slide: str) -> dict[int, CellCorrection]:
         with self._connect() as con:
-            rows = con.execute("SELECT cell_id, state, label, version, box FROM cells WHERE slide = ?",
-                               (slide,)).fetchall()
+            rows = con.execute(
+                "SELECT cell_id, state, label, version, box FROM cells WHERE slide = ?", (slide,)
+            ).fetchall()
         return {int(r[0]): CellCorrection(int(r[0]), r[1], r[2], int(r[3]), _box(r[4])) for r in rows}
 
     def review(self, slide: str) -> SlideReview:
         with self._connect() as con:
-            r = con.execute("SELECT status, reviewer, at, validated_at FROM slides WHERE slide = ?",
-                            (slide,)).fetchone()
+            r = con.execute(
+                "SELECT status, reviewer, at, validated_at FROM slides WHERE slide = ?", (slide,)
+            ).fetchone()
         return SlideReview(slide, "not reviewed") if r is None else SlideReview(slide, r[0], r[1], r[2], r[3])
 
     def audit_log(self, slide: str | None = None) -> list[Edit]:
-        q = "SELECT seq, slide, cell_id, action, old_state, new_state, old_label, new_label, box, reviewer, at " \
+        q = (
+            "SELECT seq, slide, cell_id, action, old_state, new_state, old_label, new_label, box, "
+            "reviewer, at "
             "FROM edits" + (" WHERE slide = ?" if slide is not None else "") + " ORDER BY seq"
+        )
         with self._connect() as con:
             rows = con.execute(q, (slide,) if slide is not None else ()).fetchall()
         return [Edit(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _box(r[8]), r[9], r[10]) for r in rows]
@@ -182,7 +194,9 @@ class ReviewStore:
     # ------------------------------------------------------------------------------------------ editing
 
     def _check_open(self, con: sqlite3.Connection, slide: str) -> None:
-        r = con.execute("SELECT status, reviewer, validated_at FROM slides WHERE slide = ?", (slide,)).fetchone()
+        r = con.execute(
+            "SELECT status, reviewer, validated_at FROM slides WHERE slide = ?", (slide,)
+        ).fetchone()
         if r is not None and r[0] == "validated":
             raise EditConflict(f"slide {slide} was validated by {r[1]} on {r[2]}; it is locked")
 
@@ -190,21 +204,52 @@ class ReviewStore:
         con.execute(
             "INSERT INTO slides (slide, status, reviewer, at) VALUES (?, 'in review', ?, ?) "
             "ON CONFLICT(slide) DO UPDATE SET status = 'in review', reviewer = excluded.reviewer, "
-            "at = excluded.at", (slide, reviewer, at))
+            "at = excluded.at",
+            (slide, reviewer, at),
+        )
 
-    def _log(self, con: sqlite3.Connection, slide: str, cell_id: int | None, action: str,
-             old: CellCorrection | None, new: CellCorrection | None, reviewer: str, at: str) -> None:
+    def _log(
+        self,
+        con: sqlite3.Connection,
+        slide: str,
+        cell_id: int | None,
+        action: str,
+        old: CellCorrection | None,
+        new: CellCorrection | None,
+        reviewer: str,
+        at: str,
+    ) -> None:
         box = new.box if new is not None and new.box is not None else (old.box if old is not None else None)
         con.execute(
             "INSERT INTO edits (slide, cell_id, action, old_state, new_state, old_label, new_label, box, "
             "reviewer, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (slide, cell_id, action, None if old is None else old.state, None if new is None else new.state,
-             None if old is None else old.label, None if new is None else new.label,
-             None if box is None else json.dumps(list(box)), reviewer, at))
+            (
+                slide,
+                cell_id,
+                action,
+                None if old is None else old.state,
+                None if new is None else new.state,
+                None if old is None else old.label,
+                None if new is None else new.label,
+                None if box is None else json.dumps(list(box)),
+                reviewer,
+                at,
+            ),
+        )
 
-    def set_cell(self, slide: str, cell_id: int, *, state: str, label: str | None, reviewer: str,
-                 model_label: str | None, action: str, expected_version: int | None = None,
-                 is_added: bool = False) -> CellCorrection:
+    def set_cell(
+        self,
+        slide: str,
+        cell_id: int,
+        *,
+        state: str,
+        label: str | None,
+        reviewer: str,
+        model_label: str | None,
+        action: str,
+        expected_version: int | None = None,
+        is_added: bool = False,
+    ) -> CellCorrection:
         """Record the reviewer's new ``state`` / ``label`` for one cell (model or added) in one transaction.
 
         ``model_label``: the model's label of the cell (the state of a never-edited cell); ``is_added``
@@ -214,38 +259,59 @@ class ReviewStore:
             raise EditRejected(f"unknown review state {state!r}; use one of {', '.join(STATES)}")
         with self._transaction() as con:
             self._check_open(con, slide)
-            r = con.execute("SELECT cell_id, state, label, version, box FROM cells WHERE slide = ? AND "
-                            "cell_id = ?", (slide, cell_id)).fetchone()
-            old = (CellCorrection(int(r[0]), r[1], r[2], int(r[3]), _box(r[4])) if r is not None
-                   else CellCorrection(cell_id, "pending", model_label, 0))
+            r = con.execute(
+                "SELECT cell_id, state, label, version, box FROM cells WHERE slide = ? AND cell_id = ?",
+                (slide, cell_id),
+            ).fetchone()
+            old = (
+                CellCorrection(int(r[0]), r[1], r[2], int(r[3]), _box(r[4]))
+                if r is not None
+                else CellCorrection(cell_id, "pending", model_label, 0)
+            )
             if is_added and r is None:
                 raise EditRejected(f"cell {cell_id} does not exist on slide {slide}")
             if expected_version is not None and expected_version != old.version:
                 raise EditConflict(
                     f"cell {cell_id} was changed meanwhile (version {old.version}, this edit was based on "
-                    f"version {expected_version}: now {old.state} {old.label or ''}); reload and edit again")
+                    f"version {expected_version}: now {old.state} {old.label or ''}); reload and edit again"
+                )
             new = CellCorrection(cell_id, state, label, old.version + 1, old.box)
             at = _now()
             con.execute(
                 "INSERT INTO cells (slide, cell_id, state, label, box, version) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(slide, cell_id) DO UPDATE SET state = excluded.state, label = excluded.label, "
                 "version = excluded.version",
-                (slide, cell_id, state, label, None if old.box is None else json.dumps(list(old.box)),
-                 new.version))
+                (
+                    slide,
+                    cell_id,
+                    state,
+                    label,
+                    None if old.box is None else json.dumps(list(old.box)),
+                    new.version,
+                ),
+            )
             self._log(con, slide, cell_id, action, old, new, reviewer, at)
             self._touch(con, slide, reviewer, at)
         return new
 
-    def add_cell(self, slide: str, box: tuple[float, float, float, float], label: str, reviewer: str,
-                 first_free_id: int) -> CellCorrection:
+    def add_cell(
+        self,
+        slide: str,
+        box: tuple[float, float, float, float],
+        label: str,
+        reviewer: str,
+        first_free_id: int,
+    ) -> CellCorrection:
         """A cell the detector missed; its id is the next free one (at least ``first_free_id``)."""
         with self._transaction() as con:
             self._check_open(con, slide)
             top = con.execute("SELECT MAX(cell_id) FROM cells WHERE slide = ?", (slide,)).fetchone()[0]
             cell_id = max(first_free_id, -1 if top is None else int(top) + 1)
             new = CellCorrection(cell_id, "added", label, 1, box)
-            con.execute("INSERT INTO cells (slide, cell_id, state, label, box, version) VALUES (?, ?, ?, ?, ?, ?)",
-                        (slide, cell_id, "added", label, json.dumps(list(box)), 1))
+            con.execute(
+                "INSERT INTO cells (slide, cell_id, state, label, box, version) VALUES (?, ?, ?, ?, ?, ?)",
+                (slide, cell_id, "added", label, json.dumps(list(box)), 1),
+            )
             at = _now()
             self._log(con, slide, cell_id, "add", None, new, reviewer, at)
             self._touch(con, slide, reviewer, at)
@@ -257,9 +323,12 @@ class ReviewStore:
             self._check_open(con, slide)
             at = _now()
             con.execute(
-                "INSERT INTO slides (slide, status, reviewer, at, validated_at) VALUES (?, 'validated', ?, ?, ?) "
+                "INSERT INTO slides (slide, status, reviewer, at, validated_at) "
+                "VALUES (?, 'validated', ?, ?, ?) "
                 "ON CONFLICT(slide) DO UPDATE SET status = 'validated', reviewer = excluded.reviewer, "
-                "at = excluded.at, validated_at = excluded.validated_at", (slide, reviewer, at, at))
+                "at = excluded.at, validated_at = excluded.validated_at",
+                (slide, reviewer, at, at),
+            )
             self._log(con, slide, None, "validate", None, None, reviewer, at)
         return SlideReview(slide, "validated", reviewer, at, at)
 

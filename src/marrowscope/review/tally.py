@@ -45,13 +45,21 @@ class ReviewedCell:
     def to_dict(self) -> dict[str, Any]:
         c = self.cell
         return {
-            "id": self.cell_id, "box": list(c.box.as_tuple()), "label": c.label, "model_label": self.model_label,
-            "state": self.state, "version": self.version, "added": self.added, "roi": c.roi_id,
+            "id": self.cell_id,
+            "box": list(c.box.as_tuple()),
+            "label": c.label,
+            "model_label": self.model_label,
+            "state": self.state,
+            "version": self.version,
+            "added": self.added,
+            "roi": c.roi_id,
             "p": None if self.confidence is None else round(self.confidence, 4),
         }
 
 
-def apply_corrections(model: CellAnnotations, corrections: Mapping[int, CellCorrection]) -> list[ReviewedCell]:
+def apply_corrections(
+    model: CellAnnotations, corrections: Mapping[int, CellCorrection]
+) -> list[ReviewedCell]:
     """Model cells in order, each with its correction, then the added cells (by id)."""
     out = []
     seen: set[int] = set()
@@ -90,7 +98,9 @@ def reviewed_differential(cells: Sequence[ReviewedCell]) -> Differential:
     set_aside = Counter(r.state for r in cells if r.state in ("not_identifiable", "not_counted"))
     if not set_aside:
         return diff
-    return replace(diff, not_counted={**diff.not_counted, **{f"{k} (reviewer)": v for k, v in set_aside.items()}})
+    return replace(
+        diff, not_counted={**diff.not_counted, **{f"{k} (reviewer)": v for k, v in set_aside.items()}}
+    )
 
 
 class DiagnosisModelRef:
@@ -99,7 +109,9 @@ class DiagnosisModelRef:
     def __init__(self, refs: Sequence[ModelRef]) -> None:
         self.ref = next((m for m in refs if m.task == "diagnosis"), None)
         self._model: Any = None
-        self.problem: str | None = None if self.ref is not None else "the analysis ran without a diagnosis model"
+        self.problem: str | None = (
+            None if self.ref is not None else "the analysis ran without a diagnosis model"
+        )
         self._loaded = False
 
     def get(self) -> Any:

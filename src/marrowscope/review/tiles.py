@@ -66,7 +66,9 @@ class SlideAdapter:
             lx, ly = round(x / d), round(y / d)
             img = self._overview.crop((lx, ly, lx + w, ly + h))
         else:
-            img = Image.fromarray(np.ascontiguousarray(self.slide.read_region(x, y, w, h, level=level)[..., :3]))
+            img = Image.fromarray(
+                np.ascontiguousarray(self.slide.read_region(x, y, w, h, level=level)[..., :3])
+            )
         return img.convert("RGBA")
 
 
@@ -104,7 +106,7 @@ class TileSource:
             return data
 
     def tile(self, level: int, col: int, row: int) -> bytes:
-        """JPEG of DeepZoom tile (``level``, ``col``, ``row``); ValueError for an address outside the pyramid."""
+        """JPEG of DeepZoom tile (``level``, ``col``, ``row``); ValueError outside the pyramid."""
         if not (0 <= level < self.dz.level_count):
             raise ValueError(f"DeepZoom level {level} does not exist (0..{self.dz.level_count - 1})")
         cols, rows = self.dz.level_tiles[level]
@@ -113,7 +115,7 @@ class TileSource:
         return self._cached(("tile", level, col, row), lambda: _jpeg(self.dz.get_tile(level, (col, row))))
 
     def crop(self, box: Box, color: str, key: Any) -> bytes:
-        """A gallery crop: :data:`GALLERY_SIZE` px at :data:`GALLERY_MPP` µm/px centred on ``box``, outlined."""
+        """A gallery crop: :data:`GALLERY_SIZE` px at :data:`GALLERY_MPP` µm/px centred on ``box``."""
         from marrowscope.data.crops import crop_at
 
         def make() -> bytes:
@@ -126,8 +128,16 @@ class TileSource:
             k = info.mpp / mpp
             half = GALLERY_SIZE / 2
             draw = ImageDraw.Draw(img)
-            draw.rectangle((half + (box.x1 - cx) * k, half + (box.y1 - cy) * k,
-                            half + (box.x2 - cx) * k, half + (box.y2 - cy) * k), outline=color, width=2)
+            draw.rectangle(
+                (
+                    half + (box.x1 - cx) * k,
+                    half + (box.y1 - cy) * k,
+                    half + (box.x2 - cx) * k,
+                    half + (box.y2 - cy) * k,
+                ),
+                outline=color,
+                width=2,
+            )
             return _jpeg(img)
 
         return self._cached(("crop", key, box.as_tuple(), color), make)
