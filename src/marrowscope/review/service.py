@@ -245,8 +245,8 @@ class ReviewService:
             "queue": [{"id": q.cell_id, "reasons": list(q.reasons)} for q in review_queue(cells)],
         }
 
-    def differential(self, key: str) -> dict[str, Any]:
-        cells = self._cells(key)
+    def differential(self, key: str, cells: list[ReviewedCell] | None = None) -> dict[str, Any]:
+        cells = self._cells(key) if cells is None else cells
         diff = reviewed_differential(cells)
         m = self._dx_model(key)
         dx = reviewed_diagnosis(diff, m)
@@ -338,10 +338,11 @@ class ReviewService:
         return self._after(key, new.cell_id, new.version)
 
     def _after(self, key: str, cell_id: int, version: int) -> dict[str, Any]:
-        cell = self._find(key, cell_id)
+        cells = self._cells(key)  # read once: the cell and the tally from the same state
+        cell = next(r for r in cells if r.cell_id == cell_id)
         return {
             "cell": cell.to_dict(),
-            "tally": self.differential(key),
+            "tally": self.differential(key, cells),
             "status": self.store.review(key).status,
         }
 

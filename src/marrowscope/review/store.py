@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,18 +142,19 @@ class ReviewStore:
         self.folder = Path(out_dir) / STORE_DIR
         self.path = self.folder / DB_NAME
         self.folder.mkdir(exist_ok=True)
+        self._local = threading.local()  # one connection per thread (the server's worker threads)
         with self._connect() as con:
             con.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
-            yield con
-        finally:
-            con.close()
+            self._local.con = con
+        yield con
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -113,6 +113,7 @@ class DiagnosisModelRef:
             None if self.ref is not None else "the analysis ran without a diagnosis model"
         )
         self._loaded = False
+        self.cache: dict[tuple[tuple[str, int], ...], DiagnosisResult] = {}
 
     def get(self) -> Any:
         if not self._loaded:
@@ -146,4 +147,11 @@ def reviewed_diagnosis(diff: Differential, model: DiagnosisModelRef) -> Diagnosi
     m = model.get()
     if m is None or diff.n_counted == 0 or model.ref is None:
         return None
-    return diagnose(diff, m, model.ref.name)
+    key = tuple(sorted(diff.counts.items()))  # the suggestion is a function of the counts alone
+    hit = model.cache.get(key)
+    if hit is None:
+        hit = diagnose(diff, m, model.ref.name)
+        if len(model.cache) > 512:
+            model.cache.clear()
+        model.cache[key] = hit
+    return hit
