@@ -25,6 +25,7 @@ import platform
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -113,7 +114,7 @@ def bench_http(rs: Any, key: str, n_tiles: int, n_edits: int, seed: int) -> dict
     }
 
 
-def bench_browser(rs: Any, key: str, screenshot: Path | None) -> dict[str, Any]:
+def bench_browser(rs: Any, key: str, screenshot: Path | None, walk: int | None) -> dict[str, Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -185,21 +186,25 @@ def bench_browser(rs: Any, key: str, screenshot: Path | None) -> dict[str, Any]:
         d.find_element(By.CSS_SELECTOR, ".tabs button[data-tab=queue]").click()
         # keyboard-only walk of the whole queue: Enter accepts and moves on; a cell the classifier abstained
         # on gets the first class key instead (the page refuses to accept a missing label)
+        print(json.dumps(res), file=sys.stderr, flush=True)
         n_queue = d.execute_script("return window.__marrowscope.queue.length")
+        n_queue = n_queue if walk is None else min(walk, n_queue)
         first_key = d.execute_script("return window.__marrowscope.slide.classes[0].key")
         d.execute_script("window.__marrowscope.timing.edits = []")
         body = d.find_element(By.TAG_NAME, "body")
         t0 = time.monotonic()
         for _ in range(n_queue):
             done, label = d.execute_script(
-                "const S = window.__marrowscope; return [S.timing.keysDone, S.cells.get(S.sel).label]")
+                "const S = window.__marrowscope; return [S.timing.keysDone, S.cells.get(S.sel).label]"
+            )
             body.send_keys(Keys.ENTER if label is not None else first_key)
             while d.execute_script("return window.__marrowscope.timing.keysDone") == done:
                 time.sleep(0.005)
         walk_s = time.monotonic() - t0
         edits = d.execute_script("return window.__marrowscope.timing.edits")
         states = d.execute_script(
-            "return window.__marrowscope.queue.map((id) => window.__marrowscope.cells.get(id).state)"
+            "const S = window.__marrowscope; "
+            f"return S.queue.slice(0, {n_queue}).map((id) => S.cells.get(id).state)"
         )
         res["queue_walk"] = {
             "cells": n_queue,
@@ -251,6 +256,9 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument(
+        "--walk", type=int, default=None, help="queue cells to walk with the keyboard (default: all)"
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--screenshot", type=Path, default=None)
     args = ap.parse_args()
@@ -286,8 +294,9 @@ def main() -> None:
             "demo_seconds": t_demo,
         }
         result.update(bench_http(rs, key, args.tiles, args.edits, args.seed))
+        print(json.dumps(result), file=sys.stderr, flush=True)  # partial results as they come
         if not args.no_browser:
-            result["browser"] = bench_browser(rs, key, args.screenshot)
+            result["browser"] = bench_browser(rs, key, args.screenshot, args.walk)
         srv.should_exit = True
         thread.join(timeout=10)
         result["machine"] = {

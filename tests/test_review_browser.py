@@ -7,7 +7,6 @@ and DICOM ANN.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +18,18 @@ import pytest
 pytest.importorskip("fastapi", reason="the review app needs the 'review' extra (fastapi, uvicorn)")
 pytest.importorskip("selenium", reason="the browser test needs selenium (dev extra)")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-)
-
+from conftest import require_program  # noqa: E402
 from review_fixtures import DICOM_KEY, build_output  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def programs() -> tuple[str, str]:
+    """Debian's chromium and chromedriver (make test installs them; locally missing ones skip)."""
+    return require_program("chromium", "chromium"), require_program("chromedriver", "chromium-driver")
+
+
+@pytest.fixture(scope="module")
+def server(programs: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     import uvicorn
 
     from marrowscope.review.launch import open_review
@@ -51,13 +50,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(programs: tuple[str, str]) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
     o = Options()
-    o.binary_location = str(CHROMIUM)
+    chromium, chromedriver = programs
+    o.binary_location = chromium
     for a in (
         "--headless=new",
         "--no-sandbox",
@@ -66,7 +66,7 @@ def browser() -> Iterator[Any]:
         "--window-size=1400,950",
     ):
         o.add_argument(a)
-    d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=o)
+    d = webdriver.Chrome(service=Service(chromedriver), options=o)
     yield d
     d.quit()
 
