@@ -91,7 +91,7 @@ def test_cuda_without_a_gpu_is_one_clear_line(tmp_path: Path, capsys: pytest.Cap
     Image.fromarray(smear_image(width=256, height=256)).save(img)
     rc, _, err = _run(["analyze", str(img), "--out", str(tmp_path / "o"), "--mpp", "0.5", "--device", "cuda"],
                       capsys)
-    assert rc == 2 and "no CUDA GPU" in err and "Traceback" not in err and "--device" in err
+    assert rc == 2 and "CUDA is not available" in err and "Traceback" not in err and "--device" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -69,8 +69,11 @@ def isolated_state(fn: F) -> F:
 
 
 def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"``: cuda when available, else cpu. A named device must exist: a clear
-    :class:`~marrowscope.errors.InputError` otherwise (never a torch traceback half-way through)."""
+    """``None``/``"auto"``: cuda when available, else cpu. A named device (``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``) must exist: a clear :class:`~marrowscope.errors.InputError` otherwise (never a torch
+    traceback half-way through). The CLI's ``--device`` check calls this too."""
+    import re
+
     import torch
 
     from marrowscope.errors import InputError
@@ -78,15 +81,14 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     assert device is not None
+    if not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
+        raise InputError("--device", f"{device!r} is not a device: use cpu or cuda (cuda:N for one GPU)")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError("--device", f"{device} requested but torch sees no CUDA GPU; use --device cpu")
-        index = int(device.split(":", 1)[1]) if ":" in device else 0
+            raise InputError("--device", "CUDA is not available on this machine; use --device cpu")
+        index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise InputError("--device", f"{device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device == "mps":
-        if not torch.backends.mps.is_available():
-            raise InputError("--device", "mps requested but not available; use --device cpu")
-    elif device != "cpu":
-        raise InputError("--device", f"{device!r}: use auto, cpu, cuda, cuda:N or mps")
+            raise InputError("--device", f"no GPU {index} (this machine has {torch.cuda.device_count()})")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device", "MPS is not available on this machine; use --device cpu")
     return device

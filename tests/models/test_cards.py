@@ -41,9 +41,12 @@ def test_benchmarks_doc_targets_agree_with_the_metrics_files() -> None:
 
 
 def test_an_edited_card_number_is_caught_and_regenerated(tmp_path: Path) -> None:
+    from marrowscope.io.atomic import MARKER
+
     src = BUNDLED_DIR / "detector-synth"
     folder = tmp_path / "detector-synth"
     folder.mkdir()
+    shutil.copy(BUNDLED_DIR / MARKER, tmp_path / MARKER)  # bundled/ is marrowscope's own: so is the copy
     for name in ("card.md", "meta.json", "metrics.json"):
         shutil.copy(src / name, folder / name)
     card = (folder / "card.md").read_text()

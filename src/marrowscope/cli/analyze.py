@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.errors import MarrowscopeError
 
@@ -25,24 +25,9 @@ _DET = typer.Option("detector-synth", "--detector", help="Detector: bundled name
 _CLF = typer.Option("classifier-synth", "--classifier", help="Cell classifier: bundled name or weights file.")
 _DX = typer.Option("diagnosis-synth", "--diagnosis", help="Diagnosis model: bundled name, file, or 'none'.")
 _TARGET = typer.Option(500, "--target-cells", min=1, help="Countable cells for the differential (ICSH: 500).")
-_SEED = typer.Option(0, "--seed", help="Random seed (recorded in summary.json).")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def _device(value: str) -> str:
-    if not _DEVICE_RE.match(value):
-        raise typer.BadParameter(f"{value!r}: use auto, cpu, cuda, cuda:N or mps")
-    if value not in ("auto", "cpu"):  # a named accelerator must exist: say so before any work starts
-        from marrowscope.runtime import resolve_device
-
-        try:
-            resolve_device(value)
-        except MarrowscopeError as e:
-            raise typer.BadParameter(getattr(e, "problem", str(e))) from e
-    return value
-
-
-_DEVICE = typer.Option("auto", "--device", callback=_device,
+_SEED = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
+                     help="Random seed (recorded in summary.json).")
+_DEVICE = typer.Option("auto", "--device", callback=params.device,
                        help="Where the models run: auto (cuda when available), cpu, cuda, cuda:N or mps.")
 _THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's own).")
 _BATCH = typer.Option(4, "--batch-size", min=1, help="Tiles per detector call (larger is faster on a GPU).")
@@ -70,8 +55,9 @@ def analyze(
     target_cells: int = _TARGET,
     max_cells: int = typer.Option(5000, "--max-cells", min=1,
                                   help="Most cells counted while a blast interval straddles a threshold."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px of slides that lack one (the "
-                                     "slide's scale; the models' own scales come from their weights)."),
+    mpp: float | None = typer.Option(None, "--mpp", callback=params.POSITIVE_FLOAT,
+                                     help="Pixel size in µm/px of slides that lack one (the slide's scale; "
+                                          "the models' own scales come from their weights)."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
     device: str = _DEVICE,
@@ -80,7 +66,8 @@ def analyze(
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
-    Finished slides (out/<slide>/summary.json present) are skipped, so an interrupted run can be restarted.
+    A finished slide is reused when its slide and settings match (else redone, and batch_summary.json says
+    why), so an interrupted run is restarted with the same command.
     """
     from marrowscope.engines.batch import analyze_batch
 

@@ -24,3 +24,4 @@ class SlideStatus:
     flags: tuple[str, ...] = ()
     rois_from: str | None = None
     seconds: float | None = None
+    redone_because: str | None = None  # a finished folder was there but could not be reused: why
