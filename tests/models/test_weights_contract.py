@@ -93,7 +93,7 @@ def test_training_data_and_ood_stats_round_trip(tmp_path: Path) -> None:
 
 def test_save_writes_a_sidecar_that_is_checked(tmp_path: Path) -> None:
     p = tmp_path / "w.pt"
-    sha = save_weights(p, {"w": torch.arange(10.0)}, _spec())
+    sha = save_weights(p, {"w": torch.arange(10.0)}, _spec(), sidecar=True)
     assert read_sidecar(p) == sha == sha256_file(p)
     assert resolve_model(p) == (p, sha)
     data = bytearray(p.read_bytes())
@@ -105,7 +105,7 @@ def test_save_writes_a_sidecar_that_is_checked(tmp_path: Path) -> None:
 
 def test_truncated_file_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "w.pt"
-    save_weights(p, {"w": torch.arange(1000.0)}, _spec(), sidecar=False)
+    save_weights(p, {"w": torch.arange(1000.0)}, _spec())
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     with pytest.raises(InputError, match="truncated"):
         load_weights(p)
@@ -113,7 +113,8 @@ def test_truncated_file_is_refused(tmp_path: Path) -> None:
 
 def test_edited_tensor_is_caught_by_the_embedded_digest(tmp_path: Path) -> None:
     p = tmp_path / "w.pt"
-    save_weights(p, {"w": torch.arange(10.0)}, _spec(), sidecar=False)
+    save_weights(p, {"w": torch.arange(10.0)}, _spec())
+    assert read_sidecar(p) is None  # our own files carry their digest inside
     ckpt = torch.load(p, weights_only=True)
     ckpt["state_dict"]["w"][3] = 99.0  # keep the old embedded digest
     torch.save(ckpt, p)

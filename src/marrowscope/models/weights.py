@@ -6,8 +6,8 @@ A checkpoint is one ``torch.save`` file holding ``{"spec": dict, "state_dict": .
 "content_sha256": str}``. Every weights file is hash-checked on loading:
 
 - a bundled model against the sha256 in its ``meta.json``;
-- a file given by path against its sidecar ``<file>.sha256`` (``sha256sum`` format, written by
-  :func:`save_weights`) when there is one;
+- a file given by path against its sidecar ``<file>.sha256`` (``sha256sum`` format; written by
+  :func:`save_weights` when asked, or by ``sha256sum``) when there is one;
 - and always against the embedded ``content_sha256`` (a digest of the spec and every tensor's bytes,
   written by :func:`save_weights`), so an edited tensor is caught even without a sidecar.
 
@@ -215,10 +215,11 @@ def content_sha256(spec: Mapping[str, Any], state_dict: Mapping[str, Any]) -> st
 
 def save_weights(
     path: str | Path, state_dict: Mapping[str, Any], spec: WeightsSpec, *, half: bool = False,
-    extra: Mapping[str, Any] | None = None, sidecar: bool = True,
+    extra: Mapping[str, Any] | None = None, sidecar: bool = False,
 ) -> str:
-    """Write a checkpoint atomically (with its embedded content digest and, by default, a sha256
-    sidecar); ``half`` stores floating tensors as fp16. Returns the file's sha256."""
+    """Write a checkpoint atomically with its embedded content digest (and, with ``sidecar``, a sha256
+    sidecar ``<file>.sha256`` for tools that check files by hash); ``half`` stores floating tensors as
+    fp16. Returns the file's sha256."""
     import torch
 
     sd = {
