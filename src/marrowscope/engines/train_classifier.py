@@ -320,14 +320,7 @@ def train_from_dataset(
         parse_dataset_arg,
         scheme_for_classes,
     )
-    from marrowscope.engines.classify import fit_temperature, softmax, tta_logits
-    from marrowscope.models.classifier import (
-        DEFAULT_ARCH,
-        DEFAULT_INPUT_SIZE,
-        DEFAULT_MPP,
-        load_classifier,
-        make_spec,
-    )
+    from marrowscope.models.classifier import DEFAULT_INPUT_SIZE, DEFAULT_MPP
 
     cfg = config or TrainConfig()
     fmt, root = parse_dataset_arg(dataset)
@@ -357,6 +350,38 @@ def train_from_dataset(
     write_text_atomic(out / "split.json", json.dumps(
         {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
          "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
+    return train_calibrated(train, val, out, scheme=sch, scheme_name=scheme_name, arch=arch, input_size=size,
+                            mpp=m, config=cfg, eval_scheme=eval_scheme,
+                            uncertain_threshold=uncertain_threshold, resume=resume, progress=progress,
+                            extra={"dataset": dataset})
+
+
+def train_calibrated(
+    train: CropSet, val: CropSet, out_dir: str | Path, *, scheme: Any, scheme_name: str | None = None,
+    arch: str | None = None, input_size: int | None = None, mpp: float | None = None,
+    config: TrainConfig | None = None, eval_scheme: str | None = None, uncertain_threshold: float = 0.5,
+    resume: bool = True, progress: bool = True, extra: Mapping[str, Any] | None = None,
+) -> DatasetTrainResult:
+    """Train on ``train`` crops (classes of ``scheme``), fit the temperature on ``val`` (8-view TTA) and
+    write ``out_dir/classifier.pt`` (what :func:`train_from_dataset` and the ``reproduce`` study run)."""
+    from marrowscope import taxonomy
+    from marrowscope.engines.classify import fit_temperature, softmax, tta_logits
+    from marrowscope.models.classifier import (
+        DEFAULT_ARCH,
+        DEFAULT_INPUT_SIZE,
+        DEFAULT_MPP,
+        load_classifier,
+        make_spec,
+    )
+
+    cfg = config or TrainConfig()
+    sch = scheme
+    scheme_name = scheme_name or sch.name
+    classes = tuple(train.classes)
+    size = int(input_size or DEFAULT_INPUT_SIZE)
+    m = float(mpp or DEFAULT_MPP)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     scheme_def = {"name": sch.name, "classes": list(sch.classes), "mapping": dict(sch.mapping),
                   "description": sch.description}
     spec = make_spec(classes, arch=arch or DEFAULT_ARCH, scheme=scheme_name, input_size=size, mpp=m,
@@ -379,7 +404,7 @@ def train_from_dataset(
         metrics["temperature"] = temperature
         write_text_atomic(out / "val_metrics.json", json.dumps(metrics, indent=1) + "\n")
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
-    save_classifier(out / "classifier.pt", clf, extra={"dataset": dataset, "epochs": res.epochs_done,
+    save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "epochs": res.epochs_done,
                                                        "n_train": len(train), "n_val": len(val)})
     return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train), n_val=len(val),
                               temperature=temperature, val_metrics=metrics)
