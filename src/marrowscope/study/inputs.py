@@ -109,6 +109,8 @@ def inspect_inputs(data: str | Path) -> StudyInputs:
         hashes[e.patient_id] = _patient_hash(e)
         if e.is_labelled:
             labelled.add(e.patient_id)
+    for w in warnings:
+        log.warning("%s", w)
     if not diagnoses:
         raise InputError(
             data,
@@ -119,8 +121,6 @@ def inspect_inputs(data: str | Path) -> StudyInputs:
     for role, paths in sorted(cohort.csv_files.items()):  # "a.csv, b.csv" when a role has several files
         for path in paths.split(", "):
             h.update(f"{role}:{Path(path).name}:{_sha(path)}|".encode())
-    for w in warnings:
-        log.warning("%s", w)
     return StudyInputs(
         root=str(data),
         cohort=cohort,
