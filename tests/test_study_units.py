@@ -93,8 +93,9 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
 
     out = tmp_path_factory.mktemp("study") / "cohort"
-    generate_cohort(SynthConfig(n_patients=3, seed=5, slide_size=768, roi_size=256, n_rois=1, cells_per_roi=8),
-                    out)
+    generate_cohort(
+        SynthConfig(n_patients=3, seed=5, slide_size=768, roi_size=256, n_rois=1, cells_per_roi=8), out
+    )
     return out
 
 
@@ -103,8 +104,9 @@ def _entries(root: Path) -> list[tuple[str, Path]]:
     return [(p.name, next(p.iterdir())) for p in sorted((root / "dicom").iterdir())]
 
 
-def test_inputs_name_each_patient_with_something_missing(tiny_cohort: Path, tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_inputs_name_each_patient_with_something_missing(
+    tiny_cohort: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from marrowscope.study.inputs import inspect_inputs
 
     root = tmp_path / "c"
@@ -117,8 +119,9 @@ def test_inputs_name_each_patient_with_something_missing(tiny_cohort: Path, tmp_
     for f in s1.glob("SM_*"):  # annotation series without their slide
         shutil.rmtree(f)
     clinical = root / "csv" / "clinical.csv"  # a patient absent from the clinical table
-    clinical.write_text("".join(line for line in clinical.read_text().splitlines(keepends=True)
-                                if not line.startswith(p2)))
+    clinical.write_text(
+        "".join(line for line in clinical.read_text().splitlines(keepends=True) if not line.startswith(p2))
+    )
     csv_rows = root / "csv"
     for name in ("cells_labelled.csv", "cells_detection_only.csv", "rois.csv"):  # CSVs would stand in for ANN
         (csv_rows / name).unlink(missing_ok=True)

@@ -78,6 +78,8 @@ class ReproduceConfig:
     diagnosis: DiagnosisStudyConfig = field(default_factory=DiagnosisStudyConfig)
     n_boot_models: int = 200  # bootstrap resamples of test patients for the detector/classifier CIs
     analysis_tta: int = 4
+    context_um: float = 25.0  # margin around each ROI in the patch cache
+    cache_dir: str = ""  # the ROI patch cache (default OUT/patches; not part of any fingerprint)
     quick: bool = False
 
     @staticmethod
@@ -160,6 +162,21 @@ def _split_inputs(split: PatientSplit, inputs: StudyInputs) -> dict[str, Any]:
     return {"split": dict(sorted(split.assignment.items())), "files": inputs.fingerprint_of(pats)}
 
 
+def _cache(inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, progress: bool) -> Any:
+    """The ROI patch cache of the split's patients at the detector's and classifier's scales (built on
+    first use; patches already there are reused)."""
+    from marrowscope.data.patches import build_roi_cache
+
+    entries = [e for e in inputs.cohort.patients if e.patient_id in split.assignment]
+    return build_roi_cache(
+        entries,
+        Path(cfg.cache_dir),
+        mpps=(cfg.detector.mpp, cfg.classifier_mpp),
+        context_um=cfg.context_um,
+        progress=progress,
+    )
+
+
 def _detector_stage(
     inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, runner: StageRunner, progress: bool
 ) -> StageRecord:
@@ -170,7 +187,14 @@ def _detector_stage(
         from marrowscope.models.detector import load_detector
         from marrowscope.models.weights import sha256_file
 
-        samples = cohort_samples(inputs.root, ("cell",), patients=tuple(split.assignment))
+        samples = cohort_samples(
+            inputs.root,
+            ("cell",),
+            patients=tuple(split.assignment),
+            cache=_cache(inputs, split, cfg, progress),
+            cache_mpp=cfg.detector.mpp,
+            cache_context_um=cfg.context_um,
+        )
         parts = {
             s: [x for x in samples if split.assignment.get(x.group) == s] for s in ("train", "val", "test")
         }
@@ -217,6 +241,7 @@ def _detector_stage(
         **_split_inputs(split, inputs),
         "config": _shape(cfg.detector),
         "n_boot": cfg.n_boot_models,
+        "context_um": cfg.context_um,
     }
     return runner.run("detector", stage_inputs, run)
 
@@ -278,6 +303,7 @@ def _classifier_stage(
             scheme=sch,
             progress=progress,
             keep_all=True,
+            cache=_cache(inputs, split, cfg, progress),
         )
         pats = [_patient_of(i) for i in data.ids]
         where = np.array([split.assignment.get(p, "") for p in pats])
@@ -363,6 +389,7 @@ def _classifier_stage(
         "input_size": cfg.classifier_input_size,
         "mpp": cfg.classifier_mpp,
         "n_boot": cfg.n_boot_models,
+        "context_um": cfg.context_um,
     }
     return runner.run("classifier", stage_inputs, run)
 
@@ -401,7 +428,11 @@ def _diagnosis_stage(
         failed = [f"{s.slide_id}: {s.reason}" for s in summary.failures]
         for line in failed:
             log.warning("predicted counts: %s", line)
-        pred = predicted_counts_from_summaries(folder / "analyze")
+        try:
+            pred = predicted_counts_from_summaries(folder / "analyze")
+        except InputError as e:  # every slide failed (e.g. a detector that finds nothing)
+            log.warning("no predicted counts: %s", e)
+            pred, failed = None, [*failed, f"no predicted counts: {e}"]
         d = cfg.diagnosis
         ev = evaluate_diagnosis(
             truth,
@@ -482,6 +513,8 @@ def reproduce(
     dev = device or default_device()
     cfg = (config or ReproduceConfig()).with_runtime(dev, threads)
     out_dir = Path(out)
+    if not cfg.cache_dir:
+        cfg = replace(cfg, cache_dir=str(out_dir / "patches"))
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     inputs = inspect_inputs(data)
