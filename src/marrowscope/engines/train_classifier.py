@@ -18,6 +18,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -56,6 +57,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_every: int = 1
     max_minutes: float | None = None  # stop (after a checkpoint) when exceeded; resume continues
+    precision: str = "fp32"  # forward pass in fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,14 @@ def train_classifier(
     """
     from tqdm import tqdm
 
+    from marrowscope.engines.distributed import (
+        autocast,
+        distributed_context,
+        grad_scaler,
+        rank_device,
+        speed_settings,
+    )
+
     if tuple(train.classes) != tuple(spec.classes):
         raise InputError("train", f"training classes {train.classes} differ from the spec {spec.classes}")
     if train.images.shape[1] < int(spec.input_size or 0):
@@ -164,6 +174,9 @@ def train_classifier(
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dist = distributed_context(device)  # torchrun: this rank's share of each global batch, rank-0 writes
+    device = rank_device(device, dist)
+    speed_settings(device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2**32))
     clf = create_classifier(spec, device=device, seed=config.seed)
@@ -172,6 +185,8 @@ def train_classifier(
     for p in ema.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ddp = dist.wrap(net, device)
+    scaler = grad_scaler(device, config.precision)
     n = len(train)
     steps_per_epoch = max(1, n // config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -222,14 +237,20 @@ def train_classifier(
                 gr["lr"] = _lr_at(step, total, config.warmup_epochs * steps_per_epoch, config.lr)
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x = augment_batch(_to_float(train.images, idx, device), size, config.augment, g)
-            logits = net((x - mean) / std)
+            if dist.enabled:  # the whole batch is drawn (same draws as one process); this rank's part used
+                mine = dist.shard(range(len(idx)))
+                x, idx = x[mine], idx[mine]
+            with autocast(device, config.precision):
+                logits = ddp((x - mean) / std)
+            logits = logits.float()
             if adjust is not None:
                 logits = logits + adjust
             loss = classification_loss(logits, targets_all[idx].to(device), kinds_all[idx].to(device),
                                        label_smoothing=config.label_smoothing, class_weight=cw)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             d = min(config.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 for pe, pn in zip(ema.state_dict().values(), net.state_dict().values(), strict=True):
@@ -237,7 +258,7 @@ def train_classifier(
                         pe.mul_(d).add_(pn.detach(), alpha=1 - d)
                     else:
                         pe.copy_(pn)
-            run_loss += float(loss.item())
+            run_loss += dist.mean(float(loss.item()))
             bar.set_postfix(loss=f"{run_loss / (b + 1):.3f}")
         rec: dict[str, float] = {"epoch": float(epoch + 1), "loss": run_loss / steps_per_epoch,
                                  "minutes": (time.time() - t_start) / 60}
@@ -248,22 +269,26 @@ def train_classifier(
             rec.update((score_fn or default_score)(vl, val))
             if rec.get(select_metric, -math.inf) > best:
                 best = rec[select_metric]
-                save_classifier(out / "best.pt", ema_clf, extra={"epoch": epoch + 1, **rec})
+                if dist.is_main:
+                    save_classifier(out / "best.pt", ema_clf, extra={"epoch": epoch + 1, **rec})
         history.append(rec)
         log.info("epoch %d: %s", epoch + 1, json.dumps(rec))
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "epoch": epoch + 1, "history": history, "best": best, "spec": spec.to_dict(),
-                        "config": _config_dict(config)}, tmp)
-        write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
-        if config.max_minutes is not None and (time.time() - t_start) / 60 > config.max_minutes \
-                and epoch + 1 < config.epochs:
+        if dist.is_main:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "epoch": epoch + 1, "history": history, "best": best, "spec": spec.to_dict(),
+                            "config": _config_dict(config)}, tmp)
+            write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
+        over = config.max_minutes is not None and (time.time() - t_start) / 60 > config.max_minutes
+        if dist.any(over) and epoch + 1 < config.epochs:  # every rank stops at the same epoch
             log.warning("time budget of %.0f min used at epoch %d; rerun to resume", config.max_minutes,
                         epoch + 1)
             finished = False
             break
     ema_clf = CellClassifier(net=ema, spec=spec, device=device)
-    save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
+    if dist.is_main:
+        save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
+    dist.barrier()  # the other ranks see rank 0's files from here on
     best_path = out / "best.pt"
     return TrainResult(weights=out / "weights.pt", best_weights=best_path if best_path.is_file() else None,
                        epochs_done=len(history), history=tuple(history), finished=finished)
@@ -389,6 +414,9 @@ def train_calibrated(
     score = _scheme_score(eval_scheme, classes) if eval_scheme else None
     res = train_classifier(spec, train, val if len(val) else None, out, cfg, resume=resume, progress=progress,
                            score_fn=score)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 calibrates and writes classifier.pt
+        return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train),
+                                  n_val=len(val), temperature=float("nan"), val_metrics={})
     clf = load_classifier(res.weights, device=cfg.device)
     temperature = 1.0
     metrics: dict[str, Any] = {}

@@ -64,6 +64,7 @@ class DetectorTrainConfig:
     spec_params: dict[str, Any] = field(default_factory=dict)  # extra WeightsSpec params (notes, defaults)
     min_visible: float = 0.5  # keep a crop-cut box when this fraction of it stays visible
     bn_images: int = 200  # training images that recompute BatchNorm statistics before each validation
+    precision: str = "fp32"  # forward pass in fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def spec(self) -> WeightsSpec:
@@ -232,6 +233,13 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     """Train (or resume) a detector; see the module doc for the files written under ``out_dir``."""
     import torch
 
+    from marrowscope.engines.distributed import (
+        autocast,
+        distributed_context,
+        grad_scaler,
+        rank_device,
+        speed_settings,
+    )
     from marrowscope.io.atomic import atomic_path, write_text_atomic
     from marrowscope.models.detector import default_device
 
@@ -239,11 +247,16 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or default_device()
+    dist = distributed_context(device)  # torchrun: this rank's share of each global batch, rank-0 writes
+    device = rank_device(device, dist)
+    speed_settings(device)
     spec = config.spec()
     torch.manual_seed(config.seed)
     model = build_detector(spec, config.backbone_weights).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    ddp = dist.wrap(model, device)
+    scaler = grad_scaler(device, config.precision)
     last_path, best_path = out / "last.pt", out / "best.pt"
     epoch, step_in_epoch, global_step, best_ap, spent = 0, 0, 0, -1.0, 0.0
     history: list[EpochRecord] = []
@@ -267,9 +280,10 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         history = [EpochRecord(**h) for h in ck["history"]]
         torch.set_rng_state(ck["torch_rng"])
         logger.info("resumed from %s at epoch %d step %d", last_path, epoch, step_in_epoch)
-    write_text_atomic(out / "config.json", json.dumps(
-        {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict()},
-        indent=2, default=str) + "\n")
+    if dist.is_main:
+        write_text_atomic(out / "config.json", json.dumps(
+            {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict()},
+            indent=2, default=str) + "\n")
 
     if epoch >= config.epochs:
         return TrainResult(best_path if best_path.exists() else None, last_path, tuple(history), True, spent)
@@ -284,6 +298,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     t_ckpt = time.monotonic()
 
     def save_last() -> None:
+        if not dist.is_main:
+            return
         state = {
             "spec": spec.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "epoch": epoch,
@@ -308,20 +324,24 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
                        desc=f"epoch {epoch + 1}/{config.epochs}")
         while step_in_epoch < steps_per_epoch:
             idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+            idx = dist.shard(idx)  # torchrun: this rank's part of the global batch (same per-sample draws)
             images, targets = training_batch(
                 [train_p[int(i) % n] for i in idx],
                 [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(global_step, total_steps, config)
-            loss_dict = model(images, targets)
-            loss = sum(loss_dict.values())
+            with autocast(device, config.precision):
+                loss_dict = ddp(images, targets)
+            loss = sum(v.float() for v in loss_dict.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {global_step}; lower --lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            losses.append(float(loss.item()))
+            scaler.step(opt)
+            scaler.update()
+            losses.append(dist.mean(float(loss.item())))
             step_in_epoch += 1
             global_step += 1
             if bar is not None:
@@ -331,7 +351,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
             if time.monotonic() - t_ckpt > config.checkpoint_every_s:
                 save_last()
                 t_ckpt = time.monotonic()
-            if config.max_minutes is not None and time.monotonic() - t_call > 60 * config.max_minutes:
+            over = config.max_minutes is not None and time.monotonic() - t_call > 60 * config.max_minutes
+            if dist.any(over):  # every rank stops at the same step
                 stopped = True
                 break
         if bar is not None:
@@ -362,11 +383,14 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         step_in_epoch = 0
         if ap is not None and ap > best_ap:
             best_ap = ap
-            save_detector(best_path, model, spec, half=False,
-                          extra={"epoch": rec.epoch, "val_ap50": rec.val_ap50, "seed": config.seed})
+            if dist.is_main:
+                save_detector(best_path, model, spec, half=False,
+                              extra={"epoch": rec.epoch, "val_ap50": rec.val_ap50, "seed": config.seed})
         save_last()
         t_ckpt = time.monotonic()
-        write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
+        if dist.is_main:
+            write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
+    dist.barrier()  # the other ranks see rank 0's files from here on
     total = spent + time.monotonic() - t_call
     best = best_path if best_path.exists() else None
     return TrainResult(best, last_path, tuple(history), not stopped, total)
