@@ -41,7 +41,8 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(args: list[str], out: Path, nproc: int) -> list[dict[str, float]]:
-    cmd = [sys.executable, "-m", "marrowscope", "train", "classifier", "--dataset", args[0], "--out", str(out),
+    cmd = [sys.executable, "-m", "marrowscope", "train", "classifier", "--dataset", args[0],
+           "--out", str(out),
            "--epochs", "3", "--batch-size", "16", "--eval-every", "3", "--input-size", "48", "--mpp", "0.45",
            "--src-mpp", "0.45", "--threads", "1", "--device", "cpu", "--val-fraction", "0.25"]
     if nproc > 1:

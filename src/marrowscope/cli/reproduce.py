@@ -32,11 +32,19 @@ def reproduce_cmd(
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch."),
     quick: bool = typer.Option(False, "--quick", help="A short schedule for tests (numbers mean nothing)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of every model."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 for the training stages."),
 ) -> None:
     """Reproduce the paper's results table; stages whose inputs and config are unchanged are skipped."""
+    from dataclasses import replace
+
+    from marrowscope.cli.classifier import _precision
     from marrowscope.study.reproduce import ReproduceConfig, reproduce
 
     cfg = ReproduceConfig.quick_config(seed) if quick else ReproduceConfig(seed=seed)
+    p = _precision(precision)
+    cfg = replace(
+        cfg, detector=replace(cfg.detector, precision=p), classifier=replace(cfg.classifier, precision=p)
+    )
     res = reproduce(
         data,
         out,

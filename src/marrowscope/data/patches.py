@@ -108,8 +108,8 @@ class PatchStore:
                     f"patch cache version {d.get('version')} (this version reads "
                     f"{VERSION}); use a new cache folder",
                 )
-            for e in d["patches"]:
-                pe = PatchEntry(**{**e, "roi": tuple(e["roi"]), "origin": tuple(e["origin"])})
+            for row in d["patches"]:
+                pe = PatchEntry(**{**row, "roi": tuple(row["roi"]), "origin": tuple(row["origin"])})
                 if (self.root / pe.file).is_file():
                     self.entries[pe.key] = pe
 

@@ -432,7 +432,10 @@ def train_calibrated(
         metrics["temperature"] = temperature
         write_text_atomic(out / "val_metrics.json", json.dumps(metrics, indent=1) + "\n")
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
-    save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "epochs": res.epochs_done,
+    from marrowscope.engines.distributed import device_record
+
+    save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "run": device_record(clf.device),
+                                                       "epochs": res.epochs_done,
                                                        "n_train": len(train), "n_val": len(val)})
     return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train), n_val=len(val),
                               temperature=temperature, val_metrics=metrics)

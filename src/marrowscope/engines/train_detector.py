@@ -235,6 +235,7 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
 
     from marrowscope.engines.distributed import (
         autocast,
+        device_record,
         distributed_context,
         grad_scaler,
         rank_device,
@@ -282,7 +283,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         logger.info("resumed from %s at epoch %d step %d", last_path, epoch, step_in_epoch)
     if dist.is_main:
         write_text_atomic(out / "config.json", json.dumps(
-            {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict()},
+            {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict(),
+             "run": device_record(device)},
             indent=2, default=str) + "\n")
 
     if epoch >= config.epochs:
@@ -323,8 +325,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, unit="step", mininterval=20,
                        desc=f"epoch {epoch + 1}/{config.epochs}")
         while step_in_epoch < steps_per_epoch:
-            idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-            idx = dist.shard(idx)  # torchrun: this rank's part of the global batch (same per-sample draws)
+            batch = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+            idx = dist.shard(batch.tolist())  # torchrun: this rank's part (same per-sample draws)
             images, targets = training_batch(
                 [train_p[int(i) % n] for i in idx],
                 [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
@@ -385,7 +387,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
             best_ap = ap
             if dist.is_main:
                 save_detector(best_path, model, spec, half=False,
-                              extra={"epoch": rec.epoch, "val_ap50": rec.val_ap50, "seed": config.seed})
+                              extra={"epoch": rec.epoch, "val_ap50": rec.val_ap50, "seed": config.seed,
+                                     "run": device_record(device)})
         save_last()
         t_ckpt = time.monotonic()
         if dist.is_main:

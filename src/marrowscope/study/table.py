@@ -7,7 +7,6 @@ keys; the paper reports no confidence intervals and no diagnosis F1 from true co
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,21 +35,6 @@ LABELS: Mapping[str, str] = {
     "diagnosis_rule_baseline_true": "Rule baseline macro F1, true counts",
     "diagnosis_rule_baseline_predicted": "Rule baseline macro F1, predicted counts",
 }
-
-
-def _device_record(device: str) -> dict[str, Any]:
-    import torch
-
-    rec: dict[str, Any] = {
-        "device": device,
-        "gpu_model": None,
-        "cuda": torch.version.cuda,
-        "cpu": platform.processor() or platform.machine(),
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        rec["gpu_model"] = torch.cuda.get_device_name(torch.device(device))
-        rec["gpu_count"] = torch.cuda.device_count()
-    return rec
 
 
 def _metrics(records: Mapping[str, StageRecord]) -> dict[str, Any]:
@@ -99,6 +83,7 @@ def write_tables(
 ) -> tuple[Path, Path]:
     """Write ``OUT/reproduction.json`` and ``OUT/reproduction.md``; returns their paths."""
     from marrowscope import __version__
+    from marrowscope.engines.distributed import device_record
     from marrowscope.report.results import environment
 
     py, plat, pkgs = environment()
@@ -108,7 +93,7 @@ def write_tables(
         "python": py,
         "platform": plat,
         "packages": pkgs,
-        **_device_record(device),
+        **device_record(device),
         "seed": results["config"]["seed"],
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds_this_run": results["seconds"],
