@@ -196,6 +196,59 @@ def _rois_of(entry: Any) -> tuple[Any, ...]:
     return ()
 
 
+def add_slide_rois(
+    store: PatchStore,
+    slide: Any,
+    *,
+    patient_id: str,
+    slide_id: str,
+    source: str,
+    regions: Sequence[Any],
+    mpps: Sequence[float],
+    context_um: float = 25.0,
+    pairs: bool = False,
+) -> list[PatchEntry]:
+    """Read ``regions`` (level-0 ROIs of the open ``slide``, any :class:`SlideReader`, e.g. a DICOMweb
+    one) plus ``context_um`` at each of ``mpps`` into ``store``; patches already there are skipped.
+    ``pairs``: ``regions`` and ``mpps`` are zipped instead of crossed."""
+    info = slide.info
+    if info.mpp is None:
+        raise InputError(slide_id, "slide has no pixel size; the ROI cache needs one")
+    margin0 = context_um / info.mpp
+    todo = list(zip(regions, mpps, strict=True)) if pairs else [(r, m) for r in regions for m in mpps]
+    added = []
+    for region, m in todo:
+        b = region.box
+        key = patch_key(source, b.as_tuple(), m, context_um)
+        if key in store:
+            continue
+        x0, y0 = max(0.0, b.x1 - margin0), max(0.0, b.y1 - margin0)
+        x1, y1 = min(float(info.width), b.x2 + margin0), min(float(info.height), b.y2 + margin0)
+        x0, y0 = float(np.floor(x0)), float(np.floor(y0))
+        if abs(m - info.mpp) < 1e-9:  # the slide's own scale: plain level-0 pixels
+            arr = slide.read_region(int(x0), int(y0), int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0)), level=0)
+        else:
+            arr = slide.read_region_mpp(x0, y0, x1 - x0, y1 - y0, m)
+        arr = np.ascontiguousarray(np.asarray(arr)[..., :3])
+        entry = PatchEntry(
+            key=key,
+            patient_id=patient_id,
+            slide_id=slide_id,
+            roi=b.as_tuple(),
+            origin=(x0, y0),
+            mpp=float(m),
+            level0_mpp=float(info.mpp),
+            width=int(arr.shape[1]),
+            height=int(arr.shape[0]),
+            file=f"{key}.npy",
+            nbytes=int(arr.nbytes),
+            source=source,
+        )
+        store.add(entry, arr)
+        added.append(entry)
+    return added
+
+
 def build_roi_cache(
     entries: Sequence[Any],
     root: str | Path,
@@ -228,36 +281,17 @@ def build_roi_cache(
         if not todo:
             continue
         with open_slide([Path(f) for f in entry.slide_files]) as slide:
-            info = slide.info
-            if info.mpp is None:
-                raise InputError(entry.slide_id, "slide has no pixel size; the ROI cache needs one")
-            margin0 = context_um / info.mpp
-            for region, m in todo:
-                b = region.box
-                x0, y0 = max(0.0, b.x1 - margin0), max(0.0, b.y1 - margin0)
-                x1, y1 = min(float(info.width), b.x2 + margin0), min(float(info.height), b.y2 + margin0)
-                x0, y0 = float(np.floor(x0)), float(np.floor(y0))
-                arr = np.ascontiguousarray(
-                    np.asarray(slide.read_region_mpp(x0, y0, x1 - x0, y1 - y0, m))[..., :3]
-                )
-                key = patch_key(source, b.as_tuple(), m, context_um)
-                store.add(
-                    PatchEntry(
-                        key=key,
-                        patient_id=entry.patient_id,
-                        slide_id=entry.slide_id,
-                        roi=b.as_tuple(),
-                        origin=(x0, y0),
-                        mpp=float(m),
-                        level0_mpp=float(info.mpp),
-                        width=int(arr.shape[1]),
-                        height=int(arr.shape[0]),
-                        file=f"{key}.npy",
-                        nbytes=int(arr.nbytes),
-                        source=source,
-                    ),
-                    arr,
-                )
+            add_slide_rois(
+                store,
+                slide,
+                patient_id=entry.patient_id,
+                slide_id=entry.slide_id,
+                source=source,
+                regions=[r for r, _ in todo],
+                mpps=[m for _, m in todo],
+                context_um=context_um,
+                pairs=True,
+            )
     return store
 
 
