@@ -65,6 +65,7 @@ def test_two_gloo_processes_match_one(image_folder: Path, tmp_path: Path) -> Non
     assert float(steps[0]) == float(steps[1]) > 0  # the same number of optimizer steps
     l1 = np.array([h["loss"] for h in one])
     l2 = np.array([h["loss"] for h in two])
+    print(f"optimizer steps {float(steps[0]):.0f}; losses one {l1.round(4)} two {l2.round(4)}")
     assert np.all(np.abs(l1 - l2) <= LOSS_RTOL * l1), (l1, l2)
     assert (tmp_path / "two" / "classifier.pt").is_file()  # rank 0 wrote the calibrated weights
     assert not list((tmp_path / "two").glob(".*.part"))  # and no rank left a half-written file
