@@ -124,7 +124,11 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def _to_float(images: np.ndarray, idx: np.ndarray, device: str) -> torch.Tensor:
-    x = torch.from_numpy(images[idx]).to(device)
+    x = torch.from_numpy(images[idx])
+    if device.startswith("cuda"):  # pinned host memory: an asynchronous copy to the GPU
+        x = x.pin_memory().to(device, non_blocking=True)
+    else:
+        x = x.to(device)
     return x.permute(0, 3, 1, 2).float() / 255.0
 
 

@@ -65,6 +65,7 @@ class DetectorTrainConfig:
     min_visible: float = 0.5  # keep a crop-cut box when this fraction of it stays visible
     bn_images: int = 200  # training images that recompute BatchNorm statistics before each validation
     precision: str = "fp32"  # forward pass in fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)
+    workers: int = 0  # DataLoader processes that augment the next steps' crops (0: in the training loop)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def spec(self) -> WeightsSpec:
@@ -139,21 +140,67 @@ def _crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int, r
     return image, c[keep], labels[keep]
 
 
-def training_batch(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
-                   config: DetectorTrainConfig, device: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Augment and crop each prepared sample with its own generator: the model's (images, targets)."""
+def augment_samples(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
+                    config: DetectorTrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Augment and crop each prepared sample with its own generator: (image, boxes, labels) arrays."""
+    out = []
+    for p, rng in zip(samples, rngs, strict=True):
+        img, boxes = aug.image_boxes(p.image, p.boxes, rng)
+        out.append(_crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible))
+    return out
+
+
+def batch_tensors(items: Sequence[tuple[Any, Any, Any]], device: str
+                  ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Augmented arrays (or the uint8 tensors a DataLoader worker made of them, pinned for a GPU) as
+    the model's (images, targets) on ``device``."""
     import torch
 
     images, targets = [], []
-    for p, rng in zip(samples, rngs, strict=True):
-        img, boxes = aug.image_boxes(p.image, p.boxes, rng)
-        img, boxes, labels = _crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible)
-        images.append(image_tensor(img, device))
+    for img, boxes, labels in items:
+        if isinstance(img, np.ndarray):
+            images.append(image_tensor(img, device))
+        else:  # the same conversion as image_tensor, from an already pinned uint8 tensor
+            images.append(img.to(device, non_blocking=True).permute(2, 0, 1).float().div(255.0))
         targets.append({
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(device),
             "labels": torch.as_tensor(labels, dtype=torch.int64).to(device),
         })
     return images, targets
+
+
+def training_batch(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
+                   config: DetectorTrainConfig, device: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Augment and crop each prepared sample with its own generator: the model's (images, targets)."""
+    return batch_tensors(augment_samples(samples, rngs, aug, config), device)
+
+
+class _StepData:
+    """The augmented samples of each remaining step of an epoch, as a map-style dataset for a DataLoader
+    (``workers`` > 0): item k is step k's list of (image, boxes, labels), drawn with the same per-sample
+    generators as the in-loop path, so the numbers do not depend on the number of workers."""
+
+    def __init__(self, train_p: Sequence[_Prepared], steps: Sequence[Sequence[int]], epoch: int,
+                 aug: Augmenter, config: DetectorTrainConfig) -> None:
+        self.train_p, self.steps, self.epoch, self.aug, self.config = train_p, steps, epoch, aug, config
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, k: int) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        import torch
+
+        n = len(self.train_p)
+        idx = self.steps[k]
+        items = augment_samples([self.train_p[int(i) % n] for i in idx],
+                                [np.random.default_rng([self.config.seed, self.epoch, int(i)]) for i in idx],
+                                self.aug, self.config)
+        return [(torch.from_numpy(np.require(img, dtype=np.uint8, requirements=("C", "W"))), b, lab)
+                for img, b, lab in items]
+
+
+def _as_is(item: Any) -> Any:
+    return item
 
 
 _ARCH_PARAMS = ("anchor_sizes", "aspect_ratios", "fpn_channels", "representation_size")
@@ -324,12 +371,26 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
 
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, unit="step", mininterval=20,
                        desc=f"epoch {epoch + 1}/{config.epochs}")
+        prefetch: Any = None
+        if config.workers > 0:  # augmentation in worker processes, a few steps ahead
+            from torch.utils.data import DataLoader
+
+            steps = [dist.shard(order[k * config.batch_size : (k + 1) * config.batch_size].tolist())
+                     for k in range(step_in_epoch, steps_per_epoch)]
+            prefetch = iter(DataLoader(_StepData(train_p, steps, epoch, aug, config),  # type: ignore[arg-type]
+                                       batch_size=None,
+                                       shuffle=False, num_workers=config.workers, collate_fn=_as_is,
+                                       pin_memory=device.startswith("cuda"),
+                                       generator=torch.Generator().manual_seed(0)))  # not the model's RNG
         while step_in_epoch < steps_per_epoch:
-            batch = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-            idx = dist.shard(batch.tolist())  # torchrun: this rank's part (same per-sample draws)
-            images, targets = training_batch(
-                [train_p[int(i) % n] for i in idx],
-                [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
+            if prefetch is not None:
+                images, targets = batch_tensors(next(prefetch), device)
+            else:
+                batch = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+                idx = dist.shard(batch.tolist())  # torchrun: this rank's part (same per-sample draws)
+                images, targets = training_batch(
+                    [train_p[int(i) % n] for i in idx],
+                    [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(global_step, total_steps, config)
             with autocast(device, config.precision):

@@ -51,7 +51,7 @@ NEEDS: Mapping[str, tuple[str, ...]] = {
     "diagnosis": ("split", "detector", "classifier"),
 }
 #: config fields that do not change a result (left out of fingerprints)
-_RUNTIME_FIELDS = ("device", "num_threads", "max_minutes", "checkpoint_every_s")
+_RUNTIME_FIELDS = ("device", "num_threads", "max_minutes", "checkpoint_every_s", "workers")
 
 
 @dataclass(frozen=True)
