@@ -33,6 +33,9 @@ def reproduce_cmd(
     quick: bool = typer.Option(False, "--quick", help="A short schedule for tests (numbers mean nothing)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of every model."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 for the training stages."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="DataLoader processes for detector augmentation."
+    ),
 ) -> None:
     """Reproduce the paper's results table; stages whose inputs and config are unchanged are skipped."""
     from dataclasses import replace
@@ -43,7 +46,9 @@ def reproduce_cmd(
     cfg = ReproduceConfig.quick_config(seed) if quick else ReproduceConfig(seed=seed)
     p = _precision(precision)
     cfg = replace(
-        cfg, detector=replace(cfg.detector, precision=p), classifier=replace(cfg.classifier, precision=p)
+        cfg,
+        detector=replace(cfg.detector, precision=p, workers=workers),
+        classifier=replace(cfg.classifier, precision=p),
     )
     res = reproduce(
         data,
