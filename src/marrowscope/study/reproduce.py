@@ -504,9 +504,17 @@ def reproduce(
     progress: bool = True,
 ) -> StudyResult:
     """Run (or resume) the study on the cohort folder ``data`` into ``out``; see the module docstring."""
+    import os
+
     from marrowscope.models.detector import default_device
     from marrowscope.study.table import write_tables
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError(
+            "torchrun",
+            "reproduce runs in one process; train its models on several GPUs with "
+            "`torchrun ... -m marrowscope train ...` (docs/reproduction.md)",
+        )
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise InputError("--stages", f"unknown stage(s) {', '.join(bad)}; choose from {', '.join(STAGES)}")
