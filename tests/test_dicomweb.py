@@ -10,10 +10,11 @@ import json
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -69,9 +70,10 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
     try:
         for _ in range(100):
             try:
-                if httpx.get(f"{base}/system", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                with urllib.request.urlopen(f"{base}/system", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
                 pass
             if proc.poll() is not None:
                 pytest.skip(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-500:]}")
@@ -80,8 +82,9 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
         for f in sorted((cohort / "dicom").rglob("*.dcm")):
             if patients[1] in f.parts and f.parent.name.startswith("SM_"):
                 continue
-            r = httpx.post(f"{base}/instances", content=f.read_bytes(), timeout=30)
-            assert r.status_code == 200, r.text
+            req = urllib.request.Request(f"{base}/instances", data=f.read_bytes(), method="POST")
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200, r.read()
         yield f"{base}/dicom-web"
     finally:
         proc.terminate()
