@@ -31,8 +31,9 @@ import torch.nn.functional as F  # noqa: N812
 
 from marrowscope.data.cell_augment import AugmentConfig, augment_batch, center_crop
 from marrowscope.data.classification_datasets import SET, CropSet
+from marrowscope.engines.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from marrowscope.errors import InputError
-from marrowscope.io.atomic import atomic_path, write_text_atomic
+from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
 from marrowscope.models.classifier import CellClassifier, create_classifier, save_classifier
 from marrowscope.models.weights import WeightsSpec
 
@@ -174,8 +175,7 @@ def train_classifier(
     if train.images.shape[1] < int(spec.input_size or 0):
         raise InputError("train", f"crops of {train.images.shape[1]} px are smaller than the input size "
                                   f"{spec.input_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dist = distributed_context(device)  # torchrun: this rank's share of each global batch, rank-0 writes
@@ -199,7 +199,7 @@ def train_classifier(
     start_epoch = 0
     best = -math.inf
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = load_checkpoint(ckpt_path, map_location=device)
         if ck.get("spec") != spec.to_dict() or ck.get("config") != _config_dict(config):
             raise InputError(ckpt_path, "checkpoint belongs to a different spec or config; use a new --out "
                                         "folder or remove the checkpoint")
@@ -209,6 +209,8 @@ def train_classifier(
         start_epoch = int(ck["epoch"])
         history = list(ck["history"])
         best = float(ck["best"])
+        if "rng" in ck:
+            set_rng_state(ck["rng"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
     prior = torch.tensor(class_prior(train), dtype=torch.float32, device=device)
     adjust = config.logit_adjust * torch.log(prior) if config.logit_adjust > 0 else None
@@ -278,10 +280,10 @@ def train_classifier(
         history.append(rec)
         log.info("epoch %d: %s", epoch + 1, json.dumps(rec))
         if dist.is_main:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                            "epoch": epoch + 1, "history": history, "best": best, "spec": spec.to_dict(),
-                            "config": _config_dict(config)}, tmp)
+            save_checkpoint(ckpt_path, {"net": net.state_dict(), "ema": ema.state_dict(),
+                                        "opt": opt.state_dict(), "epoch": epoch + 1, "history": history,
+                                        "best": float(best), "spec": spec.to_dict(),
+                                        "config": _config_dict(config), "rng": rng_state()})
             write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
         over = config.max_minutes is not None and (time.time() - t_start) / 60 > config.max_minutes
         if dist.any(over) and epoch + 1 < config.epochs:  # every rank stops at the same epoch
@@ -289,6 +291,9 @@ def train_classifier(
                         epoch + 1)
             finished = False
             break
+    # again here: a run killed after its last checkpoint but before history.json resumes with no epoch left
+    if dist.is_main:
+        write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
     ema_clf = CellClassifier(net=ema, spec=spec, device=device)
     if dist.is_main:
         save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
@@ -363,8 +368,7 @@ def train_from_dataset(
     else:
         sch = taxonomy.load_scheme(scheme or "bmdeep33")
         classes, scheme_name = tuple(sch.classes), sch.name
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)  # writable, stale temporaries gone: before the data is read
     if fmt in ("pbc", "imagefolder"):
         data, unmapped = load_image_dataset(fmt, root, classes, mpp=m, size=round(size * context),
                                             src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,
@@ -376,9 +380,10 @@ def train_from_dataset(
                                             scheme=sch, progress=progress)
     tr_idx, va_idx = grouped_split(data.labels, data.groups, val_fraction, split_seed)
     train, val = data.subset(tr_idx), data.subset(va_idx)
-    write_text_atomic(out / "split.json", json.dumps(
-        {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
-         "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
+        write_text_atomic(out / "split.json", json.dumps(
+            {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
+             "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
     return train_calibrated(train, val, out, scheme=sch, scheme_name=scheme_name, arch=arch, input_size=size,
                             mpp=m, config=cfg, eval_scheme=eval_scheme,
                             uncertain_threshold=uncertain_threshold, resume=resume, progress=progress,
