@@ -27,7 +27,8 @@ from marrowscope.errors import InputError
 
 MARKER = ".marrowscope-owned"
 PART = ".part"
-_MOVE_AWAY = "move it away or choose another output path"
+_MOVE_AWAY = ("move it away or choose another output path (outputs of older marrowscope versions carry no "
+              "marker: delete them to redo)")
 
 
 # ------------------------------------------------------------------------------------------------ ownership
