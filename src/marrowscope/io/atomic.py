@@ -172,6 +172,13 @@ def _refuse_foreign_dir(target: Path) -> None:
                                      f"marker); refusing to replace it: {_MOVE_AWAY}")
 
 
+def check_replaceable_dir(path: str | os.PathLike[str]) -> Path:
+    """Raise (before any work) when ``path`` exists and is not a folder marrowscope wrote."""
+    p = Path(path)
+    _refuse_foreign_dir(p)
+    return p
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole.
