@@ -10,7 +10,8 @@ import typer
 from marrowscope.cli import params
 from marrowscope.cli.app import evaluate_app, train_app
 
-_DATASET_HELP = "FORMAT:PATH with FORMAT pbc, imagefolder, synth or cohort."
+_DATASET_HELP = ("FORMAT:PATH with FORMAT pbc, imagefolder, synth, cohort or reviewed (an analyze output "
+                 "folder reviewed with `marrowscope review`).")
 _ARCH_HELP = "msresnet_s, msresnet_m, tv:<name> or timm:<name>."
 _EVAL_OUT_HELP = "Output folder: metrics.json, confusion.png, predictions.csv."
 
