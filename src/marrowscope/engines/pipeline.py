@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from marrowscope import __version__, taxonomy
+from marrowscope import __version__, alerts, taxonomy
+from marrowscope.alerts import ResultWarning
 from marrowscope.cells import Box, Cell, CellAnnotations
 from marrowscope.counting import Differential, compute_differential
 from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, select_regions
@@ -74,21 +76,46 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
     from marrowscope.models.detector import load_detector
     from marrowscope.models.diagnosis import load_diagnosis_model
     from marrowscope.models.registry import resolve_model
-    from marrowscope.models.weights import sha256_file
 
     refs = []
     det = load_detector(cfg.detector, device=device)
     p, _ = resolve_model(cfg.detector, task="detector")
-    refs.append(ModelRef(str(cfg.detector), "detector", str(p), sha256_file(p)))
+    refs.append(model_ref(str(cfg.detector), "detector", p))
     clf = load_classifier(cfg.classifier, device=device)
     p, _ = resolve_model(cfg.classifier, task="classifier")
-    refs.append(ModelRef(str(cfg.classifier), "classifier", str(p), sha256_file(p)))
+    refs.append(model_ref(str(cfg.classifier), "classifier", p))
     diag = None
     if cfg.diagnosis:
         p, sha = resolve_model(cfg.diagnosis, task="diagnosis")
         diag = load_diagnosis_model(p, sha256=sha)
-        refs.append(ModelRef(str(cfg.diagnosis), "diagnosis", str(p), sha256_file(p)))
+        refs.append(model_ref(str(cfg.diagnosis), "diagnosis", p))
     return Models(det, clf, diag, tuple(refs))
+
+
+def model_ref(name: str, task: str, path: str | Path) -> ModelRef:
+    """A :class:`ModelRef` for the model file at ``path``: its hash and what it was trained on."""
+    from marrowscope.models.provenance import training_data_of
+    from marrowscope.models.weights import sha256_file
+
+    td = training_data_of(path, task)
+    return ModelRef(name, task, str(path), sha256_file(path), td.description, td.kind, td.datasets)
+
+
+def model_warnings(refs: Sequence[ModelRef]) -> list[ResultWarning]:
+    """A warning for every model trained only on synthetic data, and for every model that does not say."""
+    out = []
+    synth = [m for m in refs if m.training_data_kind == "synthetic"]
+    if synth:
+        names = ", ".join(f"{m.task} {m.name}" for m in synth)
+        out.append(ResultWarning(alerts.SYNTHETIC_MODEL.code, (
+            f"trained only on synthetic data: {names}. The differential and diagnosis are not meaningful "
+            "for a real slide; use models trained on real marrow (marrowscope models lists them)")))
+    unknown = [m for m in refs if m.training_data_kind == "unknown"]
+    if unknown:
+        names = ", ".join(f"{m.task} {m.name}" for m in unknown)
+        out.append(ResultWarning(alerts.UNKNOWN_TRAINING_DATA.code, (
+            f"no training-data description for: {names}; how far its output can be trusted is unknown")))
+    return out
 
 
 def _detector_threshold(det: TileDetector, cfg: AnalysisConfig) -> float:
@@ -176,9 +203,10 @@ def class_labels(classes: Sequence[str], scheme: str | None = None) -> dict[str,
     return out
 
 
-def _differential(cells: Sequence[Cell]) -> Differential:
+def _differential(cells: Sequence[Cell], max_cells: int = 5000) -> Differential:
     uncertain = sum(1 for c in cells if c.label is None)
-    return compute_differential([c.label for c in cells if c.label is not None], uncertain=uncertain)
+    return compute_differential([c.label for c in cells if c.label is not None], uncertain=uncertain,
+                                max_cells=max_cells)
 
 
 def _needs_more(diff: Differential, cfg: AnalysisConfig) -> bool:
@@ -191,38 +219,54 @@ def _needs_more(diff: Differential, cfg: AnalysisConfig) -> bool:
     return any(f.cells_needed is not None and 0 < f.cells_needed <= room for f in diff.flags)
 
 
-def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
-    """Diagnosis probabilities from the differential's counts, with the rule baseline beside them."""
+def diagnose(diff: Differential, model: Any, name: str, confidence: float | None = None) -> DiagnosisResult:
+    """Diagnosis probabilities from the differential's counts, with the rule baseline beside them.
+
+    The rules are applied as they are (they need no fitting) and explain their own decision. Below
+    ``confidence`` (default :data:`~marrowscope.models.diagnosis.SUGGESTION_CONFIDENCE`) the suggestion
+    is "uncertain between" the two most likely diagnoses."""
     import pandas as pd
 
-    from marrowscope.models.diagnosis import RuleBaseline
+    from marrowscope.models.diagnosis import SUGGESTION_CONFIDENCE, RuleBaseline, outcome_classes
 
     counts = {k: float(v) for k, v in diff.counts.items()}
     model_counts, unused = model_columns(counts, tuple(getattr(model, "input_columns", ()) or ()))
     probs = model.predict_proba_table(pd.DataFrame([model_counts]))[0]
-    row = pd.DataFrame([counts])
     classes = tuple(str(c) for c in model.classes)
     suggestion = classes[int(np.argmax(probs))]
-    # the rules only need the class names; fit them on one row per class
-    table = pd.DataFrame([counts] * len(classes))
-    rules = RuleBaseline().fit(table, list(classes))
-    outcome = str(rules.rule_outcomes(row)[0])
-    rule_class = str(rules.predict(row)[0])
-    reason = (
-        f"rule '{outcome}': blasts {100 * diff.blast_pct:.1f} % "
-        f"(lymphoid {100 * diff.lymphoid_blast_pct:.1f} %, "
-        f"myeloid incl. equivalents {100 * diff.myeloid_blast_pct:.1f} %); thresholds ALL ≥ 25 % lymphoid "
-        "blasts, AML ≥ 20 % myeloid blasts, CML: left-shifted granulopoiesis with basophilia/eosinophilia"
-    )
+    decision = RuleBaseline().explain(counts)
+    rule_class = str(outcome_classes(classes)[decision.outcome])
+    threshold = SUGGESTION_CONFIDENCE if confidence is None else confidence
+    top2 = [classes[i] for i in np.argsort(-probs, kind="stable")[:2]]
+    between = (top2[0], top2[1]) if len(top2) == 2 and float(np.max(probs)) < threshold else None
     return DiagnosisResult(
         model=name,
         classes=classes,
         probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
         suggestion=suggestion,
         rule_baseline=rule_class,
-        rule_reason=reason,
+        rule_reason=decision.reason,
         unused_labels=unused,
+        rule_outcome=decision.outcome,
+        rule_values=dict(decision.values),
+        confidence_threshold=threshold,
+        uncertain_between=between,
     )
+
+
+def diagnosis_warnings(dx: DiagnosisResult) -> list[ResultWarning]:
+    """Warnings that stand beside the diagnosis: a weak suggestion, a rule that disagrees."""
+    out = []
+    if dx.uncertain_between is not None:
+        a, b = dx.uncertain_between
+        out.append(ResultWarning(alerts.UNCERTAIN_DIAGNOSIS.code, (
+            f"uncertain between {a} ({100 * dx.probabilities[a]:.0f} %) and {b} "
+            f"({100 * dx.probabilities[b]:.0f} %): no diagnosis reaches {100 * dx.confidence_threshold:.0f} %")))
+    if dx.rule_baseline != dx.suggestion:
+        out.append(ResultWarning(alerts.RULE_DISAGREES.code, (
+            f"the model suggests {dx.suggestion}, the rule baseline {dx.rule_baseline} "
+            f"({dx.rule_reason})")))
+    return out
 
 
 def _role(label: str) -> tuple[bool, ...]:
@@ -307,11 +351,11 @@ def analyze_slide(
     cells: list[Cell] = []
     done: list[RegionResult] = []
     taken: list[Box] = []
-    warnings: list[str] = []
+    warnings: list[ResultWarning] = []
     timings: dict[str, float] = {}
     annotated = bool(rois is not None and rois.regions)
     for i, fq in enumerate(regions):
-        if not annotated and done and not _needs_more(_differential(cells), cfg):
+        if not annotated and done and not _needs_more(_differential(cells, cfg.max_cells), cfg):
             break
         new = _count_region(slide, fq, models, cfg, taken, next_id=len(cells), timings=timings)
         taken.append(fq.region.box)
@@ -328,7 +372,8 @@ def analyze_slide(
             )
         )
         if not new:
-            warnings.append(f"region {fq.region.roi_id} ({done[-1].source}) has no cells")
+            warnings.append(ResultWarning(alerts.EMPTY_REGION.code,
+                                          f"region {fq.region.roi_id} ({done[-1].source}) has no cells"))
         if progress is not None:
             progress(i + 1, len(regions))
     t_count = time.perf_counter() - t0 - t_regions
@@ -338,24 +383,27 @@ def analyze_slide(
             f"no cells were detected in the {len(done)} region(s) analysed; check that the slide is a "
             "stained smear at the stated pixel size (--mpp) and that the ROIs lie on the smear",
         )
-    diff = _differential(cells)
+    diff = _differential(cells, cfg.max_cells)
+    warnings = model_warnings(models.refs) + warnings
     if diff.n_counted == 0:
-        warnings.append("no countable cells were found in the regions analysed")
+        warnings.append(ResultWarning(alerts.NO_COUNTABLE_CELLS.code,
+                                      "no countable cells were found in the regions analysed"))
     elif diff.n_counted < cfg.target_cells:
-        warnings.append(
+        warnings.append(ResultWarning(alerts.FEW_CELLS.code, (
             f"only {diff.n_counted} countable cells found (target {cfg.target_cells}); "
-            "the intervals are wide"
-        )
+            "the intervals are wide")))
     for f in diff.flags:
-        need = "" if f.cells_needed is None else f"; about {f.cells_needed} more cells would decide it"
-        warnings.append(
-            f"blast interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
-            f"{100 * f.threshold:.0f} % threshold ({f.name}){need}"
-        )
+        what = "lymphoid blast" if f.quantity == "lymphoid_blasts" else "blast"
+        need = (f"; cannot be decided within the {f.max_cells}-cell cap" if f.cells_needed is None
+                else f"; about {f.cells_needed} more cells would decide it")
+        warnings.append(ResultWarning(alerts.THRESHOLD_UNDECIDED.code, (
+            f"{what} interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
+            f"{100 * f.threshold:.0f} % threshold ({f.name}){need}")))
     diagnosis = None
     t_diag = time.perf_counter()
     if models.diagnosis is not None and diff.n_counted > 0:
         diagnosis = diagnose(diff, models.diagnosis, cfg.diagnosis or "diagnosis")
+        warnings.extend(diagnosis_warnings(diagnosis))
     py, plat, pkgs = environment()
     seconds = time.perf_counter() - t0
     timings.update({"regions": t_regions, "count": t_count, "diagnose": time.perf_counter() - t_diag,
