@@ -52,7 +52,8 @@ def test_annotated_rois_are_all_counted_and_counts_match_cells(models) -> None: 
     for c in r.cells:
         reg = next(g for g in r.regions if g.roi_id == c.roi_id)
         assert Box(*reg.box).contains_point(*c.box.center)
-    assert len({c.cell_id for c in r.cells}) == len(r.cells)
+    assert len({c.detection_id for c in r.cells}) == len(r.cells)  # our ids; cell_id stays empty
+    assert all(c.cell_id is None for c in r.cells)
     # every cell has a full probability vector over the classifier's classes
     assert all(c.probabilities and abs(sum(c.probabilities.values()) - 1) < 1e-6 for c in r.cells)
     assert r.run.models == models.refs and r.run.seed == 0 and r.run.timings["total"] > 0

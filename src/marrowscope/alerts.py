@@ -29,7 +29,9 @@ class WarningCode:
 _CODES: dict[str, WarningCode] = {}
 
 
-def register_code(code: str, meaning: str, *, severity: str = "caution", about_models: bool = False) -> WarningCode:
+def register_code(
+    code: str, meaning: str, *, severity: str = "caution", about_models: bool = False
+) -> WarningCode:
     """Declare a warning code (idempotent for an identical declaration; a conflicting one raises)."""
     if not code or not code.replace("_", "").isalnum() or code.lower() != code:
         raise ValueError(f"warning code must be lower_snake_case, got {code!r}")
@@ -62,7 +64,8 @@ RULE_DISAGREES = register_code(
     "rule_disagrees", "the diagnosis model and the rule baseline suggest different diagnoses",
     severity="info", about_models=True)
 FEW_CELLS = register_code(
-    "few_cells", "fewer countable cells than the target differential; the intervals are wide", severity="info")
+    "few_cells", "fewer countable cells than the target differential; the intervals are wide",
+    severity="info")
 NO_COUNTABLE_CELLS = register_code("no_countable_cells", "no countable (nucleated marrow) cell was found")
 THRESHOLD_UNDECIDED = register_code(
     "threshold_undecided", "a blast interval contains a clinical threshold; the count cannot decide it",

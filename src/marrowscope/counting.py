@@ -297,7 +297,8 @@ def differential_from_counts(
     lineage_counts: Counter[str] = Counter()
     for name in labels:
         lineage_counts[taxonomy.lineage_of(name)] += countable[name]
-    lin_order = sorted(lineage_counts, key=lambda x: taxonomy.LINEAGES.index(x) if x in taxonomy.LINEAGES else 99)
+    lin_order = sorted(lineage_counts,
+                       key=lambda x: taxonomy.LINEAGES.index(x) if x in taxonomy.LINEAGES else 99)
 
     def total(names: frozenset[str]) -> int:
         return sum(countable.get(x, 0) for x in names)

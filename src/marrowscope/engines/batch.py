@@ -386,15 +386,16 @@ def _write_batch_summary(out: Path, statuses: Sequence[SlideStatus], cfg: Analys
 
 
 COHORT_COLUMNS: tuple[str, ...] = (
-    "slide_id", "status", "n_counted", "blast_percent", "blast_ci_low_percent", "blast_ci_high_percent", "flags",
-    "suggestion", "suggestion_probability", "headline", "rule_baseline", "warnings", "models", "regions", "report",
-    "reason", "source",
+    "slide_id", "status", "n_counted", "blast_percent", "blast_ci_low_percent", "blast_ci_high_percent",
+    "flags", "suggestion", "suggestion_probability", "headline", "rule_baseline", "warnings", "models",
+    "regions", "report", "reason", "source",
 )
 
 
 def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
     """One row per slide: counts, blast percent with its interval (percents: ``*_percent`` columns), the
-    suggestion and its headline, the rule baseline, the warning codes and the models with their training data."""
+    suggestion and its headline, the rule baseline, the warning codes and the models with their
+    training data."""
     import csv
     import io
 

@@ -160,7 +160,7 @@ def _count_region(
         # centre rule: a cell belongs to the region holding its centre, and to the first such region
         if not box.contains_point(cx, cy) or any(t.contains_point(cx, cy) for t in taken):
             continue
-        cells.append(Cell(box=cb, score=float(s), roi_id=fq.region.roi_id, cell_id=next_id + len(cells)))
+        cells.append(Cell(box=cb, score=float(s), roi_id=fq.region.roi_id, detection_id=next_id + len(cells)))
     if not cells:
         return []
     t1 = time.perf_counter()
@@ -261,7 +261,8 @@ def diagnosis_warnings(dx: DiagnosisResult) -> list[ResultWarning]:
         a, b = dx.uncertain_between
         out.append(ResultWarning(alerts.UNCERTAIN_DIAGNOSIS.code, (
             f"uncertain between {a} ({100 * dx.probabilities[a]:.0f} %) and {b} "
-            f"({100 * dx.probabilities[b]:.0f} %): no diagnosis reaches {100 * dx.confidence_threshold:.0f} %")))
+            f"({100 * dx.probabilities[b]:.0f} %): no diagnosis reaches "
+            f"{100 * dx.confidence_threshold:.0f} %")))
     if dx.rule_baseline != dx.suggestion:
         out.append(ResultWarning(alerts.RULE_DISAGREES.code, (
             f"the model suggests {dx.suggestion}, the rule baseline {dx.rule_baseline} "
@@ -321,6 +322,49 @@ def model_columns(
     return out, tuple(sorted(unused))
 
 
+def slide_frame(slide: SlideReader) -> tuple[str, tuple[float, float] | None]:
+    """The frame of the slide's level-0 pixels and the (dx, dy) that takes them to the dataset CSV frame.
+
+    DICOM slides of the dataset are the MRXS canvas shifted by the OpenSlide bounds (dataset.md §3.3):
+    frame ``"dicom"``, offset = the bounds (None when the header does not carry them). An MRXS read with
+    OpenSlide is the CSV frame itself (offset 0, 0). Any other slide: ``"level0"``, no dataset frame."""
+    from marrowscope.io.annotations.bmdeep_csv import CSV_FRAME, DICOM_FRAME
+
+    info = slide.info
+    if info.format == "dicom":
+        props = info.properties
+        if props.get("openslide.bounds-x") is None and props.get("openslide.bounds-y") is None:
+            return DICOM_FRAME, None
+        from marrowscope.io.annotations.bmdeep_csv import csv_to_dicom_offset
+
+        dx, dy = csv_to_dicom_offset(info)
+        return DICOM_FRAME, (-dx + 0.0, -dy + 0.0)
+    if info.format == "mrxs" or str(info.path).lower().endswith(".mrxs"):
+        return CSV_FRAME, (0.0, 0.0)
+    return "level0", None
+
+
+def match_annotated_ids(cells: Sequence[Cell], annotated: Sequence[Cell], min_iou: float = 0.5) -> list[Cell]:
+    """Give each detected cell the dataset ``cell_id`` of the annotated cell it overlaps one-to-one
+    (Hungarian matching on IoU, torchvision ``box_iou`` + scipy ``linear_sum_assignment``; pairs below
+    ``min_iou`` stay unmatched). Both in the same level-0 frame."""
+    import torch
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_iou
+
+    ann = [a for a in annotated if a.cell_id is not None]
+    if not cells or not ann:
+        return list(cells)
+    iou = box_iou(torch.tensor([c.box.as_tuple() for c in cells], dtype=torch.float64),
+                  torch.tensor([a.box.as_tuple() for a in ann], dtype=torch.float64)).numpy()
+    rows, cols = linear_sum_assignment(-iou)
+    out = list(cells)
+    for r, c in zip(rows, cols, strict=True):
+        if iou[r, c] >= min_iou:
+            out[r] = replace(out[r], cell_id=ann[c].cell_id)
+    return out
+
+
 def analyze_slide(
     slide: SlideReader,
     models: Models,
@@ -330,7 +374,8 @@ def analyze_slide(
 ) -> SlideResult:
     """Count cells on ``slide`` region by region until the differential is complete, then diagnose.
 
-    ``annotations``: the slide's annotated ROIs (only ``regions`` are used); all of them are counted.
+    ``annotations``: the slide's annotated ROIs (all of them are counted) and, when it has cells, the
+    annotated cells whose dataset ``cell_id`` the matching detections carry (:func:`match_annotated_ids`).
     Without ROIs, monolayer fields are counted best first until ``cfg.target_cells`` countable cells
     (more while the blast interval straddles a threshold, up to ``cfg.max_cells``).
 
@@ -408,13 +453,21 @@ def analyze_slide(
     seconds = time.perf_counter() - t0
     timings.update({"regions": t_regions, "count": t_count, "diagnose": time.perf_counter() - t_diag,
                     "total": seconds})
+    if annotations is not None and annotations.cells:
+        cells = match_annotated_ids(cells, annotations.cells)
+    frame, offset = slide_frame(slide)
+    extra = {"frame": frame}
+    if offset is not None:
+        extra["dataset_csv_offset"] = f"{offset[0]:g},{offset[1]:g}"
     return SlideResult(
         slide=SlideSummary(info.path, info.slide_id, info.format, info.width, info.height, info.mpp,
-                           patient_id=info.properties.get("dicom.PatientID") or None),
+                           patient_id=info.properties.get("dicom.PatientID") or None, frame=frame,
+                           dataset_csv_offset=offset),
         regions=tuple(done),
         cells=CellAnnotations(
             cells=tuple(cells), regions=tuple(f.region for f in regions[: len(done)]),
             slide_id=info.slide_id, width=info.width, height=info.height, mpp=info.mpp, source="marrowscope",
+            extra=extra,
         ),
         differential=diff,
         diagnosis=diagnosis,

@@ -400,7 +400,8 @@ def _reason(outcome: str, q: Mapping[str, float], t: Mapping[str, float]) -> str
            f"{_p(q['myeloid_blasts_with_unknown'] - q['myeloid_blasts'])})")
     cml = (f"granulopoiesis {_p(q['granulopoiesis'])} (CML rule ≥ {_p(t['cml_granulopoiesis'])}), "
            f"I:Mg {q['i_mg']:.2f} (≥ {t['cml_i_mg']:.2f}), basophils {_p(q['basophils'])} "
-           f"(≥ {_p(t['cml_basophils'])}) or eosinophils {_p(q['eosinophils'])} (≥ {_p(t['cml_eosinophils'])}), "
+           f"(≥ {_p(t['cml_basophils'])}) or eosinophils {_p(q['eosinophils'])} "
+           f"(≥ {_p(t['cml_eosinophils'])}), "
            f"with all blasts {_p(q['blasts'])} < {_p(t['aml'])}")
     all_ok = q["lymphoid_blasts_with_unknown"] >= t["all"]
     aml_ok = q["myeloid_blasts_with_unknown"] >= t["aml"]
@@ -495,7 +496,8 @@ class RuleBaseline(ClassifierMixin, BaseEstimator):
         names = _column_names(self, arr.shape[1])
         idx, _ = _split_columns(names, self.count_columns, False, None)
         self.features_ = CountFeatures(count_columns=[names[i] for i in idx]).fit(_as_named(self, arr))
-        self.outcome_to_class_ = outcome_classes(self.classes_, freq, self.other_class)
+        freq_list = [int(f) for f in freq]
+        self.outcome_to_class_ = outcome_classes(list(self.classes_), freq_list, self.other_class)
         return self
 
     def _quantities(self, feats: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -92,7 +92,7 @@ def delta_e(c1: str, c2: str) -> float:
 
 
 def _stage_color(base: str, i: int, n: int) -> str:
-    """Stage ``i`` of ``n``: around the base hue (±12°) and chroma, lightness from dark (immature) to light."""
+    """Stage ``i`` of ``n``: around the base hue (±12°) and chroma, lightness dark (immature) to light."""
     L0, a0, b0 = hex_to_lab(base)
     if n == 1:
         return base

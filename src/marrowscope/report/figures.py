@@ -150,8 +150,9 @@ def gallery(
     for cls, cells in cells_by_class.items():
         ranked = sorted(cells, key=lambda c: -(_top_probability(c) or c.score or 0.0))
         out[cls] = [
-            GalleryItem(to_data_uri(cell_crop(slide, c.box, size, outline=color_of(c.label) if color_of else None)),
-                        c.cell_id, _top_probability(c), c.label)
+            GalleryItem(
+                to_data_uri(cell_crop(slide, c.box, size, outline=color_of(c.label) if color_of else None)),
+                c.detection_id if c.detection_id is not None else c.cell_id, _top_probability(c), c.label)
             for c in ranked[:per_class]
         ]
     return out

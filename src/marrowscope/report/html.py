@@ -17,11 +17,11 @@ from typing import Any
 
 from marrowscope import alerts, taxonomy
 from marrowscope.cells import Box, Cell
+from marrowscope.counting import Flag
 from marrowscope.io.atomic import write_text_atomic
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report import figures
 from marrowscope.report.colors import UNCERTAIN_COLOR, label_color
-from marrowscope.counting import Flag
 from marrowscope.report.results import RESEARCH_NOTICE, SlideResult
 
 log = logging.getLogger(__name__)
@@ -209,11 +209,13 @@ def _field_pictures(result: SlideResult, slide: SlideReader, max_fields: int) ->
         um = "" if result.slide.mpp is None else (
             f", {fbox.width * result.slide.mpp:.0f} × {fbox.height * result.slide.mpp:.0f} µm")
         out.append({"uri": figures.to_data_uri(img), "legend": _legend(in_field),
-                    "caption": f"{r.source} {r.roi_id}: {len(in_field)} objects{um}; box colour = predicted class"})
+                    "caption": f"{r.source} {r.roi_id}: {len(in_field)} objects{um}; "
+                               "box colour = predicted class"})
     return out
 
 
-def _pictures(result: SlideResult, slide: SlideReader, per_class: int, max_fields: int = 24) -> dict[str, Any]:
+def _pictures(result: SlideResult, slide: SlideReader, per_class: int,
+              max_fields: int = 24) -> dict[str, Any]:
     cells = result.cells.cells
     regions = [(Box(*r.box), f"{'ROI' if r.source == 'annotated ROI' else 'F'}{r.roi_id} ({r.n_cells})")
                for r in result.regions]
@@ -254,7 +256,8 @@ def _pictures(result: SlideResult, slide: SlideReader, per_class: int, max_field
 def _warnings(result: SlideResult) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(warnings about the models, shown beside the differential; the others). Threshold flags have
     their own box and are left out here."""
-    about, other = [], []
+    about: list[dict[str, str]] = []
+    other: list[dict[str, str]] = []
     for w in result.warnings:
         if w.code == alerts.THRESHOLD_UNDECIDED.code:
             continue

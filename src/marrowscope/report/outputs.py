@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from marrowscope import __version__
-from marrowscope.io.atomic import atomic_dir
+from marrowscope.io.atomic import atomic_dir, normal_permissions
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.results import SlideResult
 
@@ -108,7 +108,7 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
         summary = summary_dict(result, files)
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         write_report(result, slide, tmp / REPORT, files=files)
-        _normal_permissions(tmp)
+        normal_permissions(tmp)  # files a library wrote with its own temporaries too
     log.info("%s: outputs in %s", result.slide.slide_id, target)
     return SlideOutputs(
         folder=target,
@@ -120,17 +120,6 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
         dicom_ann=None if skipped else target / DICOM_ANN,
         dicom_ann_skipped=skipped,
     )
-
-
-def _normal_permissions(folder: Path) -> None:
-    """Temporary files are private (0600/0700); give the finished outputs the usual permissions."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
-    for p in folder.iterdir():
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _classes(result: SlideResult) -> list[str] | None:

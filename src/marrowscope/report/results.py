@@ -28,6 +28,8 @@ class SlideSummary:
     height: int
     mpp: float | None
     patient_id: str | None = None  # from the DICOM header when known
+    frame: str = "level0"  # coordinate frame of every box: "dicom", "csv" (MRXS canvas) or "level0"
+    dataset_csv_offset: tuple[float, float] | None = None  # (dx, dy) to ADD to get the dataset CSV frame
 
 
 @dataclass(frozen=True)
