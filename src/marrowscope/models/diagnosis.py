@@ -391,30 +391,37 @@ def _p(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def _cmp(value: float, threshold: float, pct: bool = True) -> str:
+    """``value ≥ threshold`` or ``value < threshold``, whichever is true (the rules test ``>=``)."""
+    op = "≥" if value >= threshold else "<"
+    return f"{_p(value)} {op} {_p(threshold)}" if pct else f"{value:.2f} {op} {threshold:.2f}"
+
+
 def _reason(outcome: str, q: Mapping[str, float], t: Mapping[str, float]) -> str:
-    lym = (f"lymphoid blasts incl. unassigned {_p(q['lymphoid_blasts_with_unknown'])} "
-           f"(lymphoid {_p(q['lymphoid_blasts'])} + unassigned "
-           f"{_p(q['lymphoid_blasts_with_unknown'] - q['lymphoid_blasts'])})")
-    mye = (f"myeloid blasts incl. equivalents and unassigned {_p(q['myeloid_blasts_with_unknown'])} "
-           f"(myeloid {_p(q['myeloid_blasts'])} + unassigned "
-           f"{_p(q['myeloid_blasts_with_unknown'] - q['myeloid_blasts'])})")
-    cml = (f"granulopoiesis {_p(q['granulopoiesis'])} (CML rule ≥ {_p(t['cml_granulopoiesis'])}), "
-           f"I:Mg {q['i_mg']:.2f} (≥ {t['cml_i_mg']:.2f}), basophils {_p(q['basophils'])} "
-           f"(≥ {_p(t['cml_basophils'])}) or eosinophils {_p(q['eosinophils'])} "
-           f"(≥ {_p(t['cml_eosinophils'])}), "
-           f"with all blasts {_p(q['blasts'])} < {_p(t['aml'])}")
-    all_ok = q["lymphoid_blasts_with_unknown"] >= t["all"]
-    aml_ok = q["myeloid_blasts_with_unknown"] >= t["aml"]
+    """The decision in words, every comparison stated as it came out (so it cannot contradict it)."""
+    lym_u = q["lymphoid_blasts_with_unknown"] - q["lymphoid_blasts"]
+    mye_u = q["myeloid_blasts_with_unknown"] - q["myeloid_blasts"]
+    lym = (f"lymphoid blasts incl. unassigned {_cmp(q['lymphoid_blasts_with_unknown'], t['all'])} "
+           f"(lymphoid {_p(q['lymphoid_blasts'])} + unassigned {_p(lym_u)})")
+    mye = (f"myeloid blasts incl. equivalents and unassigned {_cmp(q['myeloid_blasts_with_unknown'], t['aml'])} "
+           f"(myeloid {_p(q['myeloid_blasts'])} + unassigned {_p(mye_u)})")
+    blasts_low = q["blasts"] < t["aml"]
+    left = q["granulopoiesis"] >= t["cml_granulopoiesis"] and q["i_mg"] >= t["cml_i_mg"]
+    baso_eo = q["basophils"] >= t["cml_basophils"] or q["eosinophils"] >= t["cml_eosinophils"]
+    cml = (f"all blasts {_cmp(q['blasts'], t['aml'])} (CML needs <), granulopoiesis "
+           f"{_cmp(q['granulopoiesis'], t['cml_granulopoiesis'])}, I:Mg {_cmp(q['i_mg'], t['cml_i_mg'], False)}, "
+           f"basophils {_cmp(q['basophils'], t['cml_basophils'])} or eosinophils "
+           f"{_cmp(q['eosinophils'], t['cml_eosinophils'])}")
     if outcome == "ALL":
-        return f"ALL: {lym} ≥ {_p(t['all'])}"
+        return f"ALL: {lym}"
     if outcome == "AML":
-        return f"AML: {mye} ≥ {_p(t['aml'])}; {lym} < {_p(t['all'])}"
-    head = f"{lym} < {_p(t['all'])}; {mye} < {_p(t['aml'])}"
+        return f"AML: {mye}; {lym}"
     if outcome == "CML":
-        return f"CML: {head}; {cml} all met"
-    if all_ok or aml_ok:  # cannot happen: ALL/AML take precedence
-        raise AssertionError(f"rule outcome {outcome!r} with ALL={all_ok}, AML={aml_ok}")
-    return f"no rule met ('other'): {head}; CML not met: {cml}"
+        return f"CML: {lym}; {mye}; {cml}: all met"
+    missing = [what for what, ok in (("blasts below the AML threshold", blasts_low),
+                                     ("left-shifted granulopoiesis", left),
+                                     ("basophilia or eosinophilia", baso_eo)) if not ok]
+    return f"no rule met ('other'): {lym}; {mye}; CML not met ({', '.join(missing)}): {cml}"
 
 
 def outcome_classes(classes: Sequence[Any], freq: Sequence[int] | None = None,

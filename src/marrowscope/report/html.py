@@ -143,8 +143,8 @@ def _not_counted(result: SlideResult) -> list[dict[str, Any]]:
 def flag_need(f: Flag) -> str:
     """What would decide a straddled threshold, within the tool's own cell cap."""
     if f.cells_needed is None:
-        return (f"cannot be decided within the {f.max_cells:,}-cell cap at this proportion; "
-                "review the blasts instead").replace(",", " ")
+        return (f"cannot be decided within the {f.max_cells}-cell cap at this proportion; "
+                "review the blasts instead")
     return f"about {f.cells_needed} more countable cells would decide it (if the proportion holds)"
 
 

@@ -123,8 +123,11 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
 
 
 def _classes(result: SlideResult) -> list[str] | None:
-    """Probability columns in the classifier's order (taken from the first cell that has them)."""
+    """Probability columns in lineage and maturation order (the classifier's classes, from the first
+    cell that has them; names the taxonomy does not know go last)."""
+    from marrowscope import taxonomy
+
     for c in result.cells.cells:
         if c.probabilities:
-            return list(c.probabilities)
+            return taxonomy.in_differential_order(c.probabilities)
     return None
