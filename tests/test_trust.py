@@ -80,7 +80,8 @@ def test_synthetic_model_warning_in_summary_report_and_index(tmp_path: Path) -> 
     assert "detector detector-synth" in msg and "classifier-pbc" not in msg
     models = {m["name"]: m for m in summary["models"]}
     assert models["detector-synth"]["training_data_kind"] == "synthetic"
-    assert models["classifier-pbc"]["training_data_kind"] == "real" and models["classifier-pbc"]["training_data"]
+    pbc = models["classifier-pbc"]
+    assert pbc["training_data_kind"] == "real" and pbc["training_data"]
     # the report: the warning stands beside the differential, before the differential table
     html = (tmp_path / "out" / "s" / "report.html").read_text()
     i_warn = html.index('data-code="synthetic_model"')
@@ -224,9 +225,9 @@ def test_fraction_and_percent_are_named_apart(tmp_path: Path) -> None:
 
 
 def test_differential_is_listed_in_lineage_and_maturation_order() -> None:
-    counts = {"segmented_neutrophil": 5, "promyelocyte": 2, "neutrophilic_band": 4, "neutrophilic_myelocyte": 3,
-              "neutrophilic_metamyelocyte": 3, "myeloblast": 1, "lymphocyte": 4, "polychromatic_erythroblast": 2,
-              "proerythroblast": 1}
+    counts = {"segmented_neutrophil": 5, "promyelocyte": 2, "neutrophilic_band": 4,
+              "neutrophilic_myelocyte": 3, "neutrophilic_metamyelocyte": 3, "myeloblast": 1, "lymphocyte": 4,
+              "polychromatic_erythroblast": 2, "proerythroblast": 1}
     d = differential_from_counts(counts)
     assert list(d.counts) == ["myeloblast", "promyelocyte", "neutrophilic_myelocyte",
                               "neutrophilic_metamyelocyte", "neutrophilic_band", "segmented_neutrophil",
@@ -244,8 +245,8 @@ def test_report_lists_the_differential_in_maturation_order() -> None:
 
     slide = smear_slide()
     r = analyze_slide(slide, stub_models(), CFG, annotations=two_rois())
-    counts = {"segmented_neutrophil": 5, "promyelocyte": 2, "neutrophilic_band": 4, "neutrophilic_myelocyte": 3,
-              "neutrophilic_metamyelocyte": 3}
+    counts = {"segmented_neutrophil": 5, "promyelocyte": 2, "neutrophilic_band": 4,
+              "neutrophilic_myelocyte": 3, "neutrophilic_metamyelocyte": 3}
     r = replace(r, differential=differential_from_counts(counts))
     groups, _ = _differential_rows(r)
     neut = next(g for g in groups if g["lineage"] == "neutrophilic")
@@ -258,7 +259,8 @@ def test_report_lists_the_differential_in_maturation_order() -> None:
 def test_class_colours_are_distinct_visible_and_colour_blind_safe() -> None:
     from marrowscope.report import colors
 
-    fine = [n for n in taxonomy.DIFFERENTIAL_ORDER if taxonomy.is_countable(n) and not taxonomy.LABELS[n].is_group]
+    fine = [n for n in taxonomy.DIFFERENTIAL_ORDER
+            if taxonomy.is_countable(n) and not taxonomy.LABELS[n].is_group]
     cols = {n: colors.label_color(n) for n in fine}
     worst = min(colors.delta_e(cols[a], cols[b]) for a, b in itertools.combinations(fine, 2))
     assert worst >= 8.0, worst  # every counted class its own colour
@@ -320,3 +322,76 @@ def test_outputs_get_normal_permissions(tmp_path: Path) -> None:
         assert stat.S_IMODE(g.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------------------------- joinable outputs
+
+def test_cell_table_frame_ids_and_export_in_the_dataset_csv_frame(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from marrowscope.cells import Cell, CellAnnotations
+    from marrowscope.io.annotations.bmdeep_csv import dicom_to_csv
+    from marrowscope.io.annotations.table import read_cell_table
+    from marrowscope.io.slides import open_slide
+    from marrowscope.io.slides.dicom_writer import write_dicom_wsi
+    from marrowscope.report.export import export_dataset_csv
+    from marrowscope.report.outputs import write_slide_outputs
+
+    bounds = {"openslide.bounds-x": "1000", "openslide.bounds-y": "500"}
+    ref = write_dicom_wsi(smear_image(512, 512, n_cells=25, seed=5), tmp_path / "SM", mpp=0.5, slide_id="d1",
+                          patient_id="P1", n_levels=1, tile_size=256, openslide_properties=bounds)
+    models = stub_models(diagnosis=False)
+    with open_slide(ref.base_file) as slide:
+        first = analyze_slide(slide, models, CFG)
+        # the dataset's own annotation of these cells, in the DICOM frame, with the dataset's ids
+        truth = CellAnnotations(cells=tuple(Cell(c.box.shifted(1.0, -1.0), label="lymphocyte", cell_id=9000 + i)
+                                            for i, c in enumerate(first.cells.cells)),
+                                regions=first.cells.regions, slide_id="d1")
+        r = analyze_slide(slide, models, CFG, annotations=truth)
+        assert r.slide.frame == "dicom" and r.slide.dataset_csv_offset == (1000.0, 500.0)
+        out = write_slide_outputs(r, slide, tmp_path / "out")
+    table = pd.read_csv(out.cells_csv)
+    assert set(table["frame"]) == {"dicom"}
+    assert table["detection_id"].notna().all() and table["detection_id"].is_unique
+    assert table["cell_id"].dropna().astype(int).between(9000, 9000 + len(truth.cells)).all()
+    assert table["cell_id"].notna().mean() > 0.8  # matched to the annotated cells
+    back = read_cell_table(out.cells_parquet)
+    assert back.extra["frame"] == "dicom" and back.extra["dataset_csv_offset"] == "1000,500"
+    summary = json.loads(out.summary.read_text())
+    assert summary["slide"]["frame"] == "dicom" and summary["slide"]["dataset_csv_offset"] == [1000.0, 500.0]
+    # export: boxes in the dataset CSV (MRXS) frame; they join the dataset's CSV by cell_id, box for box
+    res = export_dataset_csv(tmp_path / "out")
+    exp = pd.read_csv(res.path)
+    assert set(exp["frame"]) == {"csv"} and res.n_cells == len(table)
+    dataset = {c.cell_id: c.box for c in dicom_to_csv(truth, {k: v for k, v in bounds.items()}).cells}
+    joined = exp.dropna(subset=["cell_id"])
+    for row in joined.itertuples():
+        b = dataset[int(row.cell_id)]
+        assert abs(row.x1 - b.x1) <= 1.01 and abs(row.y1 - b.y1) <= 1.01  # the 1 px jitter, not 1000 px
+    assert (exp["x1"] - table["x1"] == 1000).all() and (exp["y1"] - table["y1"] == 500).all()
+
+
+def test_export_refuses_a_slide_without_a_dataset_frame(tmp_path: Path) -> None:
+    from marrowscope.errors import InputError
+    from marrowscope.report.export import export_dataset_csv
+    from marrowscope.report.outputs import write_slide_outputs
+
+    slide = smear_slide("png1")
+    r = analyze_slide(slide, stub_models(diagnosis=False), CFG, annotations=two_rois())
+    assert r.slide.frame == "level0" and r.slide.dataset_csv_offset is None
+    write_slide_outputs(r, slide, tmp_path / "out")
+    with pytest.raises(InputError, match="not a dataset slide"):
+        export_dataset_csv(tmp_path / "out")
+
+
+def test_export_command(tmp_path: Path) -> None:
+    from marrowscope.cli.main import main
+    from marrowscope.report.outputs import write_slide_outputs
+
+    slide = smear_slide("png2")
+    r = analyze_slide(slide, stub_models(diagnosis=False), CFG, annotations=two_rois())
+    r = replace(r, slide=replace(r.slide, frame="csv", dataset_csv_offset=(0.0, 0.0)))
+    write_slide_outputs(r, slide, tmp_path / "out")
+    assert main(["export", str(tmp_path / "out"), "--format", "dataset-csv", "--to", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").is_file()
+    assert main(["export", str(tmp_path / "out"), "--format", "nope"]) != 0

@@ -403,13 +403,15 @@ def _reason(outcome: str, q: Mapping[str, float], t: Mapping[str, float]) -> str
     mye_u = q["myeloid_blasts_with_unknown"] - q["myeloid_blasts"]
     lym = (f"lymphoid blasts incl. unassigned {_cmp(q['lymphoid_blasts_with_unknown'], t['all'])} "
            f"(lymphoid {_p(q['lymphoid_blasts'])} + unassigned {_p(lym_u)})")
-    mye = (f"myeloid blasts incl. equivalents and unassigned {_cmp(q['myeloid_blasts_with_unknown'], t['aml'])} "
+    mye_eff = _cmp(q["myeloid_blasts_with_unknown"], t["aml"])
+    mye = (f"myeloid blasts incl. equivalents and unassigned {mye_eff} "
            f"(myeloid {_p(q['myeloid_blasts'])} + unassigned {_p(mye_u)})")
     blasts_low = q["blasts"] < t["aml"]
     left = q["granulopoiesis"] >= t["cml_granulopoiesis"] and q["i_mg"] >= t["cml_i_mg"]
     baso_eo = q["basophils"] >= t["cml_basophils"] or q["eosinophils"] >= t["cml_eosinophils"]
     cml = (f"all blasts {_cmp(q['blasts'], t['aml'])} (CML needs <), granulopoiesis "
-           f"{_cmp(q['granulopoiesis'], t['cml_granulopoiesis'])}, I:Mg {_cmp(q['i_mg'], t['cml_i_mg'], False)}, "
+           f"{_cmp(q['granulopoiesis'], t['cml_granulopoiesis'])}, "
+           f"I:Mg {_cmp(q['i_mg'], t['cml_i_mg'], False)}, "
            f"basophils {_cmp(q['basophils'], t['cml_basophils'])} or eosinophils "
            f"{_cmp(q['eosinophils'], t['cml_eosinophils'])}")
     if outcome == "ALL":
