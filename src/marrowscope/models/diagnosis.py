@@ -46,7 +46,7 @@ ESTIMATORS: tuple[str, ...] = ("logreg", "rf", "gbm")
 #: Below this top probability a suggestion is reported as "uncertain between" the two most likely
 #: diagnoses. Chosen from out-of-fold predictions on synthetic patients (benchmarks/diagnosis_confidence.py,
 #: docs/diagnosis.md "When is a suggestion uncertain"): see there for the measured accuracy per band.
-SUGGESTION_CONFIDENCE = 0.7
+SUGGESTION_CONFIDENCE = 0.85
 
 
 def _column_names(est: BaseEstimator, n: int) -> list[str]:
