@@ -84,7 +84,8 @@ def main() -> None:
     print("| threshold | share ≥ t | accuracy ≥ t | accuracy < t (n) |")
     print("|---|---|---|---|")
     for r in rows:
-        below = "–" if r["accuracy_uncertain"] is None else f"{r['accuracy_uncertain']:.3f} ({r['n_uncertain']})"
+        below = ("–" if r["accuracy_uncertain"] is None
+                 else f"{r['accuracy_uncertain']:.3f} ({r['n_uncertain']})")
         above = "–" if r["accuracy_confident"] is None else f"{r['accuracy_confident']:.3f}"
         print(f"| {r['threshold']:.2f} | {r['share_confident']:.3f} | {above} | {below} |")
     print("reliability:", json.dumps(bins))

@@ -344,8 +344,9 @@ def test_cell_table_frame_ids_and_export_in_the_dataset_csv_frame(tmp_path: Path
     with open_slide(ref.base_file) as slide:
         first = analyze_slide(slide, models, CFG)
         # the dataset's own annotation of these cells, in the DICOM frame, with the dataset's ids
-        truth = CellAnnotations(cells=tuple(Cell(c.box.shifted(1.0, -1.0), label="lymphocyte", cell_id=9000 + i)
-                                            for i, c in enumerate(first.cells.cells)),
+        moved = (Cell(c.box.shifted(1.0, -1.0), label="lymphocyte", cell_id=9000 + i)
+                 for i, c in enumerate(first.cells.cells))
+        truth = CellAnnotations(cells=tuple(moved),
                                 regions=first.cells.regions, slide_id="d1")
         r = analyze_slide(slide, models, CFG, annotations=truth)
         assert r.slide.frame == "dicom" and r.slide.dataset_csv_offset == (1000.0, 500.0)
@@ -392,7 +393,8 @@ def test_export_command(tmp_path: Path) -> None:
     r = analyze_slide(slide, stub_models(diagnosis=False), CFG, annotations=two_rois())
     r = replace(r, slide=replace(r.slide, frame="csv", dataset_csv_offset=(0.0, 0.0)))
     write_slide_outputs(r, slide, tmp_path / "out")
-    assert main(["export", str(tmp_path / "out"), "--format", "dataset-csv", "--to", str(tmp_path / "p.csv")]) == 0
+    args = ["export", str(tmp_path / "out"), "--format", "dataset-csv", "--to", str(tmp_path / "p.csv")]
+    assert main(args) == 0
     assert (tmp_path / "p.csv").is_file()
     assert main(["export", str(tmp_path / "out"), "--format", "nope"]) != 0
 

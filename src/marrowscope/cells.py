@@ -84,6 +84,11 @@ class Cell:
     probabilities: Mapping[str, float] | None = None
     detection_id: int | None = None
 
+    @property
+    def row_id(self) -> int | None:
+        """This object's id in its own table: our ``detection_id`` for a detection, else ``cell_id``."""
+        return self.detection_id if self.detection_id is not None else self.cell_id
+
     def with_label(self, label: str | None) -> Cell:
         return replace(self, label=label)
 
@@ -104,6 +109,11 @@ class CellAnnotations:
 
     def __len__(self) -> int:
         return len(self.cells)
+
+    def __bool__(self) -> bool:
+        """Always true: an ROI-only set has no cells (``len() == 0``) yet is not "nothing". Test
+        ``.cells`` or ``.regions`` for emptiness, and ``is None`` for absence."""
+        return True
 
     def __iter__(self) -> Iterator[Cell]:
         return iter(self.cells)

@@ -197,7 +197,8 @@ class HardCase:
 #: The hard cases per diagnosis (prevalence = share of that diagnosis' patients; the rest are typical).
 HARD_CASES: Mapping[str, tuple[HardCase, ...]] = {
     "ALL": (
-        HardCase("partial_infiltration", 0.20, "partial infiltration: lymphoblasts 10–25 % of nucleated cells",
+        HardCase("partial_infiltration", 0.20,
+                 "partial infiltration: lymphoblasts 10–25 % of nucleated cells",
                  blasts=(0.10, 0.25)),
         HardCase("mixed_lineage", 0.10, "mixed lineage: about a third of the blasts myeloid",
                  mix={"lymphocytic_blast": 0.60, "myelocytic_blast": 0.30, "unknown_blast": 0.10}),
