@@ -94,13 +94,14 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
     :mod:`marrowscope.engines.fingerprint`) goes into ``fingerprint.json`` for reuse checks on a rerun."""
     from marrowscope.io.annotations.geojson import write_geojson
     from marrowscope.io.annotations.table import write_cell_table
+    from marrowscope.report.colors import CLASS_COLORS
     from marrowscope.report.html import write_report
 
     target = folder if folder is not None else slide_folder(out_dir, result.slide.slide_id)
     classes = _classes(result)
     with atomic_dir(target) as tmp:
         write_cell_table(result.cells, tmp / CELLS_STEM, classes=classes)
-        write_geojson(result.cells, tmp / GEOJSON)
+        write_geojson(result.cells, tmp / GEOJSON, colors=CLASS_COLORS)  # the report's colours
         skipped = _write_ann(result, slide, tmp / DICOM_ANN)
         files: dict[str, Any] = {
             "cells_parquet": f"{CELLS_STEM}.parquet",
