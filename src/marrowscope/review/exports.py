@@ -25,6 +25,7 @@ from pathlib import Path
 from marrowscope import __version__, alerts
 from marrowscope.cells import CellAnnotations
 from marrowscope.io.atomic import atomic_dir, normal_permissions
+from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.results import DiagnosisResult, SlideResult
 from marrowscope.review.store import Edit, SlideReview
@@ -63,7 +64,7 @@ def export_annotations(model: CellAnnotations, cells: Sequence[ReviewedCell]) ->
 
 def _csv(rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
-    csv.writer(buf).writerows(rows)
+    csv.writer(buf).writerows(escape_row(r) for r in rows)  # a reviewer name like =cmd() stays text
     return buf.getvalue()
 
 
