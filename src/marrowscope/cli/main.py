@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "models",
     "analyze",
     "reproduce",
+    "export",
     "review",
 )
 
