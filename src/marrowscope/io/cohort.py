@@ -36,7 +36,7 @@ from marrowscope.io.annotations.dicom_ann import (
     merge_sessions,
     read_dicom_ann,
 )
-from marrowscope.io.slides.dicom import _has_dicm_magic
+from marrowscope.io.slides.dicom import _has_dicm_magic, check_not_empty
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,22 @@ class PatientEntry:
 
 
 @dataclass(frozen=True)
+class UnreadableFile:
+    """A file that looks like DICOM (``.dcm`` or the ``DICM`` preamble) but whose header cannot be read."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True)
 class Cohort:
     """All slides found under ``root``. ``orphan_series``: ANN series whose slide is not in the folder;
-    ``problems``: one line per inconsistency found (also logged as warnings)."""
+    ``unreadable``: DICOM files whose header could not be read (skipped; one bad file never hides the
+    others); ``problems``: one line per inconsistency found, unreadable files included (also logged as
+    warnings)."""
 
     root: str
     patients: tuple[PatientEntry, ...]
@@ -106,6 +119,7 @@ class Cohort:
     clinical: Mapping[str, ClinicalRecord] = field(default_factory=dict)
     csv_files: Mapping[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    unreadable: tuple[UnreadableFile, ...] = ()
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -133,9 +147,10 @@ def _is_candidate(p: Path) -> bool:
 
 
 def _read_header(p: Path) -> Dataset:
+    check_not_empty(p)
     try:
         ds = pydicom.dcmread(p, stop_before_pixels=True, defer_size=2048)
-    except Exception as exc:
+    except Exception as exc:  # pydicom raises many types (struct.error, ...) on damaged headers
         raise InputError(p, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "SOPClassUID" not in ds:
         raise InputError(p, "DICOM file has no SOPClassUID; it may be truncated")
@@ -160,26 +175,42 @@ def _is_volume(ds: Dataset) -> bool:
     return it is None or len(it) < 3 or str(it[2]) == "VOLUME"
 
 
-def _scan_dicom(root: Path) -> tuple[dict[str, _SlideAcc], list[AnnotationSeriesRef]]:
+def _header_int(ds: Dataset, name: str) -> int:
+    try:
+        return int(ds.get(name, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _scan_dicom(
+    root: Path,
+) -> tuple[dict[str, _SlideAcc], list[AnnotationSeriesRef], list[UnreadableFile]]:
+    """Slides by series UID, ANN series and the DICOM files that could not be read (skipped)."""
     slides: dict[str, _SlideAcc] = defaultdict(_SlideAcc)
     anns: list[AnnotationSeriesRef] = []
+    unreadable: list[UnreadableFile] = []
     for p in sorted(root.rglob("*")):
         if not p.is_file() or not _is_candidate(p):
             continue
-        ds = _read_header(p)
-        sop = str(ds.SOPClassUID)
-        if sop == SM_SOP_CLASS_UID:
-            acc = slides[str(ds.SeriesInstanceUID)]
-            acc.files.append(str(p))
-            size = int(ds.get("TotalPixelMatrixColumns", 0) or 0)
-            size *= int(ds.get("TotalPixelMatrixRows", 0) or 0)
-            if _is_volume(ds) and size > acc.base_size:
-                acc.base, acc.base_size = ds, size
-        elif sop == ANN_SOP_CLASS_UID:
-            anns.append(annotation_ref_from_dataset(ds, p))
-        else:
-            log.debug("%s: ignoring DICOM object of class %s", p, sop)
-    return slides, anns
+        try:
+            ds = _read_header(p)
+            sop = str(ds.SOPClassUID)
+            if sop == SM_SOP_CLASS_UID:
+                series = str(ds.get("SeriesInstanceUID", "") or "")
+                if not series:
+                    raise InputError(p, "slide (SM) file has no SeriesInstanceUID; it may be truncated")
+                size = _header_int(ds, "TotalPixelMatrixColumns") * _header_int(ds, "TotalPixelMatrixRows")
+                acc = slides[series]
+                acc.files.append(str(p))
+                if _is_volume(ds) and size > acc.base_size:
+                    acc.base, acc.base_size = ds, size
+            elif sop == ANN_SOP_CLASS_UID:
+                anns.append(annotation_ref_from_dataset(ds, p))
+            else:
+                log.debug("%s: ignoring DICOM object of class %s", p, sop)
+        except InputError as e:
+            unreadable.append(UnreadableFile(str(p), e.problem))
+    return slides, anns, unreadable
 
 
 # ------------------------------------------------------------------------------------------------ CSVs
@@ -263,12 +294,17 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
         raise InputError(root, "folder is empty; expected dicom/<PatientID>/<Study>/<Series>/*.dcm (+ csv/)")
     problems: list[str] = []
     dicom_root = root / "dicom" if (root / "dicom").is_dir() else root
-    slides, anns = _scan_dicom(dicom_root)
+    slides, anns, unreadable = _scan_dicom(dicom_root)
     if not slides:
         what = f"{len(anns)} annotation series but " if anns else ""
+        bad = ""
+        if unreadable:
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            bad = f"; {len(unreadable)} DICOM file(s) could not be read: {unreadable[0]}{more}"
         raise InputError(
-            root, f"{what}no DICOM slide (SM) found; expected dicom/<PatientID>/<Study>/SM_*/*.dcm"
+            root, f"{what}no DICOM slide (SM) found; expected dicom/<PatientID>/<Study>/SM_*/*.dcm{bad}"
         )
+    problems.extend(f"{u}; skipped" for u in unreadable)
     csv_anns: dict[str, CellAnnotations] = {}
     clinical: dict[str, ClinicalRecord] = {}
     csv_files: dict[str, str] = {}
@@ -339,7 +375,7 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
     for line in problems:
         log.warning("%s", line)
     return Cohort(root=str(root), patients=tuple(entries), orphan_series=tuple(orphans), clinical=clinical,
-                  csv_files=csv_files, problems=tuple(problems))
+                  csv_files=csv_files, problems=tuple(problems), unreadable=tuple(unreadable))
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -103,10 +103,21 @@ def _has_dicm_magic(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def check_not_empty(path: Path) -> None:
+    """InputError naming ``path`` when the file has no bytes at all (an interrupted copy or download)."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as e:
+        raise InputError(path, f"cannot read this file ({e.strerror or e})") from e
+    if empty:
+        raise InputError(path, "file is empty (0 bytes); remove it or copy it again")
+
+
 def read_header(path: Path) -> DicomFileHeader:
     """Read the sorting fields of one DICOM file; InputError if it is not a readable DICOM file."""
     import pydicom
 
+    check_not_empty(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
     except Exception as e:  # pydicom raises many types (struct.error, ...) on damaged headers
