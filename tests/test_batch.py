@@ -294,3 +294,20 @@ def test_a_dicom_file_that_is_not_a_slide_is_reported_not_dropped(tmp_path) -> N
     s = analyze_batch([ann], tmp_path / "out", CFG, models=stub_models(), progress=False)
     assert [x.status for x in s.slides] == ["failed"]
     assert "not a whole-slide image" in (s.slides[0].reason or "")
+
+
+def test_dicom_slide_without_pixel_spacing_needs_and_takes_mpp(tmp_path) -> None:  # noqa: ANN001
+    import pydicom
+
+    ref = write_dicom_slide(tmp_path / "c", smear_image(), slide_id="dcm-A")
+    for f in ref.folder.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+        ds.save_as(f)
+    s = analyze_batch([tmp_path / "c"], tmp_path / "out", CFG, models=stub_models(), progress=False)
+    assert [x.status for x in s.slides] == ["failed"]
+    reason = s.slides[0].reason or ""
+    assert "no PixelSpacing" in reason and "--mpp" in reason
+    s2 = analyze_batch([tmp_path / "c"], tmp_path / "out2", CFG, mpp=0.5, models=stub_models(),
+                       progress=False)
+    assert [x.status for x in s2.slides] == ["done"] and (s2.slides[0].n_counted or 0) > 0

@@ -300,7 +300,9 @@ def analyze_slide(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     info = slide.info
     if info.mpp is None:
-        raise InputError(info.path, "slide has no pixel size (µm/px); pass it with --mpp, e.g. --mpp 0.25")
+        why = info.properties.get("marrowscope.mpp_missing")
+        raise InputError(info.path, "slide has no pixel size (µm/px)" + (f": {why}" if why else "")
+                         + "; pass it with --mpp, e.g. --mpp 0.25")
     rois = annotations if (cfg.use_annotated_rois and annotations is not None) else None
     regions = select_regions(slide, rois, cfg.fields)
     t_regions = time.perf_counter() - t0

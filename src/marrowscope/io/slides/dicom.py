@@ -284,6 +284,59 @@ def dicom_properties(ds: Any) -> dict[str, str]:
     return props
 
 
+_PLACEHOLDER_SPACING_MM = 1e-3  # 1 µm/px: only lets wsidicom order the levels; never reported as a size
+
+
+def _fill_missing_pixel_spacing(wsi_source: Any) -> None:
+    """Give every pyramid level of a slide without PixelSpacing a stand-in spacing in memory.
+
+    wsidicom needs a spacing to build the pyramid (``WsiDicomNoResolutionError`` otherwise); each
+    level gets the placeholder times its power-of-two downsample from the base width. The slide's
+    real pixel size comes from the user (``--mpp``); nothing is written to the files.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from wsidicom.metadata import ImageType
+
+    base_width = int(wsi_source.base_dataset.image_size.width)
+    for reader in wsi_source.readers:
+        ds = reader.dataset
+        if reader.image_type != ImageType.VOLUME or ds.pixel_spacing is not None:
+            continue
+        width = max(1, int(ds.image_size.width))
+        spacing = _PLACEHOLDER_SPACING_MM * 2 ** round(math.log2(max(base_width / width, 1.0)))
+        shared = ds.get("SharedFunctionalGroupsSequence") or DicomSequence([Dataset()])
+        ds.SharedFunctionalGroupsSequence = shared
+        measures = shared[0].get("PixelMeasuresSequence") or DicomSequence([Dataset()])
+        shared[0].PixelMeasuresSequence = measures
+        measures[0].PixelSpacing = [spacing, spacing]
+        for cached in ("pixel_measure", "pixel_spacing"):  # wsidicom caches these per dataset
+            ds.__dict__.pop(cached, None)
+
+
+def _open_wsidicom(files: Sequence[Path], label: str) -> tuple[Any, float | None]:
+    """(WsiDicom, the base level's µm/px from the header, None when it has no PixelSpacing)."""
+    quiet_dicom_imports()
+    from wsidicom import WsiDicom
+    from wsidicom.file import WsiDicomFileSource
+
+    source = None
+    try:
+        source = WsiDicomFileSource.open(files)
+        file_mpp = None
+        spacing = source.base_dataset.pixel_spacing
+        if spacing is None:
+            _fill_missing_pixel_spacing(source)
+        else:
+            file_mpp = float(spacing.width) * 1000.0
+        wsi = WsiDicom(source, True)
+    except Exception as e:  # wsidicom raises many types for damaged files
+        if source is not None:
+            source.close()
+        raise InputError(label, f"cannot open the DICOM slide ({type(e).__name__}: {e})") from e
+    return wsi, file_mpp
+
+
 class DicomSlide(SlideReader):
     """A DICOM WSI series opened with wsidicom (only its SM instances)."""
 
@@ -295,38 +348,39 @@ class DicomSlide(SlideReader):
     ) -> None:
         import pydicom
 
-        quiet_dicom_imports()
-        from wsidicom import WsiDicom
-
         headers = find_slide_files(source, series_uid)
         volumes = [h for h in headers if h.is_volume] or headers
         base = max(volumes, key=lambda h: (h.columns * h.rows, h.path.name))
         self._files = [h.path for h in headers]
         self._base_path = base.path
         label = str(source) if isinstance(source, Path) else str(base.path.parent)
-        try:
-            self._wsi = WsiDicom.open(self._files)
-        except Exception as e:  # wsidicom raises many types for damaged files
-            raise InputError(label, f"cannot open the DICOM slide ({type(e).__name__}: {e})") from e
+        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+            raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
+        self._wsi, file_mpp = _open_wsidicom(self._files, label)
         try:
             base_ds = pydicom.dcmread(base.path, stop_before_pixels=True)
-            base_mpp = float(self._wsi.levels.base_level.mpp.width)
         except Exception as e:
             self._wsi.close()
             raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
         self._base_ds = base_ds
-        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
-            raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
-        the_mpp = float(mpp) if mpp is not None else base_mpp
+        the_mpp = float(mpp) if mpp is not None else file_mpp
+        if the_mpp is None:
+            log.warning("%s: the DICOM header has no PixelSpacing; give the pixel size with --mpp (µm/px)",
+                        label)
         levels = []
         self._wsi_levels: list[int] = []
         for i, lvl in enumerate(self._wsi.levels):
             d = float(2**lvl.level)
-            levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, the_mpp * d))
+            level_mpp = None if the_mpp is None else the_mpp * d
+            levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, level_mpp))
             self._wsi_levels.append(int(lvl.level))
         props = dicom_properties(base_ds)
-        props["marrowscope.mpp"] = repr(the_mpp)
-        props["marrowscope.dicom_mpp"] = repr(base_mpp)
+        if file_mpp is None:
+            props["marrowscope.mpp_missing"] = "the DICOM header has no PixelSpacing"
+        if the_mpp is not None:
+            props["marrowscope.mpp"] = repr(the_mpp)
+        if file_mpp is not None:
+            props["marrowscope.dicom_mpp"] = repr(file_mpp)
         cid = props.get("dicom.ContainerIdentifier", "")
         slide_id = cid if cid and cid != "Unknown" else props.get("dicom.SeriesInstanceUID", base.path.stem)
         self.info = SlideInfo(
