@@ -211,3 +211,13 @@ def test_no_extension_for_a_threshold_that_max_cells_cannot_decide(models) -> No
     capped = analyze_slide(slide, models, _cfg(target_cells=10, max_cells=12))
     short = analyze_slide(slide, models, _cfg(target_cells=10, extend_for_thresholds=False))
     assert len(capped.regions) == len(short.regions)
+
+
+def test_a_slide_with_only_level_0_says_so_in_the_summary(models) -> None:  # noqa: ANN001
+    from pipeline_stubs import smear_image
+
+    flat = ArraySlide(smear_image(), mpp=0.25, slide_id="flat", levels=[1])
+    r = analyze_slide(flat, models, _cfg(target_cells=5))
+    assert any("only level 0" in w and "tile by tile" in w for w in r.warnings)
+    pyramid = ArraySlide(smear_image(), mpp=0.25, slide_id="pyr")
+    assert not any("level 0" in w for w in analyze_slide(pyramid, models, _cfg(target_cells=5)).warnings)

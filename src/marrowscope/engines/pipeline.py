@@ -20,7 +20,7 @@ import numpy as np
 from marrowscope import __version__, taxonomy
 from marrowscope.cells import Box, Cell, CellAnnotations
 from marrowscope.counting import Differential, compute_differential
-from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, select_regions
+from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, plan_overview, select_regions
 from marrowscope.engines.classify import classify_cells
 from marrowscope.engines.detect import TileDetector, detect_region
 from marrowscope.errors import InputError
@@ -312,6 +312,8 @@ def analyze_slide(
     warnings: list[str] = []
     timings: dict[str, float] = {}
     annotated = bool(rois is not None and rois.regions)
+    if not annotated and (note := plan_overview(slide, cfg.fields).note) is not None:
+        warnings.append(note)
     for i, fq in enumerate(regions):
         if not annotated and done and not _needs_more(_differential(cells), cfg):
             break
