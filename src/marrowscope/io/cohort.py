@@ -163,10 +163,36 @@ def _openslide_properties(ds: Dataset) -> dict[str, str]:
     return openslide_properties_from_dataset(ds)
 
 
+@dataclass(frozen=True)
+class _BaseHeader:
+    """The fields of a slide's base-level SM header that discovery keeps (read while the file is
+    guarded: pydicom decodes values lazily, so a damaged one raises where it is first used)."""
+
+    patient_id: str
+    container_id: str
+    study_uid: str
+    sop_uid: str
+    width: int
+    height: int
+    openslide_properties: Mapping[str, str]
+
+    @classmethod
+    def of(cls, ds: Dataset) -> _BaseHeader:
+        return cls(
+            patient_id=str(ds.get("PatientID", "") or ""),
+            container_id=str(ds.get("ContainerIdentifier", "") or ""),
+            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+            width=_header_int(ds, "TotalPixelMatrixColumns"),
+            height=_header_int(ds, "TotalPixelMatrixRows"),
+            openslide_properties=_openslide_properties(ds),
+        )
+
+
 @dataclass
 class _SlideAcc:
     files: list[str] = field(default_factory=list)
-    base: Dataset | None = None
+    base: _BaseHeader | None = None
     base_size: int = -1
 
 
@@ -199,17 +225,19 @@ def _scan_dicom(
                 series = str(ds.get("SeriesInstanceUID", "") or "")
                 if not series:
                     raise InputError(p, "slide (SM) file has no SeriesInstanceUID; it may be truncated")
-                size = _header_int(ds, "TotalPixelMatrixColumns") * _header_int(ds, "TotalPixelMatrixRows")
+                header = _BaseHeader.of(ds) if _is_volume(ds) else None
                 acc = slides[series]
                 acc.files.append(str(p))
-                if _is_volume(ds) and size > acc.base_size:
-                    acc.base, acc.base_size = ds, size
+                if header is not None and header.width * header.height > acc.base_size:
+                    acc.base, acc.base_size = header, header.width * header.height
             elif sop == ANN_SOP_CLASS_UID:
                 anns.append(annotation_ref_from_dataset(ds, p))
             else:
                 log.debug("%s: ignoring DICOM object of class %s", p, sop)
         except InputError as e:
             unreadable.append(UnreadableFile(str(p), e.problem))
+        except Exception as e:  # noqa: BLE001 - a damaged header value, decoded lazily by pydicom
+            unreadable.append(UnreadableFile(str(p), f"damaged DICOM header ({type(e).__name__}: {e})"))
     return slides, anns, unreadable
 
 
@@ -313,7 +341,7 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
 
     by_series: dict[str, list[AnnotationSeriesRef]] = defaultdict(list)
     container_to_series = {
-        str(acc.base.get("ContainerIdentifier", "")): uid
+        acc.base.container_id: uid
         for uid, acc in slides.items()
         if acc.base is not None
     }
@@ -335,8 +363,8 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
             problems.append(f"slide series {uid} has no pyramid (VOLUME) instance; skipped")
             continue
         base = acc.base
-        patient_id = str(base.get("PatientID", "") or "")
-        slide_id = str(base.get("ContainerIdentifier", "") or "") or uid
+        patient_id = base.patient_id
+        slide_id = base.container_id or uid
         series = tuple(sorted(by_series.get(uid, []), key=lambda s: (s.kind, s.session or 0, s.series_uid)))
         seen_kinds = Counter((s.kind, s.session) for s in series)
         for (kind, session), n in seen_kinds.items():
@@ -349,12 +377,12 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
             slide_files=tuple(sorted(acc.files)),
             ann_series=series,
             clinical=clinical.get(patient_id),
-            study_uid=str(base.get("StudyInstanceUID", "")),
+            study_uid=base.study_uid,
             series_uid=uid,
-            base_sop_uid=str(base.get("SOPInstanceUID", "")),
-            width=int(base.get("TotalPixelMatrixColumns", 0) or 0),
-            height=int(base.get("TotalPixelMatrixRows", 0) or 0),
-            openslide_properties=_openslide_properties(base),
+            base_sop_uid=base.sop_uid,
+            width=base.width,
+            height=base.height,
+            openslide_properties=base.openslide_properties,
             csv_annotations=csv_anns.get(slide_id),
         ))
     entries.sort(key=lambda e: (e.patient_id, e.slide_id))

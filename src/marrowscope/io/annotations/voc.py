@@ -28,6 +28,7 @@ from marrowscope.io.annotations._boxcheck import (
     find_image,
     image_annotations,
     image_size,
+    read_text_file,
 )
 from marrowscope.io.atomic import write_text_atomic
 
@@ -169,7 +170,7 @@ def read_voc_folder(
         if not split_file.is_file():
             have = ", ".join(voc_splits(base)) or "none"
             raise InputError(split_file, f"no such split list (splits here: {have})")
-        ids = [ln.split()[0] for ln in split_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        ids = [ln.split()[0] for ln in read_text_file(split_file, "split list").splitlines() if ln.strip()]
         xmls = [ann_dir / f"{i}.xml" for i in ids]
         missing = [p for p in xmls if not p.is_file()]
         if missing:

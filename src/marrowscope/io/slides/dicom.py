@@ -134,24 +134,27 @@ def read_header(path: Path) -> DicomFileHeader:
         v = ds.get(name)
         try:
             return int(v) if v is not None else 0
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return 0
 
-    image_type = ds.get("ImageType")
-    return DicomFileHeader(
-        path=path,
-        sop_class_uid=text("SOPClassUID"),
-        sop_instance_uid=text("SOPInstanceUID"),
-        series_uid=text("SeriesInstanceUID"),
-        study_uid=text("StudyInstanceUID"),
-        image_type=tuple(str(t) for t in image_type) if image_type is not None else (),
-        columns=number("TotalPixelMatrixColumns"),
-        rows=number("TotalPixelMatrixRows"),
-        container_id=text("ContainerIdentifier"),
-        patient_id=text("PatientID"),
-        series_description=text("SeriesDescription"),
-        modality=text("Modality"),
-    )
+    try:  # pydicom decodes values on first use: a damaged one raises here, not in the caller
+        image_type = ds.get("ImageType")
+        return DicomFileHeader(
+            path=path,
+            sop_class_uid=text("SOPClassUID"),
+            sop_instance_uid=text("SOPInstanceUID"),
+            series_uid=text("SeriesInstanceUID"),
+            study_uid=text("StudyInstanceUID"),
+            image_type=tuple(str(t) for t in image_type) if image_type is not None else (),
+            columns=number("TotalPixelMatrixColumns"),
+            rows=number("TotalPixelMatrixRows"),
+            container_id=text("ContainerIdentifier"),
+            patient_id=text("PatientID"),
+            series_description=text("SeriesDescription"),
+            modality=text("Modality"),
+        )
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"damaged DICOM header ({type(e).__name__}: {e}); re-download it") from e
 
 
 def scan_dicom(paths: Iterable[Path]) -> list[DicomFileHeader]:
@@ -359,6 +362,7 @@ class DicomSlide(SlideReader):
         self._wsi, file_mpp = _open_wsidicom(self._files, label)
         try:
             base_ds = pydicom.dcmread(base.path, stop_before_pixels=True)
+            props = dicom_properties(base_ds)  # decodes the values used (pydicom decodes on first use)
         except Exception as e:
             self._wsi.close()
             raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
@@ -374,7 +378,6 @@ class DicomSlide(SlideReader):
             level_mpp = None if the_mpp is None else the_mpp * d
             levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, level_mpp))
             self._wsi_levels.append(int(lvl.level))
-        props = dicom_properties(base_ds)
         if file_mpp is None:
             props["marrowscope.mpp_missing"] = "the DICOM header has no PixelSpacing"
         if the_mpp is not None:
