@@ -407,6 +407,9 @@ REGRESSIONS = [
     ("cells", "cells.csv", _OLD_CELLS + "1,S1,10,20,30,x\n", "cell_height: 'x' is not a finite number"),
     ("cells", "cells.csv", _OLD_CELLS + "1,S1," + "9" * 400 + ",20,30,25\n", "is not a finite number"),
     ("cells", "cells.csv", "cell_id,slide_id,roi_id,x1,y1,x2,y2\n1,S1,1,0,0,inf,9\n", "bad box"),
+    ("cells", "cells.csv", "cell_id,slide_id,roi_id,x1,y1,x2,y2\n1,S1,1," + "9" * 400 + ",0,9,9\n",
+     "row 2: bad box"),
+    ("rois", "rois.csv", "roi_id,slide_id,x1,y1,x2,y2\n1,S1,0," + "9" * 400 + ",9,9\n", "row 2: bad box"),
     ("table", "cells.csv", _TABLE + "S1,nan,1,0,0,9,9,,\n", "row 1: 'nan' is not an integer"),
     ("table", "cells.csv", _TABLE + "S1,1,1,0,0,9,9,,abc\n", "row 1, score: 'abc' is not a number"),
     ("clinical", "clinical.csv", "patient_id;gender;age;diagnosis\nP1;F;3;AML\nP2;F;3;AML;x;y\n",
@@ -434,6 +437,14 @@ def test_fuzz_regressions(reader: str, name: str, content: str | bytes, message:
         with pytest.raises(InputError) as e:
             _reader(reader)(p)
         assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fuzz_regression_voc_infinite_size(seeds: Seeds) -> None:
+    from marrowscope.errors import InputError
+
+    xml = seeds.files["voc.xml"].replace(b"<width>400</width>", b"<width>1e309</width>")
+    with _file("voc.xml", xml) as p, pytest.raises(InputError, match="non-numeric width or height"):
+        _read_voc(seeds)(p)
 
 
 @pytest.mark.parametrize(("line", "message"), [("nan 0.5 0.5 0.1 0.1", "class index nan"),

@@ -134,8 +134,9 @@ def _box(x1: Any, y1: Any, x2: Any, y2: Any, path: str | Path, row: int) -> Box:
         if not all(math.isfinite(v) for v in coords):
             raise ValueError("coordinates must be finite numbers")
         return Box(*coords)
-    except (TypeError, ValueError) as exc:
-        raise InputError(path, f"row {row}: bad box ({x1}, {y1}, {x2}, {y2}): {exc}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        shown = ", ".join(str(v)[:20] for v in (x1, y1, x2, y2))
+        raise InputError(path, f"row {row}: bad box ({shown}): {exc}") from exc
 
 
 def _normalise_old_cells(df: pd.DataFrame, path: str | Path, rois_path: str | Path | None) -> pd.DataFrame:

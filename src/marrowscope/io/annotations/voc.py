@@ -97,7 +97,7 @@ def read_voc(
         w_txt, h_txt = _text(size, "width"), _text(size, "height")
         if w_txt and h_txt and float(w_txt) > 0 and float(h_txt) > 0:
             width, height = int(float(w_txt)), int(float(h_txt))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise InputError(path, f"<size> has a non-numeric width or height ({exc})") from exc
     if width is None and image_path.is_file():
         width, height = image_size(image_path)
