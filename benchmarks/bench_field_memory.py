@@ -9,7 +9,8 @@ the fields found. The TIFF is deleted afterwards unless ``--keep``.
 Run (CPU-heavy: a few minutes at 40,000 px):
     flock /work/cpu.lock nice -n 10 .venv/bin/python benchmarks/bench_field_memory.py \
         --sizes 8192,16384,40000 --json benchmarks/results/field_memory.json
-Target (issue 15): peak RSS <= 2 GB for 40,000 x 40,000 px.
+Target (issue 15): peak RSS <= 2 GB for 40,000 x 40,000 px. ``--baseline-src OLD/src`` also measures
+another source tree on the same file (only for sizes the old code can hold in memory).
 """
 
 from __future__ import annotations
@@ -110,9 +111,12 @@ def measure(path: Path) -> None:
     }))
 
 
-def _time_v(path: Path) -> dict[str, object]:
+def _time_v(path: Path, src: Path | None = None) -> dict[str, object]:
     cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--measure", str(path)]
-    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if src is not None:  # another source tree (e.g. the code before a change), for a side-by-side number
+        env["PYTHONPATH"] = str(src)
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if p.returncode != 0:
         raise SystemExit(f"measurement failed ({p.returncode}):\n{p.stderr[-3000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))  # type: ignore[union-attr]
@@ -130,6 +134,8 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="where to write the TIFF (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the TIFF files")
     ap.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also measure with this source tree (e.g. a checkout of the code before the change)")
     ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     if args.measure is not None:
@@ -144,6 +150,8 @@ def main() -> None:
             t_write = write_flat_tiff(path, size, args.mpp)
             r = {"size": size, "file_mib": round(path.stat().st_size / 2**20, 1),
                  "write_seconds": round(t_write, 1), **_time_v(path)}
+            if args.baseline_src is not None:
+                r["baseline"] = {"src": str(args.baseline_src), **_time_v(path, args.baseline_src)}
             print(json.dumps(r), flush=True)
             results.append(r)
             if not args.keep:
