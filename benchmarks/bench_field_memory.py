@@ -127,6 +127,16 @@ def _time_v(path: Path, src: Path | None = None) -> dict[str, object]:
     return out
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="40000", help="comma-separated slide sides in px (default 40000)")
@@ -163,7 +173,7 @@ def main() -> None:
             work.rmdir()
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}",
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "results": results,
