@@ -1,7 +1,8 @@
-"""``python -m marrowscope`` runs the command line, like the ``marrowscope`` script."""
+"""``python -m marrowscope`` (and ``torchrun -m marrowscope``) runs the command-line interface."""
 
 import sys
 
 from marrowscope.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

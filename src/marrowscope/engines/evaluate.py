@@ -18,6 +18,7 @@ from marrowscope.engines.detect import detect_image
 from marrowscope.eval.classification import ClassificationReport, score_predictions, write_report
 from marrowscope.eval.detection import (
     DetectionMetrics,
+    bootstrap_ap,
     draw_boxes,
     evaluate_detections,
     input_mpp,
@@ -41,12 +42,17 @@ def evaluate_detector(
     n_examples: int = 4,
     progress: bool = False,
     context: dict[str, Any] | None = None,
+    ci_groups: Sequence[str] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
 ) -> DetectionMetrics:
     """Run ``detector`` (a :class:`marrowscope.models.detector.Detector`) on every
     :class:`~marrowscope.data.detection_datasets.DetectionSample` and score it.
 
-    ``mpp`` overrides the images' scale. With ``out_dir``: ``metrics.json``, ``pr_curve.png`` and
-    ``examples/*.png`` (true boxes green, predictions in class colours)."""
+    ``mpp`` overrides the images' scale. ``ci_groups`` (one group, e.g. the patient, per sample) adds
+    percentile-bootstrap intervals over groups (``n_boot`` resamples). With ``out_dir``:
+    ``metrics.json``, ``pr_curve.png`` and ``examples/*.png`` (true boxes green, predictions in class
+    colours)."""
     spec = detector.spec
     thr = float(threshold if threshold is not None else spec.params.get("operating_threshold", 0.5))
     preds: list[Detections] = []
@@ -71,6 +77,11 @@ def evaluate_detector(
         if len(examples) < n_examples:
             examples.append((image, truth, det, s.image_id))
     metrics = evaluate_detections(preds, truths, detector.classes, threshold=thr)
+    if ci_groups is not None:
+        from dataclasses import replace as _replace
+
+        ci50, ci = bootstrap_ap(preds, truths, detector.classes, ci_groups, n_boot=n_boot, seed=seed)
+        metrics = _replace(metrics, ap50_ci=ci50, ap_ci=ci)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

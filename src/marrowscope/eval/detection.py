@@ -46,10 +46,15 @@ class DetectionMetrics:
     recall_thresholds: tuple[float, ...] = ()
     #: class -> precision at each of ``recall_thresholds`` (IoU 0.5)
     pr_curve_50: dict[str, list[float]] = field(default_factory=dict)
+    #: 95 % percentile-bootstrap intervals over groups (patients), when asked for
+    ap50_ci: tuple[float, float] | None = None
+    ap_ci: tuple[float, float] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["recall_thresholds"] = list(self.recall_thresholds)
+        for k in ("ap50_ci", "ap_ci"):
+            d[k] = list(d[k]) if d[k] is not None else None
 
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not np.isfinite(v):
@@ -154,6 +159,32 @@ def evaluate_detections(predictions: Sequence[Detections], truths: Sequence[Cell
         n_true=ntrue, n_predicted=npred, recall_thresholds=tuple(float(r) for r in ev.params.recThrs),
         pr_curve_50=curves,
     )
+
+
+def bootstrap_ap(predictions: Sequence[Detections], truths: Sequence[CellAnnotations],
+                 classes: Sequence[str], groups: Sequence[str], *, n_boot: int = 200, seed: int = 0
+                 ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """95 % percentile-bootstrap intervals of AP@0.5 and AP@[.5:.95], resampling ``groups`` (patients:
+    all images of a drawn patient come along) with replacement. Returns (ap50_ci, ap_ci)."""
+    if len(groups) != len(truths):
+        raise ValueError(f"{len(groups)} groups for {len(truths)} images")
+    names = sorted(set(groups))
+    members = {g: [i for i, x in enumerate(groups) if x == g] for g in names}
+    rng = np.random.default_rng([seed, 2203])
+    ap50s, aps = [], []
+    for _ in range(n_boot):
+        idx = [i for k in rng.integers(0, len(names), len(names)) for i in members[names[int(k)]]]
+        m = evaluate_detections([predictions[i] for i in idx], [truths[i] for i in idx], classes)
+        if np.isfinite(m.ap50):
+            ap50s.append(m.ap50)
+            aps.append(m.ap)
+    if not ap50s:
+        nan = float("nan")
+        return (nan, nan), (nan, nan)
+    q = (2.5, 97.5)
+    lo50, hi50 = np.percentile(ap50s, q)
+    lo, hi = np.percentile(aps, q)
+    return (float(lo50), float(hi50)), (float(lo), float(hi))
 
 
 def plot_pr_curve(metrics: DetectionMetrics, path: str | Path) -> Path:

@@ -162,9 +162,8 @@ def render_targets(bundles: Sequence[str | Path]) -> str:
 
 
 def sync_benchmarks_doc(doc: str | Path, bundles: Sequence[str | Path], *, check: bool = False) -> bool:
-    """Rewrite (or with ``check`` compare) the generated target table in ``docs/benchmarks.md``."""
-    from marrowscope.io.atomic import write_text_atomic
-
+    """Rewrite (or with ``check`` compare) the generated target table in ``docs/benchmarks.md`` (a
+    hand-written doc of the repository: only its generated block changes)."""
     p = Path(doc)
     text = p.read_text()
     if BENCH_BEGIN not in text:
@@ -172,5 +171,5 @@ def sync_benchmarks_doc(doc: str | Path, bundles: Sequence[str | Path], *, check
     new = _replace_block(text, render_targets(bundles), begin=BENCH_BEGIN)
     if check or new == text:
         return new == text
-    write_text_atomic(p, new)
+    p.write_text(new, encoding="utf-8")
     return True

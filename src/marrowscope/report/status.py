@@ -16,7 +16,7 @@ class SlideStatus:
     reason: str | None = None
     folder: str | None = None
     n_counted: int | None = None
-    blast_pct: float | None = None
+    blast_fraction: float | None = None  # a fraction (0.2 = 20 %); cohort.csv shows blast_percent
     blast_ci: tuple[float, float] | None = None
     suggestion: str | None = None
     suggestion_p: float | None = None
@@ -25,3 +25,13 @@ class SlideStatus:
     rois_from: str | None = None
     seconds: float | None = None
     redone_because: str | None = None  # a finished folder was there but could not be reused: why
+    uncertain_between: tuple[str, str] | None = None  # the suggestion's headline is "uncertain between"
+    warnings: tuple[str, ...] = ()  # warning codes (summary.json ``warnings[].code``)
+    models: tuple[str, ...] = ()  # "task name (training data kind)" per model
+
+    @property
+    def headline(self) -> str:
+        """The suggestion as the report heads it ("uncertain between A and B" below the confidence)."""
+        if self.uncertain_between is not None:
+            return f"uncertain between {self.uncertain_between[0]} and {self.uncertain_between[1]}"
+        return self.suggestion or ""
