@@ -352,6 +352,13 @@ def analyze_slide(
             f"blast interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
             f"{100 * f.threshold:.0f} % threshold ({f.name}){need}"
         )
+    from marrowscope.engines.ood import slide_ood_from_cells
+
+    t_ood = time.perf_counter()
+    ood = slide_ood_from_cells(slide, cells, models.classifier, seed=cfg.seed)
+    timings["ood"] = time.perf_counter() - t_ood
+    if ood is not None and ood.flagged:
+        warnings.append(ood.message())
     diagnosis = None
     t_diag = time.perf_counter()
     if models.diagnosis is not None and diff.n_counted > 0:
@@ -375,4 +382,5 @@ def analyze_slide(
             config=cfg.to_dict(), seed=cfg.seed, started=started, seconds=seconds, timings=timings,
         ),
         warnings=tuple(warnings),
+        ood=None if ood is None else ood.to_dict(),
     )

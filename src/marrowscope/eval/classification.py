@@ -297,6 +297,12 @@ def score_predictions(
                                "model_to_eval": dict(al.model_to_eval)})
 
 
+def macro_f1_over(report: ClassificationReport, min_support: int) -> float | None:
+    """Macro F1 over the evaluation classes with at least ``min_support`` true cells (None if none)."""
+    f1s = [m.f1 for m in report.per_class.values() if m.support >= min_support]
+    return float(np.mean(f1s)) if f1s else None
+
+
 def evaluate_classifier(
     weights: str | Path, dataset: str, out_dir: str | Path | None = None, *, tta: int = 8,
     eval_scheme: str | None = None, src_mpp: float | None = None, threshold: float | None = None,
@@ -323,7 +329,12 @@ def evaluate_classifier(
     clf = load_classifier(weights)
     fmt, root = parse_dataset_arg(dataset)
     model_scheme = scheme_of_spec(clf.spec)
-    if fmt in ("pbc", "imagefolder"):
+    from marrowscope.data.ood_datasets import load_eval_crops, parse_ood_arg
+
+    if parse_ood_arg(dataset) is not None:  # bccd-wbc:, matek:, txl-pbc: (out-of-domain crop sets)
+        ec = load_eval_crops(dataset, mpp=clf.mpp, size=clf.input_size, src_mpp=src_mpp)
+        crops, truth, ids = ec.images, list(ec.labels), list(ec.ids)
+    elif fmt in ("pbc", "imagefolder"):
         items = read_image_folder(root)
         if fmt == "pbc":
             eval_scheme = eval_scheme or "pbc8"
@@ -350,6 +361,8 @@ def evaluate_classifier(
     report = replace(report, extra={
         **dict(report.extra), "weights": str(weights), "weights_sha256": clf.sha256, "dataset": dataset,
         "tta": tta, "temperature": res.temperature, "uncertain_threshold": res.threshold,
+        "macro_f1_min_support": macro_f1_over(report, 10), "min_support": 10,
+        "n_correct": int(np.trace(report.confusion)),
         "model_classes": list(clf.classes), "contract": {"input_size": clf.input_size, "mpp": clf.mpp},
     })
     if out_dir is not None:
