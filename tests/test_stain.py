@@ -104,3 +104,23 @@ def test_groupnorm_backbone_saves_and_loads(tmp_path) -> None:  # type: ignore[n
     one = back.logits(x[:1])
     both = back.logits(torch.cat([x[:1], x[:1] * 0 + 3.0]))
     torch.testing.assert_close(one, both[:1], atol=1e-4, rtol=1e-4)
+
+
+def test_cli_train_romanowsky_gn_and_fine_tune(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--augment romanowsky --norm gn stores the stain basis, colour reference and OOD statistics in the
+    weights; --init-weights fine-tunes them and refuses weights of another normalisation."""
+    from marrowscope.cli.main import main
+    from marrowscope.models.classifier import load_classifier
+    from test_classifier_data import _write_pbc_folder
+
+    _write_pbc_folder(tmp_path / "pbc", n_per=4)
+    base = ["train", "classifier", "--dataset", f"pbc:{tmp_path / 'pbc'}", "--epochs", "1", "--input-size",
+            "16", "--batch-size", "8", "--eval-every", "1"]
+    assert main([*base, "--out", str(tmp_path / "gn"), "--norm", "gn", "--augment", "romanowsky"]) == 0
+    clf = load_classifier(tmp_path / "gn" / "classifier.pt")
+    p = clf.spec.params
+    assert p["norm"] == "gn" and np.asarray(p["stain_basis"]).shape == (3, 3)
+    assert set(p["colour_reference"]) >= {"mean", "std"} and p["ood"]["slide_threshold"] > 0
+    w = str(tmp_path / "gn" / "classifier.pt")
+    assert main([*base, "--out", str(tmp_path / "ft"), "--norm", "gn", "--init-weights", w]) == 0
+    assert main([*base, "--out", str(tmp_path / "bad"), "--init-weights", w]) != 0  # bn vs gn

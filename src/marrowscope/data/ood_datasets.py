@@ -32,6 +32,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -295,19 +296,23 @@ def txl_cell_crops(root: str | Path, *, mpp: float, size: int, source: str | Non
 
 
 def txl_detection_by_source(root: str | Path, classes: Sequence[str], *, splits: Sequence[str] = ("val",),
-                            mpp: float | None = None) -> dict[str, list[object]]:
-    """TXL-PBC detection samples (``DetectionSample``) grouped by source key."""
+                            mpp: Mapping[str, float] | None = None,
+                            mapping: Mapping[str, str | None] | None = None) -> dict[str, list[Any]]:
+    """TXL-PBC detection samples (``DetectionSample``) grouped by source key; ``mpp``: per source key
+    (e.g. PBC fields at 0.1 µm/px, the others at the blood-field scale)."""
+    from dataclasses import replace
+
     from marrowscope.data.detection_datasets import yolo_samples
 
     base, _ = _txl_root(Path(root))
     rows = read_txl_manifest(base, splits)
     src_of = {Path(r["abs_path"]).stem: r["source"] for r in rows}
-    out: dict[str, list[object]] = {}
+    out: dict[str, list[Any]] = {}
     for sp in splits:
-        for s in yolo_samples(base / "TXL_PBC", classes, sp, mpp=mpp):
+        for s in yolo_samples(base / "TXL_PBC", classes, sp, mapping=mapping):
             k = src_of.get(s.image_id)
             if k is not None:
-                out.setdefault(k, []).append(s)
+                out.setdefault(k, []).append(replace(s, mpp=(mpp or {}).get(k)))
     return dict(sorted(out.items()))
 
 

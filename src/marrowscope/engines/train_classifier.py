@@ -328,7 +328,8 @@ def train_from_dataset(
     ``augment``: ``basic`` (the config's augmentation) or ``romanowsky`` (domain randomisation,
     :func:`~marrowscope.data.cell_augment.romanowsky_config`, with a stain basis estimated from the
     training crops); the basis and the training crops' colour statistics are stored in the weights
-    (``params['stain_basis']``, ``params['colour_reference']``).
+    (``params['stain_basis']``, ``params['colour_reference']``), and the OOD statistics of
+    :mod:`marrowscope.engines.ood` (``params['ood']``).
     """
     from marrowscope import taxonomy
     from marrowscope.data.classification_datasets import (
@@ -411,6 +412,10 @@ def train_from_dataset(
         metrics["temperature"] = temperature
         write_text_atomic(out / "val_metrics.json", json.dumps(metrics, indent=1) + "\n")
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
+    from marrowscope.engines.ood import has_features, with_ood_stats
+
+    if has_features(clf):  # OOD statistics for analyze's per-slide score (engines.ood)
+        clf = with_ood_stats(clf, train, val if len(val) else None, seed=cfg.seed)
     save_classifier(out / "classifier.pt", clf, extra={"dataset": dataset, "epochs": res.epochs_done,
                                                        "augment": augment,
                                                        "init_weights": str(init_weights or ""),
