@@ -124,3 +124,25 @@ def test_cli_train_romanowsky_gn_and_fine_tune(tmp_path) -> None:  # type: ignor
     w = str(tmp_path / "gn" / "classifier.pt")
     assert main([*base, "--out", str(tmp_path / "ft"), "--norm", "gn", "--init-weights", w]) == 0
     assert main([*base, "--out", str(tmp_path / "bad"), "--init-weights", w]) != 0  # bn vs gn
+
+
+def test_classify_crops_standardises_when_the_weights_ask() -> None:
+    from marrowscope.data.stain import ColourStats
+    from marrowscope.engines.classify import MIN_STANDARDISE, standardise_crops
+    from marrowscope.models.classifier import create_classifier, make_spec
+
+    imgs = _two_dye_images(n=MIN_STANDARDISE, s=16, seed=2)
+    b = estimate_stain_basis(imgs)
+    ref = colour_stats(imgs, b)
+    shifted = ColourStats(tuple(m * 1.5 for m in ref.mean), ref.std, ref.foreground)  # type: ignore[arg-type]
+    spec = make_spec(("lymphocyte", "monocyte"), input_size=16, params={
+        "stain_basis": b.tolist(), "colour_reference": shifted.to_dict(), "colour_standardise": True})
+    clf = create_classifier(spec)
+    out = standardise_crops(clf, imgs)
+    assert out.shape == imgs.shape and out.dtype == np.uint8
+    before = np.abs(np.subtract(ref.mean, shifted.mean))[:2]
+    after = np.abs(np.subtract(colour_stats(out, b).mean, shifted.mean))[:2]
+    assert (after < 0.6 * before).all()  # moved most of the way to the reference (clipping, 8 bits)
+    np.testing.assert_array_equal(standardise_crops(clf, imgs[:4]), imgs[:4])  # too few: unchanged
+    off = create_classifier(make_spec(("lymphocyte", "monocyte"), input_size=16))
+    np.testing.assert_array_equal(standardise_crops(off, imgs), imgs)

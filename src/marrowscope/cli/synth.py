@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.errors import InputError
 
@@ -22,7 +23,8 @@ def _kind_weights(labelled: float, detection_only: float, roi_only: float) -> di
 def synth(
     patients: int = typer.Option(6, "--patients", "-n", help="Number of patients (one slide each)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (built beside it, moved into place)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: same seed and settings, same cohort."),
+    seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
+                             help="Random seed: same seed and settings, same cohort."),
     slide_size: int = typer.Option(6144, "--slide-size", help="Slide width and height in px."),
     roi_size: int = typer.Option(2048, "--roi-size", help="ROI side in px (2048 in the real data)."),
     rois: int = typer.Option(2, "--rois", help="ROIs per slide."),

@@ -200,10 +200,11 @@ def with_ood_stats(clf: CellClassifier, train: Any, val: Any | None = None, seed
     return clf.with_params(ood=st.to_dict())
 
 
-def attach_ood_stats(weights: str, dataset: str, split_json: str, out: str, *, cache_dir: str | None = None
-                     ) -> OODStats:
+def attach_ood_stats(weights: str, dataset: str, split_json: str, out: str, *, cache_dir: str | None = None,
+                     params: Mapping[str, Any] | None = None) -> OODStats:
     """Fit OOD statistics for trained ``weights`` on the training/validation crops of ``dataset`` listed
-    in a training run's ``split.json`` and write the weights with them to ``out``."""
+    in a training run's ``split.json`` and write the weights with them (and ``params``, e.g.
+    ``{"colour_standardise": True}``) to ``out``."""
     import json
     from pathlib import Path
 
@@ -220,7 +221,7 @@ def attach_ood_stats(weights: str, dataset: str, split_json: str, out: str, *, c
     pos = {k: i for i, k in enumerate(data.ids)}
     tr = data.subset(np.array([pos[k] for k in split["train"]]))
     va = data.subset(np.array([pos[k] for k in split["val"]]))
-    clf2 = with_ood_stats(clf, tr, va)
+    clf2 = with_ood_stats(clf, tr, va).with_params(**dict(params or {}))
     from marrowscope.models.registry import resolve_model
     from marrowscope.models.weights import load_weights
 
