@@ -54,11 +54,13 @@ def test_warning_on_a_foreign_slide_not_on_an_in_domain_one(models_with_ood) -> 
     away = analyze_slide(ArraySlide(_foreign(seed=7), mpp=0.5, slide_id="away"), models_with_ood, CFG,
                          annotations=two_rois())
     assert home.ood is not None and not home.ood["flagged"]
-    assert not any("unlike the classifier's training data" in w for w in home.warnings)
+    assert "ood_slide" not in [w.code for w in home.warnings]
     assert away.ood is not None and away.ood["flagged"]
     assert away.ood["score"] > 3 * home.ood["score"]
-    assert any("unlike the classifier's training data" in w for w in away.warnings)
-    assert away.to_dict()["ood"]["flagged"] is True
+    (w,) = [w for w in away.warnings if w.code == "ood_slide"]
+    assert "unlike the classifier's training data" in w.message
+    d = away.to_dict()
+    assert d["ood"]["flagged"] is True and "ood_slide" in [x["code"] for x in d["warnings"]]
 
 
 def test_no_statistics_no_score() -> None:

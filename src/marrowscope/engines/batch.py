@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from marrowscope.alerts import warning_codes
 from marrowscope.cells import CellAnnotations, Region
 from marrowscope.engines import fingerprint as fp
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
@@ -69,7 +70,7 @@ class SlideStatus:
     reason: str | None = None
     folder: str | None = None
     n_counted: int | None = None
-    blast_pct: float | None = None
+    blast_fraction: float | None = None  # a fraction (0.2 = 20 %); cohort.csv shows blast_percent
     blast_ci: tuple[float, float] | None = None
     suggestion: str | None = None
     suggestion_p: float | None = None
@@ -78,6 +79,16 @@ class SlideStatus:
     rois_from: str | None = None
     seconds: float | None = None
     redone_because: str | None = None  # a finished folder was there but could not be reused: why
+    uncertain_between: tuple[str, str] | None = None  # the suggestion's headline is "uncertain between"
+    warnings: tuple[str, ...] = ()  # warning codes (summary.json ``warnings[].code``)
+    models: tuple[str, ...] = ()  # "task name (training data kind)" per model
+
+    @property
+    def headline(self) -> str:
+        """The suggestion as the report heads it ("uncertain between A and B" below the confidence)."""
+        if self.uncertain_between is not None:
+            return f"uncertain between {self.uncertain_between[0]} and {self.uncertain_between[1]}"
+        return self.suggestion or ""
 
 
 @dataclass(frozen=True)
@@ -259,13 +270,18 @@ def _status_from_summary(job: SlideJob, d: Mapping[str, Any], status: str, folde
     iv = diff.get("blast_interval")
     return SlideStatus(
         source=job.source, slide_id=d.get("slide", {}).get("slide_id"), status=status, folder=str(folder),
-        n_counted=diff.get("n_counted"), blast_pct=diff.get("blast_pct"),
+        n_counted=diff.get("n_counted"), blast_fraction=diff.get("blast_fraction"),
         blast_ci=None if iv is None else (float(iv[0]), float(iv[1])),
         suggestion=None if dx is None else dx.get("suggestion"),
         suggestion_p=None if dx is None else dx.get("probabilities", {}).get(dx.get("suggestion")),
         rule_baseline=None if dx is None else dx.get("rule_baseline"),
         flags=tuple(f.get("name", "") for f in diff.get("flags", [])),
         rois_from=rois_from, seconds=(d.get("run") or {}).get("seconds"),
+        uncertain_between=None if dx is None or not dx.get("uncertain_between") else
+        (str(dx["uncertain_between"][0]), str(dx["uncertain_between"][1])),
+        warnings=warning_codes(w for w in d.get("warnings", []) if isinstance(w, Mapping)),
+        models=tuple(f"{m.get('task')} {m.get('name')} ({m.get('training_data_kind', 'unknown')})"
+                     for m in (d.get("run") or {}).get("models", [])),
     )
 
 
@@ -495,13 +511,16 @@ def _write_batch_summary(out: Path, statuses: Sequence[SlideStatus], cfg: Analys
 
 
 COHORT_COLUMNS: tuple[str, ...] = (
-    "slide_id", "status", "n_counted", "blast_pct", "blast_ci_low", "blast_ci_high", "flags", "suggestion",
-    "suggestion_probability", "rule_baseline", "regions", "report", "reason", "source",
+    "slide_id", "status", "n_counted", "blast_percent", "blast_ci_low_percent", "blast_ci_high_percent",
+    "flags", "suggestion", "suggestion_probability", "headline", "rule_baseline", "warnings", "models",
+    "regions", "report", "reason", "source",
 )
 
 
 def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
-    """One row per slide: counts, blast % with its interval, the suggestion and the rule baseline."""
+    """One row per slide: counts, blast percent with its interval (percents: ``*_percent`` columns), the
+    suggestion and its headline, the rule baseline, the warning codes and the models with their
+    training data."""
     import csv
     import io
 
@@ -511,11 +530,12 @@ def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
     for s in statuses:
         w.writerow(escape_row([  # a slide id like =HYPERLINK(...) must not become a live formula
             s.slide_id or "", s.status, "" if s.n_counted is None else s.n_counted,
-            "" if s.blast_pct is None else f"{100 * s.blast_pct:.2f}",
+            "" if s.blast_fraction is None else f"{100 * s.blast_fraction:.2f}",
             "" if s.blast_ci is None else f"{100 * s.blast_ci[0]:.2f}",
             "" if s.blast_ci is None else f"{100 * s.blast_ci[1]:.2f}",
             ";".join(s.flags), s.suggestion or "",
-            "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.rule_baseline or "",
+            "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.headline, s.rule_baseline or "",
+            ";".join(s.warnings), ";".join(s.models),
             s.rois_from or "", "" if s.folder is None else f"{Path(s.folder).name}/report.html",
             s.reason or "", s.source,
         ]))

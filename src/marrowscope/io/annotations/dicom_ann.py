@@ -64,6 +64,7 @@ ROI_ID_CODE = ("DCM", "130489")
 IMAGE_REGION_CODE = ("DCM", "111030")
 PRIVATE_SCHEME = "99MRWSCP"  # private coding scheme for our prediction measurements
 SCORE_CODE_VALUE = "SCORE"
+DETECTION_ID_CODE_VALUE = "DETID"  # our id of a detected object (the dataset's cell id is EFO 0010197)
 PROB_PREFIX = "Probability of "
 _FLOAT32_EXACT = 2**24  # integers above this are not exact in the float32 measurement values
 
@@ -358,6 +359,8 @@ def _columns(group: _GroupData) -> dict[str, Any]:
             out["image_region"] = col
         elif scheme == PRIVATE_SCHEME and value == SCORE_CODE_VALUE:
             out["score"] = col
+        elif scheme == PRIVATE_SCHEME and value == DETECTION_ID_CODE_VALUE:
+            out["detection_id"] = col
         elif scheme == PRIVATE_SCHEME and meaning.startswith(PROB_PREFIX):
             out["probabilities"][meaning[len(PROB_PREFIX):]] = col
     return out
@@ -412,6 +415,7 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
         name = _label_from_group(label, p, keep_unknown=ref.kind == "automatic")
         any_roi_column = any_roi_column or "roi_id" in cols
         cell_ids = cols.get("cell_id")
+        det_ids = cols.get("detection_id")
         roi_ids = cols.get("roi_id")
         score = cols.get("score")
         probs: dict[str, np.ndarray] = cols["probabilities"]
@@ -421,7 +425,9 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
                 Cell(
                     box=box,
                     label=name,
-                    cell_id=_as_int(cell_ids[i]) if cell_ids is not None else None,
+                    # -1: the writer's mark for a detection without a dataset cell id
+                    cell_id=_as_int(cell_ids[i]) if cell_ids is not None and cell_ids[i] != -1 else None,
+                    detection_id=_as_int(det_ids[i]) if det_ids is not None else None,
                     roi_id=(_as_int(roi_ids[i]) if roi_ids is not None else -1),
                     score=(None if score is None or math.isnan(score[i]) else float(score[i])),
                     probabilities=p_i,

@@ -117,6 +117,8 @@ def write_geojson(
             meas[f"{PROB_PREFIX}{cls}"] = float(p)
         if c.cell_id is not None:
             meas["cell_id"] = int(c.cell_id)
+        if c.detection_id is not None:
+            meas["detection_id"] = int(c.detection_id)
         if c.roi_id is not None:
             meas["roi_id"] = int(c.roi_id)
         meta = {"session_labels": "|".join(c.session_labels)} if c.session_labels else {}
@@ -242,6 +244,7 @@ def read_geojson(
             box=box,
             label=label,
             cell_id=int(cell_id) if cell_id is not None else None,
+            detection_id=int(meas["detection_id"]) if meas.get("detection_id") is not None else None,
             roi_id=int(roi) if roi is not None else None,
             session_labels=tuple(sess.split("|")) if sess else (),
             score=meas.get("score"),

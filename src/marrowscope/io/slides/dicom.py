@@ -303,6 +303,10 @@ class DicomSlide(SlideReader):
         except Exception as e:
             self._wsi.close()
             raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
+        self._setup(label, base_ds, base_mpp, mpp, base.path.stem)
+
+    def _setup(self, label: str, base_ds: Any, base_mpp: float, mpp: float | None, fallback_id: str) -> None:
+        """Levels and :class:`SlideInfo` of the open ``self._wsi`` (files or DICOMweb)."""
         self._base_ds = base_ds
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
@@ -317,7 +321,7 @@ class DicomSlide(SlideReader):
         props["marrowscope.mpp"] = repr(the_mpp)
         props["marrowscope.dicom_mpp"] = repr(base_mpp)
         cid = props.get("dicom.ContainerIdentifier", "")
-        slide_id = cid if cid and cid != "Unknown" else props.get("dicom.SeriesInstanceUID", base.path.stem)
+        slide_id = cid if cid and cid != "Unknown" else props.get("dicom.SeriesInstanceUID", fallback_id)
         self.info = SlideInfo(
             path=label,
             slide_id=slide_id,
