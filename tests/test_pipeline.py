@@ -218,3 +218,15 @@ def test_no_extension_for_a_threshold_that_max_cells_cannot_decide(models) -> No
     assert all(short.differential.n_counted + f.cells_needed <= 12 for f in decidable)
     assert (len(capped.regions) > len(short.regions)) == bool(decidable)
     assert any(f.cells_needed is None for f in short.differential.flags)  # e.g. 30 % blasts vs 25 %
+
+
+def test_a_slide_with_only_level_0_says_so_in_the_summary(models) -> None:  # noqa: ANN001
+    from pipeline_stubs import smear_image
+
+    flat = ArraySlide(smear_image(), mpp=0.25, slide_id="flat", levels=[1])
+    r = analyze_slide(flat, models, _cfg(target_cells=5))
+    assert any(w.code == "no_low_res_level" and "only level 0" in w.message and "tile by tile" in w.message
+               for w in r.warnings)
+    pyramid = ArraySlide(smear_image(), mpp=0.25, slide_id="pyr")
+    codes = [w.code for w in analyze_slide(pyramid, models, _cfg(target_cells=5)).warnings]
+    assert "no_low_res_level" not in codes

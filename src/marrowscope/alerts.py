@@ -70,6 +70,9 @@ NO_COUNTABLE_CELLS = register_code("no_countable_cells", "no countable (nucleate
 THRESHOLD_UNDECIDED = register_code(
     "threshold_undecided", "a blast interval contains a clinical threshold; the count cannot decide it",
     severity="info")
+NO_LOW_RES_LEVEL = register_code(
+    "no_low_res_level", "the slide has no low-resolution level: field selection read a downsampled overview "
+    "tile by tile from level 0 (slower, same result)", severity="info")
 EMPTY_REGION = register_code("empty_region", "a counting region had no cells", severity="info")
 
 

@@ -3,8 +3,9 @@
 Each source may be a slide file (MRXS/SVS/TIFF/image), a DICOM file or a DICOM folder: a folder is
 searched for DICOM slides with :func:`marrowscope.io.cohort.discover_cohort` (an IDC download or a
 ``marrowscope synth`` cohort holds many), and each slide's DICOM ANN ROI series (or the cohort's ROI
-CSV) gives its annotated regions. A slide whose ``out_dir/<slide_id>/`` holds a finished result is
-reused on a rerun only when the fingerprints of the slide and of the settings match
+CSV) gives its annotated regions. A DICOM file in a folder that cannot be read (empty, truncated) is
+reported as failed by name; the other slides go on. A slide whose ``out_dir/<slide_id>/`` holds a
+finished result is reused on a rerun only when the fingerprints of the slide and of the settings match
 (:mod:`marrowscope.engines.fingerprint`); otherwise it is redone and its status says why. Outputs appear
 only when complete (:func:`write_slide_outputs`), and only folders marrowscope wrote are ever replaced
 (:mod:`marrowscope.io.atomic`).
@@ -145,8 +146,14 @@ def _rois_from_file(path: Path) -> tuple[RoiMap, tuple[Region, ...]]:
     raise InputError(path, "ROI file must be a dataset ROI CSV (.csv) or a QuPath GeoJSON (.geojson)")
 
 
-def _dicom_jobs(folder: Path) -> list[SlideJob]:
-    """Every DICOM slide under ``folder`` with its ROI series (looking one level up for a lone series)."""
+def _unreadable_status(u: Any) -> SlideStatus:
+    """A DICOM file of a cohort folder whose header cannot be read: reported by name, the rest goes on."""
+    return SlideStatus(u.path, None, "failed", u.problem)
+
+
+def _dicom_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
+    """Every DICOM slide under ``folder`` with its ROI series (looking one level up for a lone series),
+    and a failed status for each DICOM file in it that cannot be read."""
     from marrowscope.io.cohort import PatientEntry, discover_cohort, load_patient_annotations
 
     cohort = discover_cohort(folder)
@@ -178,10 +185,31 @@ def _dicom_jobs(folder: Path) -> list[SlideJob]:
             rois, src = None, None
         jobs.append(SlideJob(str(folder), tuple(e.slide_files), e.series_uid, e.slide_id, rois, src,
                              roi_error=error))
-    return jobs
+    return jobs, [_unreadable_status(u) for u in cohort.unreadable]
 
 
-def _folder_jobs(folder: Path) -> list[SlideJob]:
+def _dicom_file_jobs(path: Path) -> list[SlideJob]:
+    """The slide of one DICOM file the user named, with its sibling instances and ROI series.
+
+    The file's own header decides: an unreadable file or a non-slide object is an error naming it;
+    unreadable files beside it are skipped (logged), never blamed on it."""
+    from marrowscope.io.slides.dicom import read_header
+
+    header = read_header(path)
+    if not header.is_slide:
+        what = header.modality or "?"
+        raise InputError(path, f"this DICOM file is not a whole-slide image (Modality {what}); "
+                               "give the slide's own files or folder")
+    folder_jobs, unreadable = _dicom_jobs(path.parent)
+    for st in unreadable:
+        log.warning("%s; skipped (beside %s)", st.reason, path.name)
+    mine = [j for j in folder_jobs if j.series_uid == header.series_uid]
+    if not mine:
+        raise InputError(path, "no slide found for this file (no VOLUME instance in its series)")
+    return mine
+
+
+def _folder_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
     """DICOM slides under ``folder``; without any, the slide files and images directly in it."""
     try:
         return _dicom_jobs(folder)
@@ -193,11 +221,12 @@ def _folder_jobs(folder: Path) -> list[SlideJob]:
                        if f.is_file() and f.suffix.lower() in OPENSLIDE_SUFFIXES + IMAGE_SUFFIXES)
         if not files:
             raise
-        return [SlideJob(str(f)) for f in files]
+        return [SlideJob(str(f)) for f in files], []
 
 
 def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[SlideStatus]]:
-    """Slides to analyse, and sources that could not even be listed (with the reason)."""
+    """Slides to analyse, and sources (or DICOM files in a source folder) that could not be read, each
+    with the reason naming the file."""
     from marrowscope.io.slides.dicom import _has_dicm_magic
 
     jobs: list[SlideJob] = []
@@ -206,17 +235,17 @@ def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[Sl
         p = Path(s)
         try:
             if p.is_dir():
-                jobs.extend(_folder_jobs(p))
+                found, unreadable = _folder_jobs(p)
+                jobs.extend(found)
+                bad.extend(unreadable)
             elif p.is_file() and (p.suffix.lower() in (".dcm", ".dicom") or _has_dicm_magic(p)):
-                folder_jobs = _dicom_jobs(p.parent)
-                jobs.extend(j for j in folder_jobs if str(p.resolve()) in {str(Path(f).resolve())
-                                                                          for f in j.slide_files})
+                jobs.extend(_dicom_file_jobs(p))
             elif not p.exists():
                 raise InputError(p, "no such file or folder")
             else:
                 jobs.append(SlideJob(str(p)))
         except InputError as e:
-            bad.append(SlideStatus(str(p), None, "failed", e.problem))
+            bad.append(SlideStatus(str(p), None, "failed", e.problem if e.path == str(p) else str(e)))
     seen: set[tuple[str, ...]] = set()
     unique = []
     for j in jobs:

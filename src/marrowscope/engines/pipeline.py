@@ -22,7 +22,7 @@ from marrowscope import __version__, alerts, taxonomy
 from marrowscope.alerts import ResultWarning
 from marrowscope.cells import Box, Cell, CellAnnotations
 from marrowscope.counting import Differential, compute_differential
-from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, select_regions
+from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, plan_overview, select_regions
 from marrowscope.engines.classify import classify_cells
 from marrowscope.engines.detect import TileDetector, detect_region
 from marrowscope.errors import InputError
@@ -389,7 +389,9 @@ def analyze_slide(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     info = slide.info
     if info.mpp is None:
-        raise InputError(info.path, "slide has no pixel size (µm/px); pass it with --mpp, e.g. --mpp 0.25")
+        why = info.properties.get("marrowscope.mpp_missing")
+        raise InputError(info.path, "slide has no pixel size (µm/px)" + (f": {why}" if why else "")
+                         + "; pass it with --mpp, e.g. --mpp 0.25")
     rois = annotations if (cfg.use_annotated_rois and annotations is not None) else None
     regions = select_regions(slide, rois, cfg.fields)
     t_regions = time.perf_counter() - t0
@@ -399,6 +401,8 @@ def analyze_slide(
     warnings: list[ResultWarning] = []
     timings: dict[str, float] = {}
     annotated = bool(rois is not None and rois.regions)
+    if not annotated and (note := plan_overview(slide, cfg.fields).note) is not None:
+        warnings.append(ResultWarning(alerts.NO_LOW_RES_LEVEL.code, note))
     for i, fq in enumerate(regions):
         if not annotated and done and not _needs_more(_differential(cells, cfg.max_cells), cfg):
             break

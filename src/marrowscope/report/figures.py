@@ -43,17 +43,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 def _overview(slide: SlideReader, max_size: int) -> Image.Image:
     """The whole slide with its longer side ``max_size`` px (or the slide's size if smaller), read from
-    the coarsest pyramid level that is still at least that large."""
-    info = slide.info
-    want = min(max_size, max(info.width, info.height))
-    level = info.levels[0]
-    for lv in info.levels:
-        if max(lv.width, lv.height) >= want:
-            level = lv
-    arr = slide.read_region(0, 0, level.width, level.height, level=level.index)
-    img = Image.fromarray(arr).convert("RGB")
-    img.thumbnail((want, want))
-    return img
+    the coarsest pyramid level that is still at least that large (piece by piece when that level is big:
+    :meth:`SlideReader.thumbnail`)."""
+    return Image.fromarray(slide.thumbnail(max_size)).convert("RGB")
 
 
 def overview_with_regions(

@@ -133,14 +133,23 @@ def _resolve_file(path: str | Path) -> Path:
 
 
 def _dcmread(path: Path, *, header_only: bool) -> Dataset:
+    """The dataset of ``path``; a full read also decodes every element now (pydicom decodes lazily, so a
+    damaged value would otherwise raise its own error type wherever it is first used)."""
     try:
         if header_only:
             return pydicom.dcmread(path, defer_size=4096)
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
+        for _ in ds.iterall():
+            pass
+        return ds
     except Exception as exc:  # pydicom raises many types for corrupt input
         raise InputError(
             path, f"not a readable DICOM file ({type(exc).__name__}: {exc}); re-download it"
         ) from exc
+
+
+def _damaged(path: Path, exc: Exception) -> InputError:
+    return InputError(path, f"damaged DICOM header ({type(exc).__name__}: {exc}); re-download it")
 
 
 def _check_is_ann(ds: Dataset, path: Path) -> None:
@@ -215,18 +224,22 @@ def _ref_from_dataset(ds: Dataset, path: Path) -> AnnotationSeriesRef:
 
 
 def annotation_ref_from_dataset(ds: Dataset, path: str | Path) -> AnnotationSeriesRef:
-    """The :class:`AnnotationSeriesRef` of an already-read ANN header (InputError if not an ANN)."""
+    """The :class:`AnnotationSeriesRef` of an already-read ANN header (InputError if not an ANN or if a
+    header value is damaged)."""
     p = Path(path)
-    _check_is_ann(ds, p)
-    return _ref_from_dataset(ds, p)
+    try:
+        _check_is_ann(ds, p)
+        return _ref_from_dataset(ds, p)
+    except InputError:
+        raise
+    except Exception as exc:  # a damaged value, decoded lazily by pydicom on first use
+        raise _damaged(p, exc) from exc
 
 
 def read_dicom_ann_header(path: str | Path) -> AnnotationSeriesRef:
     """Kind, UIDs and references of an ANN file without decoding its annotations."""
     p = _resolve_file(path)
-    ds = _dcmread(p, header_only=True)
-    _check_is_ann(ds, p)
-    return _ref_from_dataset(ds, p)
+    return annotation_ref_from_dataset(_dcmread(p, header_only=True), p)
 
 
 def _label_from_group(group_label: str, path: Path, keep_unknown: bool = False) -> str | None:
@@ -388,8 +401,7 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
     """
     p = _resolve_file(path)
     ds = _dcmread(p, header_only=False)
-    _check_is_ann(ds, p)
-    ref = _ref_from_dataset(ds, p)
+    ref = annotation_ref_from_dataset(ds, p)
     if str(ds.get("AnnotationCoordinateType", "2D")) != "2D":
         raise InputError(
             p, "annotation coordinates are 3D (frame of reference); only 2D pixel coordinates are supported"

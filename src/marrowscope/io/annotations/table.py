@@ -116,11 +116,24 @@ def _opt_int(value: object, where: str, path: str) -> int | None:
         return None
     try:
         f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(path, f"{where}: {value!r} is not an integer") from exc
-    if f != int(f):
+    if not math.isfinite(f) or f != int(f):
         raise InputError(path, f"{where}: {value!r} is not an integer")
     return int(f)
+
+
+def _opt_float(value: object, where: str, path: str) -> float | None:
+    """A score or probability cell: empty -> None, else a finite number (InputError otherwise)."""
+    if _missing(value) or value == "":
+        return None
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(path, f"{where}: {value!r} is not a number") from exc
+    if not math.isfinite(f):
+        raise InputError(path, f"{where}: {value!r} is not a finite number")
+    return f
 
 
 def _frame_cells(df: pd.DataFrame, path: str) -> list[Cell]:
@@ -134,14 +147,15 @@ def _frame_cells(df: pd.DataFrame, path: str) -> list[Cell]:
         where = f"row {i + 1}"
         try:
             coords = [float(r[k]) for k in REQUIRED_COLUMNS]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(path, f"{where}: non-numeric box coordinate ({exc})") from exc
         if not all(math.isfinite(v) for v in coords) or not (coords[2] > coords[0] and coords[3] > coords[1]):
             raise InputError(path, f"{where}: invalid box {tuple(coords)} (need finite x2 > x1, y2 > y1)")
         label = r.get("label")
         sess = r.get("session_labels")
-        probs = {c[len(PROB_PREFIX):]: float(r[c]) for c in prob_cols if not _missing(r[c])}
-        score = r.get("score")
+        probs = {c[len(PROB_PREFIX):]: v for c in prob_cols
+                 if (v := _opt_float(r[c], f"{where}, {c}", path)) is not None}
+        score = _opt_float(r.get("score"), f"{where}, score", path)
         cells.append(
             Cell(
                 box=Box(*coords),
@@ -150,7 +164,7 @@ def _frame_cells(df: pd.DataFrame, path: str) -> list[Cell]:
                 detection_id=_opt_int(r.get("detection_id"), where, path),
                 roi_id=_opt_int(r.get("roi_id"), where, path),
                 session_labels=() if _missing(sess) or sess == "" else tuple(str(sess).split(SESSION_SEP)),
-                score=None if score is None or _missing(score) else float(score),
+                score=score,
                 probabilities=probs or None,
             )
         )
@@ -179,7 +193,19 @@ def frame_to_annotations(
             part = df[mask.fillna(False).astype(bool)]
         else:
             part = df
-        info = dict((meta or {}).get(str(sid), {}))
+        cells = tuple(_frame_cells(part, where))
+        try:  # the Parquet file's own metadata (written by write_cell_table): regions, size, mpp, frame
+            info = dict((meta or {}).get(str(sid), {}))
+            regions = tuple(Region(Box(*(float(v) for v in r["box"])), int(r["roi_id"]), str(r["label"]))
+                            for r in info.get("regions", []))
+            size = [None if info.get(k) is None else int(info[k]) for k in ("width", "height")]
+            mpp = None if info.get("mpp") is None else float(info["mpp"])
+            image_path = None if info.get("image_path") is None else str(info["image_path"])
+            offset = info.get("dataset_csv_offset")
+            offset_text = None if offset is None else ",".join(f"{float(v):g}" for v in offset)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            problem = f"damaged marrowscope metadata in the table ({type(exc).__name__}: {exc})"
+            raise InputError(where, problem) from exc
         extra = {"format": "cell_table"}
         frames = [] if "frame" not in part.columns else list(dict.fromkeys(
             str(v) for v in part["frame"].tolist() if not _missing(v)))
@@ -188,20 +214,11 @@ def frame_to_annotations(
         frame = frames[0] if frames else info.get("frame")
         if frame:
             extra["frame"] = str(frame)
-        if info.get("dataset_csv_offset") is not None:
-            extra["dataset_csv_offset"] = ",".join(f"{float(v):g}" for v in info["dataset_csv_offset"])
+        if offset_text is not None:
+            extra["dataset_csv_offset"] = offset_text
         out[sid] = CellAnnotations(
-            cells=tuple(_frame_cells(part, where)),
-            regions=tuple(
-                Region(Box(*r["box"]), int(r["roi_id"]), str(r["label"])) for r in info.get("regions", [])
-            ),
-            slide_id=sid,
-            image_path=info.get("image_path"),
-            width=info.get("width"),
-            height=info.get("height"),
-            mpp=info.get("mpp"),
-            source=where,
-            extra=extra,
+            cells=cells, regions=regions, slide_id=sid, image_path=image_path, width=size[0], height=size[1],
+            mpp=mpp, source=where, extra=extra,
         )
     return out
 
