@@ -11,7 +11,8 @@ from marrowscope.cli import params
 from marrowscope.cli.app import evaluate_app, renamed_option, train_app
 
 _DATASET_HELP = ("FORMAT:PATH with FORMAT pbc, imagefolder, synth, cohort or reviewed (an analyze output "
-                 "folder reviewed with `marrowscope review`).")
+                 "folder reviewed with `marrowscope review`); for evaluation also bccd-wbc, matek or "
+                 "txl-pbc[:SOURCE] (out-of-domain crop sets).")
 _ARCH_HELP = "msresnet_s, msresnet_m, tv:<name> or timm:<name>."
 _EVAL_OUT_HELP = "Output folder: metrics.json, confusion.png, predictions.csv."
 
@@ -58,6 +59,11 @@ def train_classifier_cmd(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of decoded crops."),
     eval_every: int = typer.Option(5, "--eval-every", callback=params.POSITIVE),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore an existing checkpoint."),
+    norm: str | None = typer.Option(None, "--norm", help="bn or gn (msresnet backbones; default bn)."),
+    augment: str = typer.Option("basic", "--augment", help="basic or romanowsky (stain-space jitter in a "
+                                "basis estimated from the data, resolution loss, JPEG)."),
+    init_weights: str | None = typer.Option(None, "--init-weights", help="Fine-tune these weights (bundled "
+                                            "name or file; same architecture and classes)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (mixed precision)."),
 ) -> None:
     """Train a cell classifier (resumes from OUT/checkpoint.pt); under torchrun, on every process."""
@@ -70,7 +76,8 @@ def train_classifier_cmd(
                       eval_every=eval_every, precision=_precision(precision))
     res = train_from_dataset(dataset, out, scheme=scheme, arch=arch, input_size=input_size, mpp=mpp,
                              config=cfg, val_fraction=val_fraction, split_seed=seed, src_mpp=src_mpp,
-                             cache_dir=cache_dir, resume=not no_resume)
+                             cache_dir=cache_dir, resume=not no_resume, norm=norm, augment=augment,
+                             init_weights=init_weights)
     state = "finished" if res.train.finished else "stopped early (rerun to resume)"
     typer.echo(f"{state}: {res.train.epochs_done} epochs, {res.n_train} train / {res.n_val} val crops")
     typer.echo(f"weights: {res.weights}")

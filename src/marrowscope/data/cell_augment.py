@@ -4,15 +4,22 @@ All functions take a float batch ``(B, 3, H, W)`` in [0, 1] and a ``torch.Genera
 reproducible under its seed. Geometry: any rotation (cells have no orientation), flips, small scale and
 shift jitter. Colour: brightness, contrast, saturation, hue, per-channel stain gain and gamma (stain and
 scanner variation of May-Grünwald-Giemsa / Pappenheim smears). Optics: Gaussian blur (focus) and noise.
+
+Domain randomisation for other labs (off by default, on in :func:`romanowsky_config`): a stain-space
+jitter in an OD basis estimated for Romanowsky stains (:mod:`marrowscope.data.stain`), resolution loss
+(down- and up-sampling, a low-NA or low-resolution camera), and JPEG compression.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from marrowscope.data.stain import StainJitter, stain_jitter
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,23 @@ class AugmentConfig:
     blur_p: float = 0.25
     blur_sigma: tuple[float, float] = (0.3, 1.1)
     noise: float = 0.015
+    stain_basis: tuple[tuple[float, float, float], ...] | None = None  # 3 x 3 OD basis (rows)
+    stain_jitter: StainJitter | None = None  # needs stain_basis
+    lowres_p: float = 0.0  # probability of resolution loss
+    lowres_factor: tuple[float, float] = (1.5, 3.0)  # downsampling factor range
+    jpeg_p: float = 0.0  # probability of JPEG re-compression
+    jpeg_quality: tuple[int, int] = (30, 90)
+
+
+def romanowsky_config(basis: np.ndarray | None, **overrides: object) -> AugmentConfig:
+    """The domain-randomisation recipe: stronger scale jitter (+-25 %), stain-space jitter in
+    ``basis`` (when given), hue/saturation/gamma, blur (p 0.4), resolution loss (p 0.3), JPEG (p 0.3),
+    noise."""
+    b = None if basis is None else tuple(tuple(float(v) for v in row) for row in np.asarray(basis))
+    cfg = AugmentConfig(scale=0.25, hue=0.05, saturation=0.3, gamma=0.25, stain=0.08, blur_p=0.4,
+                        blur_sigma=(0.3, 1.4), noise=0.02, stain_basis=b,  # type: ignore[arg-type]
+                        stain_jitter=StainJitter() if b is not None else None, lowres_p=0.3, jpeg_p=0.3)
+    return replace(cfg, **overrides)  # type: ignore[arg-type]
 
 
 def _u(g: torch.Generator, n: int, lo: float, hi: float, device: torch.device) -> torch.Tensor:
@@ -73,6 +97,8 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
     b = x.shape[0]
     dev = x.device
     v = lambda t: t.view(b, 1, 1, 1)  # noqa: E731
+    if cfg.stain_jitter is not None and cfg.stain_basis is not None:
+        x = stain_jitter(x, cfg.stain_basis, cfg.stain_jitter, g)
     # stain: per-channel gain
     gain = (torch.rand(b, 3, generator=g) * 2 - 1).to(dev) * cfg.stain + 1
     x = x * gain.view(b, 3, 1, 1)
@@ -105,9 +131,51 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
             sig = float(_u(g, 1, cfg.blur_sigma[0], cfg.blur_sigma[1], dev).item())
             x = x.clone()
             x[idx] = gaussian_blur(x[idx], sig)
+    if cfg.lowres_p > 0:
+        x = _lowres(x, cfg, g)
     if cfg.noise > 0:
         x = x + torch.randn(x.shape, generator=g).to(dev) * cfg.noise
-    return x.clamp(0, 1)
+    x = x.clamp(0, 1)
+    if cfg.jpeg_p > 0:
+        x = _jpeg(x, cfg, g)
+    return x
+
+
+def _lowres(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Resolution loss on a random subset: area-downsample by a random factor, bilinear back up."""
+    b, _, h, w = x.shape
+    sel = torch.nonzero(torch.rand(b, generator=g) < cfg.lowres_p).flatten()
+    if not len(sel):
+        return x
+    f = float(_u(g, 1, cfg.lowres_factor[0], cfg.lowres_factor[1], torch.device("cpu")).item())
+    idx = sel.to(x.device)
+    small = F.interpolate(x[idx], size=(max(4, round(h / f)), max(4, round(w / f))), mode="area")
+    x = x.clone()
+    x[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return x
+
+
+def _jpeg(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """JPEG re-compression (Pillow's libjpeg) of a random subset at random qualities."""
+    import io
+
+    from PIL import Image
+
+    b = x.shape[0]
+    sel = torch.nonzero(torch.rand(b, generator=g) < cfg.jpeg_p).flatten().tolist()
+    q = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (b,), generator=g).tolist()
+    if not sel:
+        return x
+    x = x.clone()
+    for i in sel:
+        arr = (x[i].detach().cpu().permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=int(q[i]))
+        buf.seek(0)
+        with Image.open(buf) as im:
+            dec = np.asarray(im.convert("RGB"))
+        x[i] = torch.from_numpy(dec.copy()).permute(2, 0, 1).to(x.device).float() / 255.0
+    return x
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -7,6 +7,11 @@
   :func:`fit_temperature` (minimum negative log-likelihood) and stored in the weights' params.
 - Uncertain: a cell whose top calibrated probability is below the threshold gets ``label=None``; the
   report can show it as unidentified. Probabilities are always returned.
+- Colour standardisation: weights with ``params['colour_standardise']`` (and a stain basis and colour
+  reference, :mod:`marrowscope.data.stain`) get the crops of each call mapped onto the training
+  crops' stain statistics first, using the statistics of those crops (a region's cells in ``analyze``,
+  a whole set in evaluation); calls with fewer than :data:`MIN_STANDARDISE` crops are left as they are
+  (too few cells for stable statistics).
 """
 
 from __future__ import annotations
@@ -23,6 +28,23 @@ from marrowscope.io.slides.base import SlideReader
 from marrowscope.models.classifier import CellClassifier
 
 log = logging.getLogger(__name__)
+
+MIN_STANDARDISE = 32
+
+
+def standardise_crops(clf: CellClassifier, crops: np.ndarray) -> np.ndarray:
+    """``crops`` colour-standardised as the weights ask (unchanged when they do not, or when too few)."""
+    p = clf.spec.params
+    if not p.get("colour_standardise") or not p.get("stain_basis") or not p.get("colour_reference"):
+        return crops
+    if len(crops) < MIN_STANDARDISE:
+        log.info("%d crops: too few to standardise colour (need %d); left as they are", len(crops),
+                 MIN_STANDARDISE)
+        return crops
+    from marrowscope.data.stain import ColourStats, colour_stats, standardise
+
+    basis = np.asarray(p["stain_basis"], dtype=np.float64)
+    return standardise(crops, basis, colour_stats(crops, basis), ColourStats.from_dict(p["colour_reference"]))
 
 
 @dataclass(frozen=True)
@@ -94,7 +116,7 @@ def classify_crops(
     thr = clf.uncertain_threshold if threshold is None else float(threshold)
     if len(crops) == 0:
         return Classification(np.zeros((0, len(clf.classes))), clf.classes, (), thr, t, tta)
-    probs = softmax(tta_logits(clf, crops, tta=tta, batch_size=batch_size), t)
+    probs = softmax(tta_logits(clf, standardise_crops(clf, crops), tta=tta, batch_size=batch_size), t)
     top = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     labels = tuple(clf.classes[int(k)] if c >= thr else None for k, c in zip(top, conf, strict=True))

@@ -15,7 +15,12 @@ import numpy as np
 from marrowscope.cells import CellAnnotations, Detections
 from marrowscope.engines.classify import classify_crops
 from marrowscope.engines.detect import detect_image
-from marrowscope.eval.classification import ClassificationReport, score_predictions, write_report
+from marrowscope.eval.classification import (
+    ClassificationReport,
+    macro_f1_over,
+    score_predictions,
+    write_report,
+)
 from marrowscope.eval.detection import (
     DetectionMetrics,
     bootstrap_ap,
@@ -118,7 +123,12 @@ def evaluate_classifier(
     clf = load_classifier(weights)
     fmt, root = parse_dataset_arg(dataset)
     model_scheme = scheme_of_spec(clf.spec)
-    if fmt in ("pbc", "imagefolder"):
+    from marrowscope.data.ood_datasets import load_eval_crops, parse_ood_arg
+
+    if parse_ood_arg(dataset) is not None:  # bccd-wbc:, matek:, txl-pbc: (out-of-domain crop sets)
+        ec = load_eval_crops(dataset, mpp=clf.mpp, size=clf.input_size, src_mpp=src_mpp)
+        crops, truth, ids = ec.images, list(ec.labels), list(ec.ids)
+    elif fmt in ("pbc", "imagefolder"):
         items = read_image_folder(root)
         if fmt == "pbc":
             eval_scheme = eval_scheme or "pbc8"
@@ -145,6 +155,8 @@ def evaluate_classifier(
     report = replace(report, extra={
         **dict(report.extra), "weights": str(weights), "weights_sha256": clf.sha256, "dataset": dataset,
         "tta": tta, "temperature": res.temperature, "uncertain_threshold": res.threshold,
+        "macro_f1_min_support": macro_f1_over(report, 10), "min_support": 10,
+        "n_correct": int(np.trace(report.confusion)),
         "model_classes": list(clf.classes), "contract": {"input_size": clf.input_size, "mpp": clf.mpp},
     })
     if out_dir is not None:

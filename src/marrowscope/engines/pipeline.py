@@ -465,6 +465,13 @@ def _analyze_slide(
         warnings.append(ResultWarning(alerts.THRESHOLD_UNDECIDED.code, (
             f"{what} interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
             f"{100 * f.threshold:.0f} % threshold ({f.name}){need}")))
+    from marrowscope.engines.ood import slide_ood_from_cells
+
+    t_ood = time.perf_counter()
+    ood = slide_ood_from_cells(slide, cells, models.classifier, seed=cfg.seed)
+    timings["ood"] = time.perf_counter() - t_ood
+    if ood is not None and ood.flagged:
+        warnings.append(ResultWarning(alerts.OOD_SLIDE.code, ood.message()))
     diagnosis = None
     t_diag = time.perf_counter()
     if models.diagnosis is not None and diff.n_counted > 0:
@@ -498,4 +505,5 @@ def _analyze_slide(
             device=models.device,
         ),
         warnings=tuple(warnings),
+        ood=None if ood is None else ood.to_dict(),
     )

@@ -155,12 +155,14 @@ def train_classifier(
     spec: WeightsSpec, train: CropSet, val: CropSet | None, out_dir: str | Path, config: TrainConfig,
     *, resume: bool = True, progress: bool = True,
     score_fn: Callable[[np.ndarray, CropSet], Mapping[str, float]] | None = None,
-    select_metric: str = "macro_f1",
+    select_metric: str = "macro_f1", init_weights: str | Path | None = None,
 ) -> TrainResult:
     """Train a classifier for ``spec`` on ``train``; checkpoints in ``out_dir``.
 
     ``score_fn(val_logits, val)`` returns validation metrics (default: accuracy and macro F1 over the
     model's classes on HARD rows); ``select_metric`` picks ``best.pt``. ``weights.pt`` is the last EMA.
+    ``init_weights``: start from these weights (bundled name or file; same architecture and classes),
+    i.e. fine-tune them.
     """
     from tqdm import tqdm
 
@@ -187,6 +189,15 @@ def train_classifier(
     np.random.seed(config.seed % (2**32))
     clf = create_classifier(spec, device=device, seed=config.seed)
     net = clf.net
+    if init_weights is not None:
+        from marrowscope.models.classifier import load_classifier
+
+        init = load_classifier(init_weights, device=device, expect_classes=spec.classes)
+        if init.spec.arch != spec.arch or init.spec.params.get("norm", "bn") != spec.params.get("norm", "bn"):
+            raise InputError(init_weights, f"initial weights are {init.spec.arch}, not {spec.arch} with "
+                                           f"norm {spec.params.get('norm', 'bn')}")
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in init.net.state_dict().items()})
     ema = copy.deepcopy(net).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -339,6 +350,7 @@ def train_from_dataset(
     config: TrainConfig | None = None, val_fraction: float = 0.2, split_seed: int = 0,
     eval_scheme: str | None = None, src_mpp: float | None = None, cache_dir: Path | None = None,
     uncertain_threshold: float = 0.5, resume: bool = True, progress: bool = True,
+    norm: str | None = None, augment: str = "basic", init_weights: str | Path | None = None,
 ) -> DatasetTrainResult:
     """Load ``dataset`` (``FORMAT:PATH``), split it by near-duplicate/patient groups, train, fit the
     temperature on the validation part (with 8-view TTA) and write ``out_dir/classifier.pt`` plus
@@ -347,6 +359,13 @@ def train_from_dataset(
     ``pbc``: classes default to the taxonomy classes PBC covers (:data:`PBC_CLASSES`), scored on the
     validation part at PBC's 8 groups (scheme ``pbc8``). Other formats: classes of ``scheme``
     (default ``bmdeep33``).
+
+    ``norm``: ``bn`` or ``gn`` for the ``msresnet`` backbones (stored in the weights' params).
+    ``augment``: ``basic`` (the config's augmentation) or ``romanowsky`` (domain randomisation,
+    :func:`~marrowscope.data.cell_augment.romanowsky_config`, with a stain basis estimated from the
+    training crops); the basis and the training crops' colour statistics are stored in the weights
+    (``params['stain_basis']``, ``params['colour_reference']``), and the OOD statistics of
+    :mod:`marrowscope.engines.ood` (``params['ood']``).
     """
     from marrowscope import taxonomy
     from marrowscope.data.classification_datasets import (
@@ -393,7 +412,8 @@ def train_from_dataset(
                             extra={"dataset": dataset}, training_data=(
                                 f"{kind}{dataset}: "
                                 f"{len(train)} training / {len(val)} validation crops (grouped split, "
-                                f"validation fraction {val_fraction}, seed {split_seed})"))
+                                f"validation fraction {val_fraction}, seed {split_seed})"),
+                            norm=norm, augment=augment, init_weights=init_weights)
 
 
 def train_calibrated(
@@ -402,9 +422,11 @@ def train_calibrated(
     config: TrainConfig | None = None, eval_scheme: str | None = None, uncertain_threshold: float = 0.5,
     resume: bool = True, progress: bool = True, extra: Mapping[str, Any] | None = None,
     training_data: str | None = None,
+    norm: str | None = None, augment: str = "basic", init_weights: str | Path | None = None,
 ) -> DatasetTrainResult:
     """Train on ``train`` crops (classes of ``scheme``), fit the temperature on ``val`` (8-view TTA) and
-    write ``out_dir/classifier.pt`` (what :func:`train_from_dataset` and the ``reproduce`` study run)."""
+    write ``out_dir/classifier.pt`` (what :func:`train_from_dataset` and the ``reproduce`` study run).
+    ``norm``, ``augment``, ``init_weights``: see :func:`train_from_dataset`."""
     from marrowscope import taxonomy
     from marrowscope.engines.classify import fit_temperature, softmax, tta_logits
     from marrowscope.models.classifier import (
@@ -425,11 +447,25 @@ def train_calibrated(
     out.mkdir(parents=True, exist_ok=True)
     scheme_def = {"name": sch.name, "classes": list(sch.classes), "mapping": dict(sch.mapping),
                   "description": sch.description}
+    params: dict[str, Any] = {"scheme_def": scheme_def} if scheme_name not in taxonomy.list_schemes() else {}
+    if norm is not None:
+        params["norm"] = norm
+    if augment not in ("basic", "romanowsky"):
+        raise InputError(augment, "unknown augmentation recipe; use basic or romanowsky")
+    from marrowscope.data.stain import colour_stats, estimate_stain_basis
+
+    basis = estimate_stain_basis(train.images, seed=cfg.seed)
+    params["stain_basis"] = basis.round(6).tolist()
+    params["colour_reference"] = colour_stats(train.images, basis).to_dict()
+    if augment == "romanowsky":
+        from marrowscope.data.cell_augment import romanowsky_config
+
+        cfg = replace(cfg, augment=romanowsky_config(basis))
     spec = make_spec(classes, arch=arch or DEFAULT_ARCH, scheme=scheme_name, input_size=size, mpp=m,
-                     params={"scheme_def": scheme_def} if scheme_name not in taxonomy.list_schemes() else {})
+                     params=params)
     score = _scheme_score(eval_scheme, classes) if eval_scheme else None
     res = train_classifier(spec, train, val if len(val) else None, out, cfg, resume=resume, progress=progress,
-                           score_fn=score)
+                           score_fn=score, init_weights=init_weights)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 calibrates and writes classifier.pt
         return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train),
                                   n_val=len(val), temperature=float("nan"), val_metrics={})
@@ -450,10 +486,15 @@ def train_calibrated(
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
     if training_data is not None:  # the weights say what they were trained on
         clf = replace(clf, spec=replace(clf.spec, training_data=training_data))
+    from marrowscope.engines.ood import has_features, with_ood_stats
+
+    if has_features(clf):  # OOD statistics for analyze's per-slide score (engines.ood)
+        clf = with_ood_stats(clf, train, val if len(val) else None, seed=cfg.seed)
     from marrowscope.engines.distributed import device_record
 
     save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "run": device_record(clf.device),
-                                                       "epochs": res.epochs_done,
+                                                       "epochs": res.epochs_done, "augment": augment,
+                                                       "init_weights": str(init_weights or ""),
                                                        "n_train": len(train), "n_val": len(val)})
     return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train), n_val=len(val),
                               temperature=temperature, val_metrics=metrics)

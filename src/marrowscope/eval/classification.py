@@ -292,3 +292,10 @@ def score_predictions(
 
     return replace(rep, extra={"excluded": excluded, "eval_scheme": eval_scheme,
                                "model_to_eval": dict(al.model_to_eval)})
+
+
+def macro_f1_over(report: ClassificationReport, min_support: int) -> float | None:
+    """Macro F1 over the evaluation classes with at least ``min_support`` true cells (None if none)."""
+    f1s = [m.f1 for m in report.per_class.values() if m.support >= min_support]
+    return float(np.mean(f1s)) if f1s else None
+

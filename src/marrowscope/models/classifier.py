@@ -50,23 +50,36 @@ def list_archs() -> list[str]:
     return sorted(_MSRESNET)
 
 
-def _msresnet(widths: Sequence[int], blocks: Sequence[int], num_classes: int, dropout: float) -> nn.Module:
+NORMS = ("bn", "gn")
+
+
+def _msresnet(widths: Sequence[int], blocks: Sequence[int], num_classes: int, dropout: float,
+              norm: str = "bn") -> nn.Module:
+    """``norm``: ``bn`` (BatchNorm, statistics of the training data frozen at inference) or ``gn``
+    (GroupNorm with 8 groups: per-image statistics, no dependence on the training set's colour
+    distribution)."""
     import torch
     from torch import nn
 
+    if norm not in NORMS:
+        raise InputError(norm, f"unknown normalisation; use one of {', '.join(NORMS)}")
+
+    def nl(c: int) -> nn.Module:
+        return nn.BatchNorm2d(c) if norm == "bn" else nn.GroupNorm(8, c)
+
     def cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nl(cout), nn.ReLU(inplace=True)
         )
 
     class Block(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int) -> None:
             super().__init__()
             self.c1 = cbr(cin, cout, stride)
-            self.c2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+            self.c2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nl(cout))
             self.short: nn.Module = (
                 nn.Identity() if cin == cout and stride == 1
-                else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nl(cout))
             )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +100,7 @@ def build_backbone(arch: str, num_classes: int, params: Mapping[str, Any] | None
     p = dict(params or {})
     if arch in _MSRESNET:
         widths, blocks = _MSRESNET[arch]
-        return _msresnet(widths, blocks, num_classes, float(p.get("dropout", 0.1)))
+        return _msresnet(widths, blocks, num_classes, float(p.get("dropout", 0.1)), str(p.get("norm", "bn")))
     if arch.startswith("tv:"):
         import torchvision
 

@@ -182,4 +182,5 @@ def load_slide_result(folder: str | Path, summary: Mapping[str, Any] | None = No
         diagnosis=_diagnosis(d.get("diagnosis")),
         run=_run(d.get("run") or {}),
         warnings=tuple(_warning(w) for w in d.get("warnings", [])),
+        ood=d.get("ood"),
     )

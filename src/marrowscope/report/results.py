@@ -128,6 +128,7 @@ class SlideResult:
     diagnosis: DiagnosisResult | None
     run: RunRecord
     warnings: tuple[ResultWarning, ...] = ()
+    ood: Mapping[str, Any] | None = None  # the slide's out-of-distribution score (engines.ood.SlideOOD)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form; cells are summarised (the full list is in the cell table)."""
@@ -144,6 +145,7 @@ class SlideResult:
             "differential": self.differential.to_dict(),
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
             "warnings": [w.to_dict() for w in self.warnings],
+            "ood": None if self.ood is None else dict(self.ood),
             "run": {
                 "marrowscope_version": run.marrowscope_version,
                 "python": run.python,
