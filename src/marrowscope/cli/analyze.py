@@ -13,6 +13,7 @@ from marrowscope.errors import MarrowscopeError
 
 if TYPE_CHECKING:
     from marrowscope.engines.pipeline import AnalysisConfig
+    from marrowscope.engines.ray_runner import RayConfig
 
 class SlidesFailed(MarrowscopeError):
     """Some slides of a batch failed (the others were analysed); exit status 1."""
@@ -37,6 +38,16 @@ def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, s
     return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
 
 
+def _ray_config(address: str, cpus_per_worker: float) -> RayConfig:
+    from marrowscope.engines.ray_runner import RayConfig
+    from marrowscope.errors import InputError
+
+    if address not in ("auto", "local") and Path(address).exists():
+        raise InputError(address, "--ray took this slide path as the cluster address; put --ray after the "
+                                  "slides or give its value (--ray auto)")
+    return RayConfig(address=address, cpus_per_worker=cpus_per_worker)
+
+
 @app.command("analyze")
 def analyze(
     slides: list[Path] = typer.Argument(..., help="Slides: DICOM folders or files, MRXS/SVS/TIFF, images."),
@@ -50,6 +61,13 @@ def analyze(
     mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px for slides that lack it."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
+    ray: str | None = typer.Option(
+        None, "--ray", is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
+        help="Spread the slides over a Ray cluster (pip install 'marrowscope\\[ray]'): 'auto' (the default "
+             "value: RAY_ADDRESS, a cluster started on this machine, else a local one), 'local', or the "
+             "head's HOST:PORT / ray://HOST:10001. Put it after the slides or give its value."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", min=0.01,
+                                   help="CPUs each Ray worker (one slide at a time) takes."),
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
@@ -58,7 +76,8 @@ def analyze(
     from marrowscope.engines.batch import analyze_batch
 
     cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells)
-    summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois)
+    summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois,
+                            ray=None if ray is None else _ray_config(ray, ray_cpus))
     for s in summary.slides:
         if s.status == "failed":
             typer.echo(f"FAILED  {s.slide_id or s.source}: {s.reason}", err=True)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marrowscope.cells import CellAnnotations, Region
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
@@ -26,6 +26,9 @@ from marrowscope.errors import InputError
 from marrowscope.io.atomic import write_text_atomic
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
+
+if TYPE_CHECKING:
+    from marrowscope.engines.ray_runner import RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -284,13 +287,35 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
     return _status_from_summary(job, d, "done", outputs.folder, rois_from or "automatic monolayer fields")
 
 
-# ------------------------------------------------------------------------------------------------ the batch
-
-
 class _ModelsUnavailable(Exception):
     def __init__(self, error: InputError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def run_slide(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
+              mpp: float | None, by_slide: RoiMap, for_all: tuple[Region, ...],
+              progress: bool = False) -> SlideStatus:
+    """:func:`analyze_one` with the batch's failure isolation: any error of this slide becomes a
+    ``failed`` status with its reason (and time); only ``_ModelsUnavailable`` (no models, no batch)
+    propagates. The one per-slide function of the serial batch and of the Ray workers."""
+    t0 = time.perf_counter()
+    try:
+        st = analyze_one(job, out_dir, cfg, get_models, mpp, by_slide, for_all, progress=progress)
+    except _ModelsUnavailable:
+        raise
+    except InputError as e:
+        st = SlideStatus(job.source, job.slide_id, "failed", str(e))
+    except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
+        log.debug("slide %s failed", job.source, exc_info=True)
+        st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
+    if st.status == "failed":
+        log.warning("%s", st.reason)
+        st = replace(st, seconds=time.perf_counter() - t0)
+    return st
+
+
+# ------------------------------------------------------------------------------------------------ the batch
 
 
 def analyze_batch(
@@ -302,12 +327,14 @@ def analyze_batch(
     *,
     models: Models | None = None,
     progress: bool = True,
+    ray: RayConfig | None = None,
 ) -> BatchSummary:
     """Analyse every slide in ``sources`` into ``out_dir`` (see the module docstring).
 
     ``mpp`` overrides every slide's pixel size; ``rois`` is a ROI CSV (by slide id) or a GeoJSON file
     whose regions are counted instead of the slide's own. ``models``: already loaded models (else the
-    ones named in ``cfg`` are loaded once, when the first slide needs them).
+    ones named in ``cfg`` are loaded once, when the first slide needs them). ``ray``: run the slides on
+    a Ray cluster (:mod:`marrowscope.engines.ray_runner`) instead of one after another here.
     """
     cfg = cfg or AnalysisConfig()
     out = Path(out_dir)
@@ -326,24 +353,26 @@ def analyze_batch(
                 raise _ModelsUnavailable(e) from e
         return loaded[0]
 
+    if ray is not None:  # the same run_slide on Ray workers; statuses in job order, as below
+        from marrowscope.engines.ray_runner import run_on_ray
+
+        listed = list(statuses)
+
+        def record(done: Sequence[SlideStatus]) -> None:
+            _write_batch_summary(out, listed + list(done), cfg)
+
+        statuses = listed + run_on_ray(jobs, out, cfg, mpp, by_slide, for_all, ray, models=models,
+                                       progress=progress, on_progress=record)
+        jobs = []
     from tqdm import tqdm
 
     bar = tqdm(jobs, desc="slides", unit="slide", disable=not progress or not jobs)
     for job in bar:
         bar.set_postfix_str(job.slide_id or Path(job.source).name)
-        t0 = time.perf_counter()
         try:
-            st = analyze_one(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress)
+            st = run_slide(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress)
         except _ModelsUnavailable as e:
             raise e.error from None
-        except InputError as e:
-            st = SlideStatus(job.source, job.slide_id, "failed", str(e))
-        except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
-            log.debug("slide %s failed", job.source, exc_info=True)
-            st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
-        if st.status == "failed":
-            log.warning("%s", st.reason)
-            st = replace(st, seconds=time.perf_counter() - t0)
         statuses.append(st)
         _write_batch_summary(out, statuses, cfg)
     summary = BatchSummary(out, tuple(statuses), out / BATCH_SUMMARY, out / COHORT_CSV, out / INDEX)
