@@ -16,7 +16,7 @@ from marrowscope.engines.batch import analyze_batch
 from marrowscope.engines.pipeline import AnalysisConfig
 from marrowscope.engines.ray_runner import RayConfig, comparable_outputs
 from marrowscope.errors import InputError, MissingDependencyError
-from pipeline_stubs import BlobDetector, smear_image, stub_models
+from pipeline_stubs import BlobDetector, smear_image, stub_models, two_rois, write_dicom_slide
 
 CFG = AnalysisConfig(target_cells=20, tta=1)
 TESTS = Path(__file__).resolve().parent
@@ -71,10 +71,12 @@ def test_ray_writes_what_the_serial_batch_writes_and_resumes(tmp_path, local_ray
     for i in range(3):
         _png(src, f"slide{i}", _marked(i, None))
     (src / "broken.png").write_bytes(b"not a png")  # one bad slide: reported, the others go on
-    serial = analyze_batch([src], tmp_path / "serial", CFG, mpp=0.5, models=stub_models(), progress=False)
-    on_ray = analyze_batch([src], tmp_path / "ray", CFG, mpp=0.5, models=stub_models(), progress=False,
+    write_dicom_slide(tmp_path / "dcm", _marked(4, None), rois=two_rois())  # and a DICOM slide (ANN out)
+    sources = [src, tmp_path / "dcm"]
+    serial = analyze_batch(sources, tmp_path / "serial", CFG, mpp=0.5, models=stub_models(), progress=False)
+    on_ray = analyze_batch(sources, tmp_path / "ray", CFG, mpp=0.5, models=stub_models(), progress=False,
                            ray=RayConfig())
-    assert [s.status for s in serial.slides] == ["failed", "done", "done", "done"]
+    assert [s.status for s in serial.slides] == ["failed", "done", "done", "done", "done"]
     strip = [("folder", "seconds")]
 
     def view(summary):  # noqa: ANN001, ANN202
@@ -82,15 +84,15 @@ def test_ray_writes_what_the_serial_batch_writes_and_resumes(tmp_path, local_ray
 
     assert view(on_ray) == view(serial)  # same statuses, same order (job order, not finishing order)
     a, b = comparable_outputs(tmp_path / "serial"), comparable_outputs(tmp_path / "ray")
-    assert len(a) == 3 * 5 and a.keys() == b.keys()
+    assert len(a) == 3 * 5 + 6 and a.keys() == b.keys()  # 6 with the DICOM ANN
     assert a == b
     batch = json.loads((tmp_path / "ray" / "batch_summary.json").read_text())
-    assert batch["n_done"] == 3 and batch["n_failed"] == 1 and "broken.png" in batch["failures"][0]["source"]
+    assert batch["n_done"] == 4 and batch["n_failed"] == 1 and "broken.png" in batch["failures"][0]["source"]
     # a rerun on Ray skips the finished slides and leaves their files alone
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*") if p.parent.name.startswith("s")}
-    again = analyze_batch([src], tmp_path / "ray", CFG, mpp=0.5, models=stub_models(), progress=False,
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*") if p.parent != tmp_path / "ray"}
+    again = analyze_batch(sources, tmp_path / "ray", CFG, mpp=0.5, models=stub_models(), progress=False,
                           ray=RayConfig())
-    assert [s.status for s in again.slides] == ["failed", "skipped", "skipped", "skipped"]
+    assert [s.status for s in again.slides] == ["failed", "skipped", "skipped", "skipped", "skipped"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 

@@ -290,7 +290,8 @@ _SECONDS = re.compile(r"\b\d+(?:\.\d+)? s\b")
 def comparable_outputs(out_dir: str | Path) -> dict[str, Any]:
     """Every per-slide file under ``out_dir`` with its timings and timestamps taken out: what a serial
     and a Ray run of the same cohort must agree on exactly (``summary.json`` without ``run.started``,
-    ``run.seconds`` and ``run.timings``; ``report.html`` without its times; other files byte for byte)."""
+    ``run.seconds`` and ``run.timings``; ``report.html`` without its times; a DICOM file's elements
+    without its own new UIDs and its dates and times; other files byte for byte)."""
     import json
 
     out = Path(out_dir)
@@ -304,8 +305,32 @@ def comparable_outputs(out_dir: str | Path) -> dict[str, Any]:
             for k in ("started", "seconds", "timings"):
                 d.get("run", {}).pop(k, None)
             found[rel] = d
+        elif p.suffix == ".dcm":
+            found[rel] = _dicom_view(p)
         elif p.suffix == ".html":
             found[rel] = _SECONDS.sub("<t>", _STAMP.sub("<stamp>", p.read_text(encoding="utf-8")))
         else:
             found[rel] = p.read_bytes()
     return found
+
+
+_NEW_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "AnnotationGroupUID")
+
+
+def _dicom_view(path: Path) -> list[tuple[str, Any]]:
+    """A DICOM file's elements as (path, value), leaving out what every write makes anew."""
+    import pydicom
+
+    def walk(ds: Any, pre: str) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for el in ds:
+            key = f"{pre}{el.keyword or el.tag}"
+            if el.VR == "SQ":
+                for i, item in enumerate(el.value):
+                    out.extend(walk(item, f"{key}[{i}]."))
+            elif el.VR not in ("DA", "TM", "DT") and el.keyword not in _NEW_UIDS:
+                out.append((key, el.value if el.VR not in ("OB", "OW", "OF", "OD", "OL", "UN")
+                            else bytes(el.value)))
+        return out
+
+    return walk(pydicom.dcmread(path), "")
