@@ -153,5 +153,5 @@ def test_cli_ray_errors_are_one_line(tmp_path, capsys) -> None:  # noqa: ANN001
     assert code == 2 and len(err.splitlines()) == 1 and "no Ray cluster answers" in err
     code = main(["analyze", str(slide), "--out", str(tmp_path / "out"), "--ray", str(slide)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "put --ray after the slides" in err
+    assert code == 2 and "takes the cluster address" in err
     assert not (tmp_path / "out" / "s").exists()

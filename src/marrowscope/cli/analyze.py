@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from marrowscope.cli.app import app
-from marrowscope.errors import MarrowscopeError
+from marrowscope.errors import InputError, MarrowscopeError
 
 if TYPE_CHECKING:
     from marrowscope.engines.pipeline import AnalysisConfig
@@ -40,11 +40,10 @@ def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, s
 
 def _ray_config(address: str, cpus_per_worker: float) -> RayConfig:
     from marrowscope.engines.ray_runner import RayConfig
-    from marrowscope.errors import InputError
 
     if address not in ("auto", "local") and Path(address).exists():
-        raise InputError(address, "--ray took this slide path as the cluster address; put --ray after the "
-                                  "slides or give its value (--ray auto)")
+        raise InputError(address, "--ray takes the cluster address (auto, local or HOST:PORT), not a slide; "
+                                  "e.g. --ray auto")
     return RayConfig(address=address, cpus_per_worker=cpus_per_worker)
 
 
@@ -61,11 +60,15 @@ def analyze(
     mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px for slides that lack it."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
+    regions: str = typer.Option(
+        "annotated", "--regions",
+        help="'annotated': a slide's annotated ROIs (its DICOM ANN ROI series, the cohort's ROI CSV or "
+             "--rois), automatic monolayer fields where it has none; 'auto': automatic fields always."),
     ray: str | None = typer.Option(
-        None, "--ray", is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
-        help="Spread the slides over a Ray cluster (pip install 'marrowscope\\[ray]'): 'auto' (the default "
-             "value: RAY_ADDRESS, a cluster started on this machine, else a local one), 'local', or the "
-             "head's HOST:PORT / ray://HOST:10001. Put it after the slides or give its value."),
+        None, "--ray", metavar="auto|local|ADDRESS",
+        help="Spread the slides over a Ray cluster (pip install 'marrowscope\\[ray]'): 'auto' (RAY_ADDRESS, "
+             "a cluster started on this machine, else a local one), 'local', or the head's HOST:PORT or "
+             "ray://HOST:10001 (docs/scale.md)."),
     ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", min=0.01,
                                    help="CPUs each Ray worker (one slide at a time) takes."),
 ) -> None:
@@ -75,7 +78,10 @@ def analyze(
     """
     from marrowscope.engines.batch import analyze_batch
 
+    if regions not in ("annotated", "auto"):
+        raise InputError("--regions", f"must be 'annotated' or 'auto', got {regions!r}")
     cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells)
+    cfg = replace(cfg, use_annotated_rois=regions == "annotated")
     summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois,
                             ray=None if ray is None else _ray_config(ray, ray_cpus))
     for s in summary.slides:

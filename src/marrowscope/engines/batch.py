@@ -273,6 +273,8 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
             _check_same_slide(done, slide, out_dir)
             return _status_from_summary(job, done, "skipped", slide_folder(out_dir, sid))
         rois, rois_from = _slide_rois(job, slide, by_slide, for_all)
+        if not cfg.use_annotated_rois:  # --regions auto: automatic fields even where ROIs exist
+            rois, rois_from = None, None
         from tqdm import tqdm
 
         with tqdm(desc="regions", unit="region", leave=False, disable=not progress) as bar:
