@@ -155,3 +155,24 @@ def test_cli_ray_errors_are_one_line(tmp_path, capsys) -> None:  # noqa: ANN001
     err = capsys.readouterr().err.strip()
     assert code == 2 and "takes the cluster address" in err
     assert not (tmp_path / "out" / "s").exists()
+
+
+def test_workers_take_gpus_where_the_cluster_has_them() -> None:
+    from marrowscope.engines.ray_runner import _plan
+
+    class FakeRay:
+        def __init__(self, res: dict[str, float]) -> None:
+            self.res = res
+
+        def cluster_resources(self) -> dict[str, float]:
+            return self.res
+
+    gpu = FakeRay({"CPU": 32.0, "GPU": 4.0})
+    assert _plan(gpu, RayConfig(), 10) == (4, 1.0, 1.0)  # one worker per GPU
+    assert _plan(gpu, RayConfig(gpus_per_worker=0.5), 10) == (8, 1.0, 0.5)
+    assert _plan(gpu, RayConfig(), 3) == (3, 1.0, 1.0)  # never more workers than slides
+    cpu = FakeRay({"CPU": 16.0})
+    assert _plan(cpu, RayConfig(cpus_per_worker=4), 10) == (4, 4, 0.0)
+    assert _plan(cpu, RayConfig(max_workers=2), 10) == (2, 1.0, 0.0)
+    with pytest.raises(InputError, match="fewer than one worker"):
+        _plan(cpu, RayConfig(gpus_per_worker=1), 10)
