@@ -91,7 +91,7 @@ def test_ray_writes_what_the_serial_batch_writes_and_resumes(tmp_path, local_ray
     # a rerun on Ray skips the finished slides and leaves their files alone
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*") if p.parent != tmp_path / "ray"}
     again = analyze_batch(sources, tmp_path / "ray", CFG, mpp=0.5, models=stub_models(), progress=False,
-                          ray=RayConfig())
+                          ray=RayConfig(max_workers=1))
     assert [s.status for s in again.slides] == ["failed", "skipped", "skipped", "skipped", "skipped"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
@@ -105,7 +105,8 @@ def test_a_slide_whose_worker_dies_is_retried_once_then_failed(tmp_path, local_r
     from dataclasses import replace
 
     models = replace(models, detector=KillingDetector(str(tmp_path / "flaky-died-once")))
-    s = analyze_batch([src], tmp_path / "out", CFG, mpp=0.5, models=models, progress=False, ray=RayConfig())
+    s = analyze_batch([src], tmp_path / "out", CFG, mpp=0.5, models=models, progress=False,
+                      ray=RayConfig(max_workers=1))  # one worker: fewer (slow) process starts
     by = {Path(x.source).stem: x for x in s.slides}
     assert by["a_crash"].status == "failed" and "died 2 times" in (by["a_crash"].reason or "")
     assert by["b_flaky"].status == "done" and (tmp_path / "flaky-died-once").exists()  # done at the retry
