@@ -177,3 +177,14 @@ def test_workers_take_gpus_where_the_cluster_has_them() -> None:
     assert _plan(cpu, RayConfig(max_workers=2), 10) == (2, 1.0, 0.0)
     with pytest.raises(InputError, match="fewer than one worker"):
         _plan(cpu, RayConfig(gpus_per_worker=1), 10)
+
+
+def test_a_missing_model_stops_the_ray_run_with_one_message(tmp_path, local_ray) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    src = tmp_path / "in"
+    _png(src, "s", _marked(0, None))
+    with pytest.raises(InputError, match="nope: no such file or bundled model"):
+        analyze_batch([src], tmp_path / "out", replace(CFG, detector="nope"), mpp=0.5, progress=False,
+                      ray=RayConfig(max_workers=1))  # the workers load the models named in the config
+    assert not (tmp_path / "out" / "s").exists()
