@@ -84,8 +84,10 @@ def main() -> None:
                           "seconds_per_roi_median": round(statistics.median(times), 3),
                           "seconds_all": [round(t, 3) for t in times], "boxes": n,
                           "load_avg_end": os.getloadavg()[0], **machine}), flush=True)
+    from marrowscope.engines.checkpoints import load_checkpoint
+
     for h in args.history:
-        ck = torch.load(h, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(h)  # weights_only: a planted pickle is refused, never run
         print(json.dumps({"training_run": h, "train_minutes": round(ck["seconds"] / 60, 1),
                           "epochs_done": ck["epoch"], "steps": ck["global_step"],
                           "history": ck["history"]}), flush=True)

@@ -29,7 +29,7 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("boom")
     assert p.read_text() == "old"
-    assert [x.name for x in tmp_path.iterdir()] == ["out.txt"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == [".marrowscope-owned", "out.txt"]  # no temporary
 
 
 def test_cli_help_exits_zero(capsys):

@@ -39,7 +39,8 @@ def test_outputs_are_complete_and_counts_match_the_cell_table(array_run) -> None
     result, out = array_run
     assert out.folder.name == "slide_A_1"  # slide id made safe for a folder name
     names = sorted(p.name for p in out.folder.iterdir())
-    assert names == ["cells.csv", "cells.geojson", "cells.parquet", "report.html", "summary.json"]
+    assert names == [".marrowscope-owned", "cells.csv", "cells.geojson", "cells.parquet", "report.html",
+                     "summary.json"]
     assert not [p for p in out.folder.parent.iterdir() if p.name.startswith(".")]  # no temporary left
     summary = json.loads(out.summary.read_text())
     table = pd.read_csv(out.cells_csv)

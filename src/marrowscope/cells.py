@@ -101,6 +101,11 @@ class CellAnnotations:
     def __len__(self) -> int:
         return len(self.cells)
 
+    def __bool__(self) -> bool:
+        """Always true: an ROI-only set has no cells (``len() == 0``) yet is not "nothing". Test
+        ``.cells`` or ``.regions`` for emptiness, and ``is None`` for absence."""
+        return True
+
     def __iter__(self) -> Iterator[Cell]:
         return iter(self.cells)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.errors import InputError, MarrowscopeError
 
@@ -25,7 +26,8 @@ _DET = typer.Option("detector-synth", "--detector", help="Detector: bundled name
 _CLF = typer.Option("classifier-synth", "--classifier", help="Cell classifier: bundled name or weights file.")
 _DX = typer.Option("diagnosis-synth", "--diagnosis", help="Diagnosis model: bundled name, file, or 'none'.")
 _TARGET = typer.Option(500, "--target-cells", min=1, help="Countable cells for the differential (ICSH: 500).")
-_SEED = typer.Option(0, "--seed", help="Random seed (recorded in summary.json).")
+_SEED = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
+                     help="Random seed (recorded in summary.json).")
 
 
 def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, seed: int,
@@ -57,7 +59,8 @@ def analyze(
     target_cells: int = _TARGET,
     max_cells: int = typer.Option(5000, "--max-cells", min=1,
                                   help="Most cells counted while a blast interval straddles a threshold."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Pixel size in µm/px for slides that lack it."),
+    mpp: float | None = typer.Option(None, "--mpp", callback=params.POSITIVE_FLOAT,
+                                     help="Pixel size in µm/px for slides that lack it."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
     regions: str = typer.Option(
@@ -74,7 +77,8 @@ def analyze(
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
-    Finished slides (out/<slide>/summary.json present) are skipped, so an interrupted run can be restarted.
+    A finished slide is reused when its slide and settings match (else redone, and batch_summary.json says
+    why), so an interrupted run is restarted with the same command.
     """
     from marrowscope.engines.batch import analyze_batch
 

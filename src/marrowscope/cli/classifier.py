@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import evaluate_app, train_app
 
-_DATASET_HELP = "FORMAT:PATH with FORMAT pbc, imagefolder, synth or cohort."
+_DATASET_HELP = ("FORMAT:PATH with FORMAT pbc, imagefolder, synth, cohort or reviewed (an analyze output "
+                 "folder reviewed with `marrowscope review`).")
 _ARCH_HELP = "msresnet_s, msresnet_m, tv:<name> or timm:<name>."
 _EVAL_OUT_HELP = "Output folder: metrics.json, confusion.png, predictions.csv."
 
@@ -21,22 +23,29 @@ def train_classifier_cmd(
     scheme: str | None = typer.Option(None, "--scheme", help="Class scheme (default: bmdeep33; pbc: the "
                                       "taxonomy classes PBC covers)."),
     arch: str = typer.Option("msresnet_s", "--arch", help=_ARCH_HELP),
-    input_size: int = typer.Option(64, "--input-size", help="Crop side in pixels (weights contract)."),
-    mpp: float = typer.Option(0.45, "--mpp", help="Crop scale in µm/px (weights contract)."),
-    epochs: int = typer.Option(50, "--epochs"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr"),
-    balance: str = typer.Option("sampler", "--balance", help="sampler, loss or none."),
-    logit_adjust: float = typer.Option(0.0, "--logit-adjust", help="Logit adjustment tau (0 = off)."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction"),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(1, "--threads", help="CPU threads for torch."),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
-    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop after a checkpoint once "
+    input_size: int = typer.Option(64, "--input-size", callback=params.at_least(8),
+                                   help="Crop side in pixels (weights contract)."),
+    mpp: float = typer.Option(0.45, "--mpp", callback=params.POSITIVE_FLOAT,
+                              help="Crop scale in µm/px (weights contract)."),
+    epochs: int = typer.Option(50, "--epochs", callback=params.POSITIVE),
+    batch_size: int = typer.Option(64, "--batch-size", callback=params.POSITIVE),
+    lr: float = typer.Option(3e-3, "--lr", callback=params.POSITIVE_FLOAT),
+    balance: str = typer.Option("sampler", "--balance", callback=params.one_of("sampler", "loss", "none"),
+                               help="sampler, loss or none."),
+    logit_adjust: float = typer.Option(0.0, "--logit-adjust", callback=params.NON_NEGATIVE_FLOAT,
+                                       help="Logit adjustment tau (0 = off)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", callback=params.FRACTION),
+    seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE),
+    threads: int = typer.Option(1, "--threads", callback=params.POSITIVE, help="CPU threads for torch."),
+    device: str | None = typer.Option(None, "--device", callback=params.device,
+                                      help="cpu or cuda (default: cuda when present)."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", callback=params.NON_NEGATIVE_FLOAT,
+                                             help="Stop after a checkpoint once "
                                              "exceeded; rerun the same command to resume."),
-    src_mpp: float | None = typer.Option(None, "--src-mpp", help="µm/px of crop images (pbc: 0.1)."),
+    src_mpp: float | None = typer.Option(None, "--src-mpp", callback=params.POSITIVE_FLOAT,
+                                          help="µm/px of crop images (pbc: 0.1)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of decoded crops."),
-    eval_every: int = typer.Option(5, "--eval-every"),
+    eval_every: int = typer.Option(5, "--eval-every", callback=params.POSITIVE),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore an existing checkpoint."),
 ) -> None:
     """Train a cell classifier (resumes from OUT/checkpoint.pt)."""
@@ -60,10 +69,13 @@ def evaluate_classifier_cmd(
     weights: str = typer.Option(..., "--weights", help="Bundled model name or weights file."),
     dataset: str = typer.Option(..., "--dataset", help=_DATASET_HELP),
     out: Path = typer.Option(..., "--out", help=_EVAL_OUT_HELP),
-    tta: int = typer.Option(8, "--tta", help="Test-time views: 1, 2, 4 or 8."),
+    tta: int = typer.Option(8, "--tta", callback=params.one_of(1, 2, 4, 8),
+                            help="Test-time views: 1, 2, 4 or 8."),
     scheme: str | None = typer.Option(None, "--scheme", help="Score in this class scheme (pbc: pbc8)."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Uncertain below this probability."),
-    src_mpp: float | None = typer.Option(None, "--src-mpp", help="µm/px of crop images (pbc: 0.1)."),
+    threshold: float | None = typer.Option(None, "--threshold", callback=params.PROBABILITY,
+                                           help="Uncertain below this probability."),
+    src_mpp: float | None = typer.Option(None, "--src-mpp", callback=params.POSITIVE_FLOAT,
+                                          help="µm/px of crop images (pbc: 0.1)."),
 ) -> None:
     """Score a classifier on a labelled dataset at the dataset's granularity."""
     from marrowscope.eval.classification import evaluate_classifier

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import evaluate_app, train_app
 from marrowscope.errors import InputError
 
@@ -32,7 +33,7 @@ def train_detector_cmd(
     val_dataset: list[str] = typer.Option(
         [], "--val-dataset", help="Validation data (same syntax); default: a grouped split of --dataset."),
     recipe: str | None = typer.Option(
-        None, "--recipe",
+        None, "--recipe", callback=params.one_of("blood", "synth"),
         help="'blood': detector-blood (BCCD + TXL-PBC under --data-root); 'synth': detector-synth "
              "(with --dataset cohort:DIR)."),
     data_root: Path = typer.Option(Path("../shared/data"), "--data-root", help="Data folder for --recipe."),
@@ -41,20 +42,25 @@ def train_detector_cmd(
     class_map: list[str] = typer.Option([], "--class-map", help="NAME=CLASS for dataset labels (repeatable)"),
     arch: str = typer.Option("fasterrcnn_mobilenet_v3_fpn", "--arch",
                              help="fasterrcnn_mobilenet_v3_fpn (CPU default) or fasterrcnn_resnet50_fpn."),
-    mpp: float = typer.Option(0.15, "--mpp", help="µm/px the model works at."),
+    mpp: float = typer.Option(0.15, "--mpp", callback=params.POSITIVE_FLOAT,
+                              help="µm/px the model works at."),
     input_mpp: float | None = typer.Option(
-        None, "--input-mpp", help="µm/px of images that carry no pixel size (default: taken at --mpp)."),
+        None, "--input-mpp", callback=params.POSITIVE_FLOAT,
+        help="µm/px of images that carry no pixel size (default: taken at --mpp)."),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Epochs (default: the recipe's; 12 without a recipe)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Grouped validation split of --dataset."),
-    seed: int = typer.Option(0, "--seed"),
+    lr: float = typer.Option(1e-3, "--lr", callback=params.POSITIVE_FLOAT),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", callback=params.FRACTION,
+                                       help="Grouped validation split of --dataset."),
+    seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE),
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads (1 is best on a busy machine)."),
     max_minutes: float | None = typer.Option(
-        None, "--max-minutes", help="Stop after this long (resumable: run the same command again)"),
+        None, "--max-minutes", callback=params.NON_NEGATIVE_FLOAT,
+        help="Stop after this long (resumable: run the same command again)"),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT/last.pt exists."),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+    device: str | None = typer.Option(None, "--device", callback=params.device,
+                                      help="cpu or cuda (default: cuda when present)."),
     init_weights: Path | None = typer.Option(
         None, "--init-weights",
         help="Start from these detector weights (same classes and scale), e.g. to fine-tune."),
@@ -128,13 +134,16 @@ def evaluate_detector_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, pr_curve.png, examples/."),
     mpp: float | None = typer.Option(
-        None, "--mpp", help="µm/px of the images (default: their own, else the weights' default)."),
+        None, "--mpp", callback=params.POSITIVE_FLOAT,
+        help="µm/px of the images (default: their own, else the weights' default)."),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Score threshold for precision/recall (default: the weights')."),
+        None, "--threshold", callback=params.PROBABILITY,
+        help="Score threshold for precision/recall (default: the weights')."),
     class_map: list[str] = typer.Option([], "--class-map", help="NAME=CLASS for dataset labels (repeatable)"),
     batch_size: int = typer.Option(4, "--batch-size", min=1),
     examples: int = typer.Option(4, "--examples", min=0, help="Images drawn with true and predicted boxes."),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+    device: str | None = typer.Option(None, "--device", callback=params.device,
+                                      help="cpu or cuda (default: cuda when present)."),
 ) -> None:
     """AP@0.5, COCO AP@[.5:.95], per class, precision/recall at the threshold; writes OUT/metrics.json."""
     from marrowscope.data.detection_datasets import load_detection_dataset

@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import evaluate_app, train_app
-from marrowscope.errors import InputError
 
 _COHORT_HELP = (
     "A cohort folder (IDC-style dicom/ + csv/ with clinical.csv, a synthetic cohort, or csv/ alone) "
@@ -19,23 +19,24 @@ _COHORT_HELP = (
 def _estimator(name: str) -> str:
     from marrowscope.models.diagnosis import ESTIMATORS
 
-    if name not in ESTIMATORS:
-        raise InputError("--estimator", f"{name!r} is not one of {', '.join(ESTIMATORS)}")
-    return name
+    return str(params.one_of(*ESTIMATORS)(name))
 
 
 @train_app.command("diagnosis")
 def train_diagnosis(
     cohort: Path = typer.Option(..., "--cohort", "-c", help=_COHORT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.skops)."),
-    estimator: str = typer.Option("logreg", "--estimator", "-e", help="logreg | rf | gbm"),
+    estimator: str = typer.Option("logreg", "--estimator", "-e", callback=_estimator,
+                                  help="logreg | rf | gbm"),
     with_labs: bool = typer.Option(False, "--with-labs", help="Use lab values, age group and sex too."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE, help="Random seed."),
 ) -> None:
     """Train the diagnosis model on the cohort's expert counts and save it (skops)."""
+    from marrowscope.io.atomic import check_writable_target
     from marrowscope.io.counts import read_counts
     from marrowscope.models.diagnosis import save_diagnosis_model, train_from_table
 
+    check_writable_target(out)  # e.g. --out naming the input table: refused before any work
     table = read_counts(cohort)
     for line in table.problems:
         typer.echo(f"note: {line}", err=True)
@@ -61,14 +62,15 @@ def evaluate_diagnosis_cmd(
         None, "--model", "-m",
         help="Score this trained model (file or bundled name) on the cohort instead of cross-validating.",
     ),
-    estimator: str = typer.Option("logreg", "--estimator", "-e", help="logreg | rf | gbm"),
+    estimator: str = typer.Option("logreg", "--estimator", "-e", callback=_estimator,
+                                  help="logreg | rf | gbm"),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Cross-validation repeats (different seeds)."),
     train_on: str = typer.Option(
-        "matched", "--train-on",
+        "matched", "--train-on", callback=params.one_of("matched", "true"),
         help="Predicted-count settings: 'matched' trains on predicted counts, 'true' on expert counts.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE, help="Random seed."),
 ) -> None:
     """Macro F1 with 95 % intervals, per-diagnosis F1 and the rule baseline (true / predicted counts)."""
     from marrowscope.eval.diagnosis import evaluate_diagnosis, evaluate_trained_model, write_evaluation
@@ -95,8 +97,6 @@ def evaluate_diagnosis_cmd(
         for line in ext.messages:
             typer.echo(f"note: {line}", err=True)
     else:
-        if train_on not in ("matched", "true"):
-            raise InputError("--train-on", "use 'matched' or 'true'")
         ev = evaluate_diagnosis(truth, pred, estimator=_estimator(estimator), n_splits=folds,
                                 n_repeats=repeats, seed=seed, train_on=train_on)
         metrics_path = write_evaluation(out, evaluation=ev)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.errors import MarrowscopeError
 
@@ -32,11 +33,13 @@ def fetch(
     annotations_only: bool = typer.Option(True, "--annotations-only/--no-annotations",
                                           help="Annotation series (default, 17 MB in all); "
                                                "--no-annotations with --slides fetches slides only."),
-    limit: int = typer.Option(None, "--limit",
+    limit: int = typer.Option(None, "--limit", callback=params.POSITIVE,
                               help="Only the first N selected patients (sorted by PatientID)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be fetched, fetch nothing."),
-    source: str = typer.Option("aws", "--source", help="Bucket: aws (default) or gcs."),
-    timeout: float = typer.Option(900.0, "--timeout", help="Give up after this many seconds (0 = no limit)."),
+    source: str = typer.Option("aws", "--source", callback=params.one_of("aws", "gcs"),
+                               help="Bucket: aws (default) or gcs."),
+    timeout: float = typer.Option(900.0, "--timeout", callback=params.NON_NEGATIVE_FLOAT,
+                                 help="Give up after this many seconds (0 = no limit)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     series: bool = typer.Option(False, "--series", help="With --list --json: include every series."),
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.io.inspect import (
     AnnotationSummary,
@@ -102,7 +103,8 @@ def info(
     path: Path = typer.Argument(..., help="A slide (DICOM folder/file, MRXS, SVS, TIFF, PNG), an annotation "
                                 "file (DICOM ANN, GeoJSON, dataset CSV) or a cohort folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Pixel size (µm/px) for slides without one."),
+    mpp: float | None = typer.Option(None, "--mpp", callback=params.POSITIVE_FLOAT,
+                                     help="Pixel size (µm/px) for slides without one."),
     no_counts: bool = typer.Option(
         False, "--no-counts", help="Cohorts: read headers only (skip per-label counts)."
     ),

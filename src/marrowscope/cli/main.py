@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "diagnosis",
     "models",
     "analyze",
+    "review",
 )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.errors import InputError
 
@@ -30,7 +31,8 @@ def _size(text: str) -> tuple[int, int]:
 def synth(
     patients: int = typer.Option(6, "--patients", "-n", help="Number of patients (one slide each)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (built beside it, moved into place)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: same seed and settings, same cohort."),
+    seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
+                             help="Random seed: same seed and settings, same cohort."),
     slide_size: str = typer.Option(
         "6144", "--slide-size",
         help="Slide side in px, or WIDTHxHEIGHT (e.g. 180000x60000, the real slides' size: written tile by "

@@ -340,7 +340,7 @@ def crop_set_from_images(
     return cs, unmapped
 
 
-DATASET_FORMATS = ("pbc", "imagefolder", "synth", "cohort")
+DATASET_FORMATS = ("pbc", "imagefolder", "synth", "cohort", "reviewed")
 
 
 def parse_dataset_arg(arg: str) -> tuple[str, Path]:
@@ -400,8 +400,13 @@ def load_slide_dataset(
     from marrowscope.io.cohort import discover_cohort, load_patient_annotations
     from marrowscope.io.slides import open_slide
 
+    if fmt == "reviewed":  # the cells a hematologist vouched for in `marrowscope review`
+        from marrowscope.review.dataset import load_reviewed_dataset
+
+        return load_reviewed_dataset(root, classes, mpp=mpp, size=size, scheme=scheme, progress=progress,
+                                     keep_all=keep_all)
     if fmt not in ("cohort", "synth"):
-        raise InputError(f"{fmt}:{root}", "not a slide-cohort format; use cohort: or synth:")
+        raise InputError(f"{fmt}:{root}", "not a slide-cohort format; use cohort:, synth: or reviewed:")
     cohort = discover_cohort(root)
     if not cohort.patients:
         raise InputError(root, "no slides found in the cohort folder")

@@ -3,8 +3,11 @@
 Each source may be a slide file (MRXS/SVS/TIFF/image), a DICOM file or a DICOM folder: a folder is
 searched for DICOM slides with :func:`marrowscope.io.cohort.discover_cohort` (an IDC download or a
 ``marrowscope synth`` cohort holds many), and each slide's DICOM ANN ROI series (or the cohort's ROI
-CSV) gives its annotated regions. A slide whose ``out_dir/<slide_id>/summary.json`` exists is done and
-skipped on a rerun; outputs appear only when complete (:func:`write_slide_outputs`).
+CSV) gives its annotated regions. A slide whose ``out_dir/<slide_id>/`` holds a finished result is
+reused on a rerun only when the fingerprints of the slide and of the settings match
+(:mod:`marrowscope.engines.fingerprint`); otherwise it is redone and its status says why. Outputs appear
+only when complete (:func:`write_slide_outputs`), and only folders marrowscope wrote are ever replaced
+(:mod:`marrowscope.io.atomic`).
 
 Written into ``out_dir``: one folder per slide, ``batch_summary.json`` (every slide's status and every
 failure with its reason; rewritten after each slide), ``cohort.csv`` and ``index.html``.
@@ -12,6 +15,7 @@ failure with its reason; rewritten after each slide), ``cohort.csv`` and ``index
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -21,9 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marrowscope.cells import CellAnnotations, Region
+from marrowscope.engines import fingerprint as fp
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
 from marrowscope.errors import InputError
-from marrowscope.io.atomic import write_text_atomic
+from marrowscope.io.atomic import check_writable_target, prepare_output_dir, write_probe, write_text_atomic
+from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
 
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SUMMARY = "batch_summary.json"
+_AUTOMATIC = "automatic monolayer fields"
 COHORT_CSV = "cohort.csv"
 INDEX = "index.html"
 
@@ -48,6 +55,7 @@ class SlideJob:
     rois: CellAnnotations | None = None  # ROIs in the slide's level-0 frame
     rois_from: str | None = None
     csv_rois: tuple[Region, ...] = ()  # ROIs in the dataset CSV (MRXS) frame, shifted once opened
+    roi_error: str | None = None  # the slide's ROI annotations could not be read: the slide fails
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class SlideStatus:
     flags: tuple[str, ...] = ()
     rois_from: str | None = None
     seconds: float | None = None
+    redone_because: str | None = None  # a finished folder was there but could not be reused: why
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,10 @@ def _rois_from_file(path: Path) -> tuple[RoiMap, tuple[Region, ...]]:
         from marrowscope.io.annotations.bmdeep_csv import read_rois_csv
 
         by_slide = {sid: CellAnnotations(cells=(), regions=regs, slide_id=sid, extra={"frame": "csv"})
-                    for sid, regs in read_rois_csv(path).items()}
+                    for sid, regs in read_rois_csv(path).items() if regs}
+        if not by_slide:
+            raise InputError(path, "no ROIs in this ROI CSV (empty or truncated file?); fix it or leave out "
+                                   "--rois")
         return by_slide, ()
     if path.suffix.lower() in (".geojson", ".json"):
         from marrowscope.io.annotations.geojson import read_geojson
@@ -135,15 +147,23 @@ def _dicom_jobs(folder: Path) -> list[SlideJob]:
     for e in entries:
         rois: CellAnnotations | None = None
         src: str | None = None
-        if e.series("roi"):
-            rois = load_patient_annotations(e, "roi")
-            src = f"DICOM ANN ROI series {e.series('roi')[0].series_uid}"
-        elif e.csv_annotations is not None and e.csv_annotations.regions:
-            rois = load_patient_annotations(e, "csv")
-            src = "dataset ROI CSV"
-        if rois is not None and not rois.regions:
+        error: str | None = None
+        try:  # an ROI file that cannot be read fails its slide only, never reads as "no ROIs"
+            if e.series("roi"):
+                src = f"DICOM ANN ROI series {e.series('roi')[0].series_uid}"
+                rois = load_patient_annotations(e, "roi")
+                if not rois.regions:
+                    error = (f"{src} holds no regions (empty or truncated file?); repair or remove it to "
+                             "count automatic fields")
+            elif e.csv_annotations is not None and e.csv_annotations.regions:
+                src = "dataset ROI CSV"
+                rois = load_patient_annotations(e, "csv")
+        except InputError as exc:
+            error = f"cannot read the slide's ROIs ({src}): {exc}"
+        if error is not None:
             rois, src = None, None
-        jobs.append(SlideJob(str(folder), tuple(e.slide_files), e.series_uid, e.slide_id, rois, src))
+        jobs.append(SlideJob(str(folder), tuple(e.slide_files), e.series_uid, e.slide_id, rois, src,
+                             roi_error=error))
     return jobs
 
 
@@ -201,20 +221,29 @@ def _open(job: SlideJob, mpp: float | None) -> SlideReader:
     return open_slide(job.source, mpp=mpp)
 
 
-def _slide_rois(job: SlideJob, slide: SlideReader, by_slide: RoiMap,
-                for_all: tuple[Region, ...]) -> tuple[CellAnnotations | None, str | None]:
-    """ROIs from ``--rois`` (by slide id or file name, or for a lone slide) win over the slide's own."""
-    sid = slide.info.slide_id
-    ann = by_slide.get(sid) or by_slide.get(Path(job.source).stem)
+def _pick_rois(job: SlideJob, sid: str, by_slide: RoiMap,
+               for_all: tuple[Region, ...]) -> tuple[CellAnnotations | None, str | None]:
+    """ROIs from ``--rois`` (by slide id or file name, or for a lone slide) win over the slide's own;
+    in the frame of their file (see :func:`_in_slide_frame`)."""
+    if job.roi_error is not None:
+        raise InputError(job.slide_id or job.source, job.roi_error)
+    ann = by_slide.get(sid)
+    if ann is None:  # ``is None``, not ``or``: an ROI-only CellAnnotations has no cells and is falsy
+        ann = by_slide.get(Path(job.source).stem)
     if ann is not None and ann.regions:
-        if ann.extra.get("frame") == "csv" and slide.info.format == "dicom":
-            from marrowscope.io.annotations.bmdeep_csv import csv_to_dicom
-
-            ann = csv_to_dicom(ann, slide.info)
         return ann, "--rois file"
     if for_all:
         return CellAnnotations(cells=(), regions=for_all, slide_id=sid), "--rois file"
     return job.rois, job.rois_from
+
+
+def _in_slide_frame(ann: CellAnnotations | None, slide: SlideReader) -> CellAnnotations | None:
+    """Dataset-CSV ROIs (MRXS frame) shifted into a DICOM slide's level-0 frame."""
+    if ann is not None and ann.extra.get("frame") == "csv" and slide.info.format == "dicom":
+        from marrowscope.io.annotations.bmdeep_csv import csv_to_dicom
+
+        return csv_to_dicom(ann, slide.info)
+    return ann
 
 
 # ------------------------------------------------------------------------------------------------ one slide
@@ -237,8 +266,8 @@ def _status_from_summary(job: SlideJob, d: Mapping[str, Any], status: str, folde
     )
 
 
-def _done_summary(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
-    p = slide_folder(out_dir, slide_id) / SUMMARY
+def _done_summary(folder: Path) -> dict[str, Any] | None:
+    p = folder / SUMMARY
     if not p.is_file():
         return None
     try:
@@ -248,33 +277,86 @@ def _done_summary(out_dir: Path, slide_id: str) -> dict[str, Any] | None:
         return None
 
 
-def _check_same_slide(done: Mapping[str, Any], slide: SlideReader, out_dir: Path) -> None:
-    """A file slide's id is its file name: refuse to take another file's finished results as its own."""
-    if slide.info.format == "dicom":
-        return  # DICOM ids come from the headers (container id or series UID)
-    before = str((done.get("slide") or {}).get("path", ""))
-    if before and Path(before).resolve() != Path(slide.info.path).resolve():
-        raise InputError(
-            slide.info.path,
-            f"{slide_folder(out_dir, slide.info.slide_id)} already holds the results of another slide with "
-            f"the same name ({before}); rename one of them or use another --out",
-        )
+def _slide_fingerprint(job: SlideJob, slide: SlideReader | None) -> dict[str, Any]:
+    if job.slide_files:
+        return fp.dicom_fingerprint(job.series_uid, job.slide_files)
+    return fp.file_fingerprint(slide.info.path if slide is not None else job.source)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    folder: Path
+    reuse: dict[str, Any] | None = None  # the finished summary to reuse
+    redo: str | None = None  # why a finished folder there is redone
+    rois_from: str | None = None  # where the reused result's regions came from
+
+
+def _decide(out_dir: Path, sid: str, slide_fp: Mapping[str, Any], settings: Mapping[str, Any],
+            *, alternative: bool = True) -> _Verdict:
+    """Reuse ``out_dir/<sid>/`` when its slide and settings fingerprints match; else say why it is redone.
+
+    A DICOM folder holding another series (two slides sharing a ContainerIdentifier) is never taken:
+    this slide goes to ``<sid>_<hash of its series UID>``. A slide file whose name another file's
+    results already hold is refused."""
+    folder = slide_folder(out_dir, sid)
+    done = _done_summary(folder)
+    if done is None:
+        return _Verdict(folder)
+    before = fp.read_fingerprint(folder)
+    if before is None:
+        return _Verdict(folder, redo="the earlier results carry no fingerprint (older marrowscope)")
+    if not fp.same_slide_content(before.slide, slide_fp):
+        if slide_fp.get("format") == "dicom":
+            if before.slide.get("series_uid") != slide_fp.get("series_uid"):
+                if not alternative:
+                    raise InputError(folder, "holds the results of another slide with the same id")
+                tag = hashlib.sha256(str(slide_fp.get("series_uid")).encode()).hexdigest()[:10]
+                return _decide(out_dir, f"{sid}_{tag}", slide_fp, settings, alternative=False)
+        elif before.slide.get("path") != slide_fp.get("path"):
+            raise InputError(
+                str(slide_fp.get("path")),
+                f"{folder} already holds the results of another slide with the same name "
+                f"({before.slide.get('path')}); rename one of them or use another --out",
+            )
+        return _Verdict(folder, redo="the slide's files changed since the earlier run")
+    change = fp.settings_change(before.settings, settings)
+    if change is not None:
+        return _Verdict(folder, redo=change)
+    rois = before.settings.get("rois")
+    return _Verdict(folder, reuse=done, rois_from=rois.get("from") if rois else _AUTOMATIC)
+
+
+def _chosen_rois(job: SlideJob, sid: str, by_slide: RoiMap, for_all: tuple[Region, ...],
+                 cfg: AnalysisConfig) -> tuple[CellAnnotations | None, str | None]:
+    """:func:`_pick_rois`, or none with ``--regions auto`` (automatic fields even where ROIs exist)."""
+    return _pick_rois(job, sid, by_slide, for_all) if cfg.use_annotated_rois else (None, None)
 
 
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
                 mpp: float | None, by_slide: RoiMap,
-                for_all: tuple[Region, ...], progress: bool = False) -> SlideStatus:
-    """Analyse one slide and write its outputs; a finished slide is skipped."""
-    if job.slide_id is not None and (done := _done_summary(out_dir, job.slide_id)) is not None:
-        return _status_from_summary(job, done, "skipped", slide_folder(out_dir, job.slide_id))
+                for_all: tuple[Region, ...], progress: bool = False,
+                model_ids: Mapping[str, str] | None = None) -> SlideStatus:
+    """Analyse one slide and write its outputs; a finished slide is reused when its fingerprints match
+    (:mod:`marrowscope.engines.fingerprint`), else redone with the reason in its status."""
+    ids = dict(model_ids or {})
+
+    def settings(sid: str) -> dict[str, Any]:
+        rois, src = _chosen_rois(job, sid, by_slide, for_all, cfg)
+        return fp.settings_fingerprint(cfg.to_dict(), mpp, fp.rois_signature(rois, src), ids)
+
+    if job.slide_id is not None and job.slide_files:  # DICOM: decided before opening the slide
+        v = _decide(out_dir, job.slide_id, _slide_fingerprint(job, None), settings(job.slide_id))
+        if v.reuse is not None:
+            return _status_from_summary(job, v.reuse, "skipped", v.folder, v.rois_from)
     with _open(job, mpp) as slide:
         sid = slide.info.slide_id
-        if (done := _done_summary(out_dir, sid)) is not None:
-            _check_same_slide(done, slide, out_dir)
-            return _status_from_summary(job, done, "skipped", slide_folder(out_dir, sid))
-        rois, rois_from = _slide_rois(job, slide, by_slide, for_all)
-        if not cfg.use_annotated_rois:  # --regions auto: automatic fields even where ROIs exist
-            rois, rois_from = None, None
+        slide_fp = _slide_fingerprint(job, slide)
+        now = settings(sid)
+        v = _decide(out_dir, sid, slide_fp, now)
+        if v.reuse is not None:
+            return _status_from_summary(job, v.reuse, "skipped", v.folder, v.rois_from)
+        raw, rois_from = _chosen_rois(job, sid, by_slide, for_all, cfg)
+        rois = _in_slide_frame(raw, slide)
         from tqdm import tqdm
 
         with tqdm(desc="regions", unit="region", leave=False, disable=not progress) as bar:
@@ -284,12 +366,18 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
                 bar.update(done - bar.n)
 
             result = analyze_slide(slide, get_models(), cfg, annotations=rois, progress=step)
-        outputs = write_slide_outputs(result, slide, out_dir)
+        fingerprint = fp.Fingerprint(slide_fp, now).to_dict()
+        outputs = write_slide_outputs(result, slide, out_dir, folder=v.folder, fingerprint=fingerprint)
     d = json.loads(outputs.summary.read_text(encoding="utf-8"))
-    return _status_from_summary(job, d, "done", outputs.folder, rois_from or "automatic monolayer fields")
+    st = _status_from_summary(job, d, "done", outputs.folder, rois_from or _AUTOMATIC)
+    if v.redo is not None:
+        log.info("%s: redone: %s", sid, v.redo)
+    return replace(st, redone_because=v.redo)
 
 
 class _ModelsUnavailable(Exception):
+    """Stops the whole batch with ``error``: no models, or outputs that cannot be written."""
+
     def __init__(self, error: InputError) -> None:
         super().__init__(str(error))
         self.error = error
@@ -297,19 +385,23 @@ class _ModelsUnavailable(Exception):
 
 def run_slide(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
               mpp: float | None, by_slide: RoiMap, for_all: tuple[Region, ...],
-              progress: bool = False) -> SlideStatus:
+              progress: bool = False, model_ids: Mapping[str, str] | None = None) -> SlideStatus:
     """:func:`analyze_one` with the batch's failure isolation: any error of this slide becomes a
-    ``failed`` status with its reason (and time); only ``_ModelsUnavailable`` (no models, no batch)
-    propagates. The one per-slide function of the serial batch and of the Ray workers."""
+    ``failed`` status with its reason (and time). ``_ModelsUnavailable`` (no models, or an output disk
+    that is full or read-only: no batch) propagates. The one per-slide function of the serial batch and
+    of the Ray workers."""
     t0 = time.perf_counter()
     try:
-        st = analyze_one(job, out_dir, cfg, get_models, mpp, by_slide, for_all, progress=progress)
+        st = analyze_one(job, out_dir, cfg, get_models, mpp, by_slide, for_all, progress=progress,
+                         model_ids=model_ids)
     except _ModelsUnavailable:
         raise
     except InputError as e:
         st = SlideStatus(job.source, job.slide_id, "failed", str(e))
     except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
         log.debug("slide %s failed", job.source, exc_info=True)
+        if (full := write_probe(out_dir)) is not None:  # the output disk, not the slide: stop here
+            raise _ModelsUnavailable(_cannot_write(out_dir, full)) from e
         st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
     if st.status == "failed":
         log.warning("%s", st.reason)
@@ -339,13 +431,15 @@ def analyze_batch(
     a Ray cluster (:mod:`marrowscope.engines.ray_runner`) instead of one after another here.
     """
     cfg = cfg or AnalysisConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)  # a read-only or foreign --out is found before any slide
+    for name in (BATCH_SUMMARY, COHORT_CSV, INDEX):
+        check_writable_target(out / name)
     by_slide, for_all = _rois_from_file(Path(rois)) if rois is not None else ({}, ())
     jobs, statuses = collect_jobs(sources)
     if len(jobs) != 1:
         for_all = ()
     loaded: list[Models] = [models] if models is not None else []
+    ids = model_identities(cfg, models)
 
     def get_models() -> Models:
         if not loaded:
@@ -361,10 +455,10 @@ def analyze_batch(
         listed = list(statuses)
 
         def record(done: Sequence[SlideStatus]) -> None:
-            _write_batch_summary(out, listed + list(done), cfg)
+            _write_batch_level(out, listed + list(done), cfg, final=False)
 
         statuses = listed + run_on_ray(jobs, out, cfg, mpp, by_slide, for_all, ray, models=models,
-                                       progress=progress, on_progress=record)
+                                       model_ids=ids, progress=progress, on_progress=record)
         jobs = []
     from tqdm import tqdm
 
@@ -372,18 +466,50 @@ def analyze_batch(
     for job in bar:
         bar.set_postfix_str(job.slide_id or Path(job.source).name)
         try:
-            st = run_slide(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress)
+            st = run_slide(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress,
+                           model_ids=ids)
         except _ModelsUnavailable as e:
             raise e.error from None
         statuses.append(st)
-        _write_batch_summary(out, statuses, cfg)
-    summary = BatchSummary(out, tuple(statuses), out / BATCH_SUMMARY, out / COHORT_CSV, out / INDEX)
-    _write_batch_summary(out, statuses, cfg)
-    write_cohort_csv(summary.cohort_csv, statuses)
-    from marrowscope.report.index import write_index
+        _write_batch_level(out, statuses, cfg, final=False)
+    _write_batch_level(out, statuses, cfg, final=True)
+    return BatchSummary(out, tuple(statuses), out / BATCH_SUMMARY, out / COHORT_CSV, out / INDEX)
 
-    write_index(summary.index, statuses, out)
-    return summary
+
+def _cannot_write(out: Path, e: OSError) -> InputError:
+    return InputError(out, f"cannot write the outputs ({e.strerror or e}); finished slides are kept: free "
+                           "space (or make the folder writable) and rerun the same command")
+
+
+def _write_batch_level(out: Path, statuses: Sequence[SlideStatus], cfg: AnalysisConfig, *,
+                       final: bool) -> None:
+    """batch_summary.json (after every slide); cohort.csv and index.html at the end. A full or read-only
+    disk stops the batch with one message; every finished slide folder stays."""
+    try:
+        _write_batch_summary(out, statuses, cfg)
+        if final:
+            write_cohort_csv(out / COHORT_CSV, statuses)
+            from marrowscope.report.index import write_index
+
+            write_index(out / INDEX, statuses, out)
+    except OSError as e:
+        raise _cannot_write(out, e) from e
+
+
+def model_identities(cfg: AnalysisConfig, models: Models | None = None) -> dict[str, str]:
+    """SHA-256 of each model (the loaded ones' records, else the files ``cfg`` names), by task."""
+    if models is not None:
+        return {r.task: r.sha256 for r in models.refs}
+    from marrowscope.models.registry import resolve_model
+    from marrowscope.models.weights import sha256_file
+
+    ids = {}
+    for task, name in (("detector", cfg.detector), ("classifier", cfg.classifier),
+                       ("diagnosis", cfg.diagnosis)):
+        if name:
+            path, sha = resolve_model(name, task=task)
+            ids[task] = sha or sha256_file(path)
+    return ids
 
 
 def _write_batch_summary(out: Path, statuses: Sequence[SlideStatus], cfg: AnalysisConfig) -> None:
@@ -415,7 +541,7 @@ def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
     w = csv.writer(buf)
     w.writerow(COHORT_COLUMNS)
     for s in statuses:
-        w.writerow([
+        w.writerow(escape_row([  # a slide id like =HYPERLINK(...) must not become a live formula
             s.slide_id or "", s.status, "" if s.n_counted is None else s.n_counted,
             "" if s.blast_pct is None else f"{100 * s.blast_pct:.2f}",
             "" if s.blast_ci is None else f"{100 * s.blast_ci[0]:.2f}",
@@ -424,5 +550,5 @@ def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
             "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.rule_baseline or "",
             s.rois_from or "", "" if s.folder is None else f"{Path(s.folder).name}/report.html",
             s.reason or "", s.source,
-        ])
+        ]))
     return write_text_atomic(path, buf.getvalue())

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,10 +158,15 @@ class SlideWorker:
         return None
 
     def run(self, job: SlideJob, out_dir: str, mpp: float | None, by_slide: RoiMap,
-            for_all: tuple[Region, ...]) -> SlideStatus:
-        from marrowscope.engines.batch import run_slide
+            for_all: tuple[Region, ...], model_ids: Mapping[str, str]) -> SlideStatus | tuple[str, str]:
+        """The slide's status, or (what, why) of an error that stops the whole batch (a full disk)."""
+        from marrowscope.engines.batch import _ModelsUnavailable, run_slide
 
-        return run_slide(job, Path(out_dir), self._cfg, self._get_models, mpp, by_slide, for_all)
+        try:
+            return run_slide(job, Path(out_dir), self._cfg, self._get_models, mpp, by_slide, for_all,
+                             model_ids=model_ids)
+        except _ModelsUnavailable as e:
+            return e.error.path, e.error.problem
 
     def pid(self) -> int:
         return os.getpid()
@@ -193,13 +198,15 @@ def run_on_ray(
     rc: RayConfig,
     *,
     models: Models | None = None,
+    model_ids: Mapping[str, str] | None = None,
     progress: bool = True,
     on_progress: Callable[[Sequence[SlideStatus]], None] | None = None,
 ) -> list[SlideStatus]:
     """Analyse ``jobs`` on Ray workers; their statuses in job order.
 
     ``models``: already loaded models, sent to every worker (else each worker loads the ones named in
-    ``cfg``). ``on_progress`` gets the statuses finished so far (in job order) after each slide."""
+    ``cfg``); ``model_ids``: their identities for the slides' fingerprints. ``on_progress`` gets the
+    statuses finished so far (in job order) after each slide."""
     from marrowscope.engines.batch import SlideStatus
 
     if not jobs:
@@ -214,7 +221,7 @@ def run_on_ray(
                                                     max_task_retries=0)
         models_ref = ray.put(models) if models is not None else None
         jobs_ref = [ray.put(j) for j in jobs]
-        shared = (str(out_dir), mpp, ray.put(by_slide), for_all)
+        shared = (str(out_dir), mpp, ray.put(by_slide), for_all, dict(model_ids or {}))
         log.info("Ray: %d worker(s), %g CPU and %g GPU each, for %d slide(s)", n, cpus, gpus, len(jobs))
 
         live: list[Any] = []
@@ -251,7 +258,10 @@ def run_on_ray(
                 job = jobs[i]
                 st: SlideStatus | None = None
                 try:
-                    st = ray.get(ready[0])
+                    got = ray.get(ready[0])
+                    if isinstance(got, tuple):  # the output disk is full or read-only: stop the batch
+                        raise InputError(*got)
+                    st = got
                 except RayTaskError as e:  # an error run_slide did not turn into a status
                     why = f"{type(e.cause).__name__}: {e.cause}"
                     st = SlideStatus(job.source, job.slide_id, "failed", why)

@@ -30,8 +30,9 @@ import torch.nn.functional as F  # noqa: N812
 
 from marrowscope.data.cell_augment import AugmentConfig, augment_batch, center_crop
 from marrowscope.data.classification_datasets import SET, CropSet
+from marrowscope.engines.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from marrowscope.errors import InputError
-from marrowscope.io.atomic import atomic_path, write_text_atomic
+from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
 from marrowscope.models.classifier import CellClassifier, create_classifier, save_classifier
 from marrowscope.models.weights import WeightsSpec
 
@@ -160,8 +161,7 @@ def train_classifier(
     if train.images.shape[1] < int(spec.input_size or 0):
         raise InputError("train", f"crops of {train.images.shape[1]} px are smaller than the input size "
                                   f"{spec.input_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
@@ -180,7 +180,7 @@ def train_classifier(
     start_epoch = 0
     best = -math.inf
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = load_checkpoint(ckpt_path, map_location=device)
         if ck.get("spec") != spec.to_dict() or ck.get("config") != _config_dict(config):
             raise InputError(ckpt_path, "checkpoint belongs to a different spec or config; use a new --out "
                                         "folder or remove the checkpoint")
@@ -190,6 +190,8 @@ def train_classifier(
         start_epoch = int(ck["epoch"])
         history = list(ck["history"])
         best = float(ck["best"])
+        if "rng" in ck:
+            set_rng_state(ck["rng"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
     prior = torch.tensor(class_prior(train), dtype=torch.float32, device=device)
     adjust = config.logit_adjust * torch.log(prior) if config.logit_adjust > 0 else None
@@ -251,10 +253,10 @@ def train_classifier(
                 save_classifier(out / "best.pt", ema_clf, extra={"epoch": epoch + 1, **rec})
         history.append(rec)
         log.info("epoch %d: %s", epoch + 1, json.dumps(rec))
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "epoch": epoch + 1, "history": history, "best": best, "spec": spec.to_dict(),
-                        "config": _config_dict(config)}, tmp)
+        save_checkpoint(ckpt_path, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                                    "epoch": epoch + 1, "history": history, "best": float(best),
+                                    "spec": spec.to_dict(), "config": _config_dict(config),
+                                    "rng": rng_state()})
         write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
         if config.max_minutes is not None and (time.time() - t_start) / 60 > config.max_minutes \
                 and epoch + 1 < config.epochs:
@@ -262,6 +264,8 @@ def train_classifier(
                         epoch + 1)
             finished = False
             break
+    # again here: a run killed after its last checkpoint but before history.json resumes with no epoch left
+    write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
     ema_clf = CellClassifier(net=ema, spec=spec, device=device)
     save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
     best_path = out / "best.pt"
@@ -341,8 +345,7 @@ def train_from_dataset(
     else:
         sch = taxonomy.load_scheme(scheme or "bmdeep33")
         classes, scheme_name = tuple(sch.classes), sch.name
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)  # writable, stale temporaries gone: before the data is read
     if fmt in ("pbc", "imagefolder"):
         data, unmapped = load_image_dataset(fmt, root, classes, mpp=m, size=round(size * context),
                                             src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,

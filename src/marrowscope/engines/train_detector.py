@@ -232,11 +232,11 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     """Train (or resume) a detector; see the module doc for the files written under ``out_dir``."""
     import torch
 
-    from marrowscope.io.atomic import atomic_path, write_text_atomic
+    from marrowscope.engines.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
     from marrowscope.models.detector import default_device
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or default_device()
     spec = config.spec()
@@ -257,7 +257,7 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         model.load_state_dict(sd)
         logger.info("initialised from %s", config.init_weights)
     if resume and last_path.is_file():
-        ck = torch.load(last_path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(last_path)
         if _arch_fields(ck["spec"]) != _arch_fields(spec.to_dict()):
             raise ValueError(f"{last_path}: checkpoint was made with another model contract; use a new --out")
         model.load_state_dict(ck["model"])
@@ -265,13 +265,14 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         epoch, step_in_epoch, global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
         best_ap, spent = ck["best_ap"], ck["seconds"]
         history = [EpochRecord(**h) for h in ck["history"]]
-        torch.set_rng_state(ck["torch_rng"])
+        set_rng_state(ck["rng"] if "rng" in ck else {"cpu": ck["torch_rng"]})  # older checkpoints
         logger.info("resumed from %s at epoch %d step %d", last_path, epoch, step_in_epoch)
     write_text_atomic(out / "config.json", json.dumps(
         {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict()},
         indent=2, default=str) + "\n")
 
-    if epoch >= config.epochs:
+    if epoch >= config.epochs:  # finished: a kill after the last checkpoint may have cut history.json
+        write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
         return TrainResult(best_path if best_path.exists() else None, last_path, tuple(history), True, spent)
     train_p = prepare_samples(train, config.classes, config.mpp, progress)
     val_p = prepare_samples(val, config.classes, config.mpp, progress) if val else []
@@ -289,10 +290,9 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
             "epoch": epoch,
             "step_in_epoch": step_in_epoch, "global_step": global_step, "best_ap": best_ap,
             "seconds": spent + time.monotonic() - t_call, "history": [asdict(h) for h in history],
-            "torch_rng": torch.get_rng_state(), "config": asdict(config),
+            "rng": rng_state(), "config": json.loads(json.dumps(asdict(config), default=str)),
         }
-        with atomic_path(last_path) as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(last_path, state)
 
     stopped = False
     model.train()

@@ -22,6 +22,7 @@ import numpy as np
 
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import write_text_atomic
+from marrowscope.io.csvsafe import escape_row
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,7 @@ def _write_predictions(path: Path, ids: Sequence[str], truth: Sequence[str], res
     w.writerow(["id", "truth", "predicted", "confidence", *res.classes])
     for i, (k, t) in enumerate(zip(ids, truth, strict=True)):
         lab = res.labels[i]
-        w.writerow([k, t, lab if lab is not None else "uncertain", f"{res.probabilities[i].max():.4f}",
-                    *(f"{p:.4f}" for p in res.probabilities[i])])
+        probs = res.probabilities[i]
+        w.writerow(escape_row([k, t, lab if lab is not None else "uncertain", f"{probs.max():.4f}",
+                               *(f"{p:.4f}" for p in probs)]))
     write_text_atomic(path, buf.getvalue())

@@ -25,6 +25,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from marrowscope.io.counts import CountsTable
+from marrowscope.io.csvsafe import escape_frame
 from marrowscope.models.diagnosis import DiagnosisClassifier, DiagnosisModel, RuleBaseline
 
 log = logging.getLogger(__name__)
@@ -390,7 +391,7 @@ def write_evaluation(
         from marrowscope.io.atomic import atomic_path
 
         with atomic_path(out / "predictions.csv") as tmp:
-            table.to_csv(tmp, index=False)
+            escape_frame(table).to_csv(tmp, index=False)
     path = out / "metrics.json"
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
     return path

@@ -32,6 +32,7 @@ from marrowscope import taxonomy
 from marrowscope.errors import InputError
 from marrowscope.io.annotations.clinical import LAB_COLUMNS, ClinicalRecord, normalise_diagnosis
 from marrowscope.io.atomic import atomic_path
+from marrowscope.io.csvsafe import escape_frame, unescape_frame
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def read_counts_table(path: str | Path) -> CountsTable:
     if not p.is_file():
         raise InputError(p, "counts table not found")
     try:
-        df = pd.read_csv(p, sep=None, engine="python", dtype=str, keep_default_na=False)
+        df = unescape_frame(pd.read_csv(p, sep=None, engine="python", dtype=str, keep_default_na=False))
     except Exception as exc:  # noqa: BLE001
         raise InputError(p, f"cannot parse as CSV ({type(exc).__name__}: {exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -245,7 +246,7 @@ def write_counts_table(table: CountsTable, path: str | Path) -> Path:
     df = pd.concat([df, table.clinical], axis=1)
     df.index.name = "patient_id"
     with atomic_path(path) as tmp:
-        df.to_csv(tmp)
+        escape_frame(df).to_csv(tmp)
     return Path(path)
 
 
@@ -335,9 +336,17 @@ def counts_from_cohort(folder: str | Path) -> CountsTable:
                 root, "no dicom/ folder and no csv/cells_labelled.csv: not a cohort folder "
                 "(for a plain table of counts pass the CSV file itself)",
             )
-        for slide_id, ann in read_cells_csv(cells).items():
+        by_slide = read_cells_csv(cells)
+        if by_slide and not any(c.label is not None for a in by_slide.values() for c in a.cells):
+            raise InputError(cells, "no expert labels: the labelled cells CSV lacks its "
+                                    "original_consensus_label column (or every value is empty)")
+        for slide_id, ann in by_slide.items():
+            counted = Counter(c.label for c in ann.cells if c.label is not None)
+            if not counted:
+                problems.append(f"slide {slide_id} has no expert labels; skipped")
+                continue
             slide_to_patient[slide_id] = patient_id_from_slide_id(slide_id)
-            per_slide[slide_id] = Counter(c.label for c in ann.cells if c.label is not None)
+            per_slide[slide_id] = counted
         if (csv_dir / "clinical.csv").is_file():
             clinical_records = read_clinical_csv(csv_dir / "clinical.csv")
     rows: dict[str, dict[str, float]] = {}

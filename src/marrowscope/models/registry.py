@@ -53,15 +53,27 @@ def list_models(bundled_dir: Path = BUNDLED_DIR) -> list[BundledModel]:
     return models
 
 
+def is_explicit_path(name_or_path: str | Path) -> bool:
+    """A :class:`Path`, or a string with a folder part or a suffix (``./detector-synth``, ``w.pt``)."""
+    if isinstance(name_or_path, Path):
+        return True
+    s = str(name_or_path)
+    return "/" in s or "\\" in s or s.startswith("~") or Path(s).suffix != ""
+
+
 def resolve_model(name_or_path: str | Path, task: str | None = None) -> tuple[Path, str | None]:
-    """Return ``(weights path, expected sha256 or None)`` for a bundled name or a file path."""
-    p = Path(name_or_path)
+    """Return ``(weights path, expected sha256 or None)`` for a bundled name or a file path.
+
+    A bundled name always means the bundled file (a file of that name in the current folder does not
+    replace it); a file there is used when named as a path (``./detector-synth``)."""
+    if not is_explicit_path(name_or_path):
+        for m in list_models():
+            if m.name == str(name_or_path):
+                if task is not None and m.task != task:
+                    raise InputError(name_or_path, f"bundled model is a {m.task}, not a {task}")
+                return m.path, m.sha256
+    p = Path(name_or_path).expanduser()
     if p.is_file():
         return p, None
-    for m in list_models():
-        if m.name == str(name_or_path):
-            if task is not None and m.task != task:
-                raise InputError(name_or_path, f"bundled model is a {m.task}, not a {task}")
-            return m.path, m.sha256
     names = ", ".join(m.name for m in list_models() if task is None or m.task == task) or "none"
     raise InputError(name_or_path, f"no such file or bundled model (bundled: {names})")

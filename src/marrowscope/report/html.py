@@ -241,8 +241,9 @@ def _pictures(result: SlideResult, slide: SlideReader, per_class: int) -> dict[s
 
 
 def report_context(result: SlideResult, slide: SlideReader | None, *, files: Mapping[str, Any] | None = None,
-                   per_class: int = 12) -> dict[str, Any]:
-    """Everything the template shows, as plain values."""
+                   per_class: int = 12, review: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the template shows, as plain values. ``review``: who reviewed the differential and when
+    (keys reviewer, at, status, summary, model_report), shown as a banner; None for the model's report."""
     d = result.differential
     groups, scale = _differential_rows(result)
     run = result.run
@@ -296,6 +297,7 @@ def report_context(result: SlideResult, slide: SlideReader | None, *, files: Map
             "config": json.dumps(cfg, indent=2, default=str),
         },
         "files": dict(files or {}),
+        "review": None if review is None else dict(review),
     }
 
 
@@ -312,13 +314,15 @@ def _environment() -> Any:
 
 
 def render_report(result: SlideResult, slide: SlideReader | None, *, files: Mapping[str, Any] | None = None,
-                  per_class: int = 12) -> str:
+                  per_class: int = 12, review: Mapping[str, Any] | None = None) -> str:
     """The report as one HTML string."""
-    ctx = report_context(result, slide, files=files, per_class=per_class)
+    ctx = report_context(result, slide, files=files, per_class=per_class, review=review)
     return str(_environment().get_template("report.html.j2").render(**ctx))
 
 
 def write_report(result: SlideResult, slide: SlideReader | None, path: str | Path, *,
-                 files: Mapping[str, Any] | None = None, per_class: int = 12) -> Path:
+                 files: Mapping[str, Any] | None = None, per_class: int = 12,
+                 review: Mapping[str, Any] | None = None) -> Path:
     """Write the report to ``path`` (atomically)."""
-    return write_text_atomic(path, render_report(result, slide, files=files, per_class=per_class))
+    html = render_report(result, slide, files=files, per_class=per_class, review=review)
+    return write_text_atomic(path, html)

@@ -28,6 +28,7 @@ REPORT = "report.html"
 CELLS_STEM = "cells"
 GEOJSON = "cells.geojson"
 DICOM_ANN = "predictions.dcm"
+FINGERPRINT = "fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,17 @@ def summary_dict(result: SlideResult, files: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | Path) -> SlideOutputs:
-    """Write all outputs of ``result`` into ``out_dir/<slide_id>/`` (replacing an older folder)."""
+def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | Path, *,
+                        folder: Path | None = None,
+                        fingerprint: dict[str, Any] | None = None) -> SlideOutputs:
+    """Write all outputs of ``result`` into ``out_dir/<slide_id>/`` (or ``folder``), replacing an older
+    folder only when marrowscope wrote it. ``fingerprint`` (slide and settings, see
+    :mod:`marrowscope.engines.fingerprint`) goes into ``fingerprint.json`` for reuse checks on a rerun."""
     from marrowscope.io.annotations.geojson import write_geojson
     from marrowscope.io.annotations.table import write_cell_table
     from marrowscope.report.html import write_report
 
-    target = slide_folder(out_dir, result.slide.slide_id)
+    target = folder if folder is not None else slide_folder(out_dir, result.slide.slide_id)
     classes = _classes(result)
     with atomic_dir(target) as tmp:
         write_cell_table(result.cells, tmp / CELLS_STEM, classes=classes)
@@ -108,6 +113,8 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
         summary = summary_dict(result, files)
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         write_report(result, slide, tmp / REPORT, files=files)
+        if fingerprint is not None:
+            (tmp / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n", encoding="utf-8")
         _normal_permissions(tmp)
     log.info("%s: outputs in %s", result.slide.slide_id, target)
     return SlideOutputs(

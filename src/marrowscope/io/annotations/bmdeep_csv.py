@@ -29,6 +29,7 @@ import pandas as pd
 from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import atomic_path
+from marrowscope.io.csvsafe import escape_frame, unescape_frame
 
 if TYPE_CHECKING:
     from marrowscope.io.slides.base import SlideInfo
@@ -50,7 +51,7 @@ def _read_frame(path: str | Path, sep: str = ",") -> pd.DataFrame:
     if not p.is_file():
         raise InputError(p, "file not found")
     try:
-        df = pd.read_csv(p, sep=sep, dtype={"slide_id": str}, keep_default_na=True)
+        df = unescape_frame(pd.read_csv(p, sep=sep, dtype={"slide_id": str}, keep_default_na=True))
     except Exception as exc:
         raise InputError(p, f"cannot parse as CSV ({type(exc).__name__}: {exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -273,7 +274,7 @@ def write_cells_csv(
     df = pd.DataFrame(rows, columns=cols)
     out = Path(path)
     with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+        escape_frame(df).to_csv(tmp, index=False)
     return out
 
 
@@ -298,7 +299,7 @@ def write_rois_csv(
     df = pd.DataFrame(rows, columns=list(ROI_COLUMNS))
     out = Path(path)
     with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+        escape_frame(df).to_csv(tmp, index=False)
     return out
 
 

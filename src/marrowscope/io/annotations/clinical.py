@@ -20,6 +20,7 @@ import pandas as pd
 
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import atomic_path
+from marrowscope.io.csvsafe import escape_frame, unescape_frame
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def read_clinical_csv(path: str | Path, *, sep: str = ";") -> dict[str, Clinical
     if not p.is_file():
         raise InputError(p, "file not found")
     try:
-        df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
+        df = unescape_frame(pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False))
     except Exception as exc:
         raise InputError(p, f"cannot parse as CSV ({type(exc).__name__}: {exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -175,7 +176,7 @@ def write_clinical_csv(
     df = pd.DataFrame(rows, columns=cols)
     out = Path(path)
     with atomic_path(out) as tmp:
-        df.to_csv(tmp, sep=";", index=False)
+        escape_frame(df).to_csv(tmp, sep=";", index=False)
     return out
 
 

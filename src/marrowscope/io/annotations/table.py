@@ -24,6 +24,7 @@ import pandas as pd
 from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import atomic_path
+from marrowscope.io.csvsafe import escape_frame, unescape_frame
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ def write_cell_table(
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: _meta(anns)})
     with atomic_path(pq_path) as tmp_pq, atomic_path(csv_path) as tmp_csv:
         pq.write_table(table, tmp_pq)
-        df.to_csv(tmp_csv, index=False)
+        escape_frame(df).to_csv(tmp_csv, index=False)
     logger.info("wrote %d cells to %s and %s", len(df), pq_path, csv_path)
     return pq_path, csv_path
 
@@ -255,7 +256,7 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
                 keep_default_na=False,
                 na_values=[""],
             )
-            return df, {}
+            return unescape_frame(df), {}
     except InputError:
         raise
     except Exception as exc:  # pyarrow/pandas raise many types for corrupt files

@@ -33,7 +33,7 @@ from marrowscope.io.annotations._boxcheck import (
     image_annotations,
     image_size,
 )
-from marrowscope.io.atomic import atomic_path, write_text_atomic
+from marrowscope.io.atomic import atomic_path, check_writable_target, claim_file, make_dirs, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -310,13 +310,15 @@ def write_yolo_folder(
             if src is None or not src.is_file():
                 raise InputError(where, "image file not found; write with images='none' for labels only")
             dest = images_dir / f"{stem}{src.suffix}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(dest.parent)
             if images == "copy":
                 with atomic_path(dest) as tmp:
                     shutil.copyfile(src, tmp)
             else:
+                check_writable_target(dest)  # only a link (or file) marrowscope made is replaced
                 dest.unlink(missing_ok=True)
                 dest.symlink_to(src.resolve())
+                claim_file(dest)
     write_text_atomic(base / "labels" / "classes.txt", "".join(f"{c}\n" for c in classes))
     split_root = base / ("images" if images != "none" else "labels")
     splits: list[str] = []
