@@ -25,10 +25,11 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,42 @@ def _stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def _serve(out: Path) -> tuple[Any, Any, threading.Thread]:
-    import uvicorn
+@dataclass
+class Served:
+    """``marrowscope review OUT`` running in its own process, and a service over the same folder here."""
 
-    from marrowscope.review.launch import open_review
+    url: str
+    token: str
+    service: Any
+    proc: subprocess.Popen[str]
 
-    rs = open_review(out, port=0, reviewer="bench")
-    srv = uvicorn.Server(uvicorn.Config(rs.app, log_level="warning"))
-    t = threading.Thread(target=srv.run, kwargs={"sockets": [rs.sock]}, daemon=True)
-    t.start()
-    while not srv.started:
-        time.sleep(0.05)
-    return rs, srv, t
+
+def _serve(out: Path, cores: list[int]) -> Served:
+    from marrowscope.review.service import ReviewService
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "marrowscope.cli.main",
+        "review",
+        str(out),
+        "--port",
+        "0",
+        "--reviewer",
+        "bench",
+    ]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("open http"):
+            url = line.split()[1]
+            break
+    else:
+        raise RuntimeError("the review server did not start")
+    token = url.split("token=")[1]
+    return Served(url, token, ReviewService(out, "bench-local"), proc)
 
 
 def bench_http(rs: Any, key: str, n_tiles: int, n_edits: int, seed: int) -> dict[str, Any]:
@@ -66,8 +91,10 @@ def bench_http(rs: Any, key: str, n_tiles: int, n_edits: int, seed: int) -> dict
 
     base = rs.url.split("/?")[0]
     c = httpx.Client(base_url=base, timeout=60)
-    rs.service.catalog.result(key)
-    rs.service._dx_model(key).get()  # the server warms these up at start; wait for it here
+    for _ in range(600):  # the server loads the cell table and the diagnosis model at start
+        if c.get(f"/api/slides/{key}/differential").status_code == 200:
+            break
+        time.sleep(0.1)
     dzi = c.get(f"/slides/{key}/tiles/slide.dzi")
     assert dzi.status_code == 200
     src = rs.service.tiles(key)
@@ -112,6 +139,43 @@ def bench_http(rs: Any, key: str, n_tiles: int, n_edits: int, seed: int) -> dict
         "edit_to_tally_http": _stats(edits),
         "n_cells": len(cells),
     }
+
+
+def bench_in_process(rs: Any, key: str, n_tiles: int, n_edits: int, seed: int) -> dict[str, Any]:
+    """The same work without HTTP: a fresh tile source (cold cache) and service edits, timed in process."""
+    from marrowscope.review.tiles import open_tile_source
+
+    rs.service.warm_up()  # this process's own service: load the cell table and the diagnosis model first
+    s = rs.service.catalog.get(key).summary["slide"]
+    src = open_tile_source(s["path"], mpp=s.get("mpp"))
+    top = src.dz.level_count - 1
+    rng = random.Random(seed + 1)
+    tiles = [
+        (lv, c, r)
+        for lv in range(top - 4, top + 1)
+        for c in range(src.dz.level_tiles[lv][0])
+        for r in range(src.dz.level_tiles[lv][1])
+    ]
+    rng.shuffle(tiles)
+    cold = []
+    for lv, c, r in tiles[:n_tiles]:
+        t0 = time.perf_counter()
+        src.tile(lv, c, r)
+        cold.append(1000 * (time.perf_counter() - t0))
+    src.close()
+    svc = rs.service
+    cells = svc.cells(key)["cells"]
+    labels = [c["label"] for c in svc.slide(key)["classes"]]
+    edits = []
+    sample = rng.sample(cells, n_edits)
+    for x in sample:
+        new = rng.choice([lab for lab in labels if lab != x["label"]])
+        t0 = time.perf_counter()
+        svc.edit(key, x["id"], {"label": new})
+        edits.append(1000 * (time.perf_counter() - t0))
+    for x in sample:
+        svc.edit(key, x["id"], {"action": "reset"})
+    return {"tiles_cold": _stats(cold), "edit_to_tally": _stats(edits)}
 
 
 def bench_browser(rs: Any, key: str, screenshot: Path | None, walk: int | None) -> dict[str, Any]:
@@ -262,7 +326,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--screenshot", type=Path, default=None)
     args = ap.parse_args()
+    import signal
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still closes the browser
+
+    cpus = [0, 1]
     if hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))[: args.cores]
         os.sched_setaffinity(0, cpus)
@@ -285,7 +353,7 @@ def main() -> None:
             out = Path(
                 shutil.copytree(out, work / "out", ignore=shutil.ignore_patterns("marrowscope-review"))
             )
-        rs, srv, thread = _serve(out)
+        rs = _serve(out, cpus)
         dicom = [k for k, e in rs.service.catalog.entries.items() if e.summary["slide"]["format"] == "dicom"]
         key = dicom[0] if dicom else rs.service.catalog.keys[0]
         result: dict[str, Any] = {
@@ -293,12 +361,15 @@ def main() -> None:
             "format": rs.service.catalog.get(key).summary["slide"]["format"],
             "demo_seconds": t_demo,
         }
-        result.update(bench_http(rs, key, args.tiles, args.edits, args.seed))
-        print(json.dumps(result), file=sys.stderr, flush=True)  # partial results as they come
-        if not args.no_browser:
-            result["browser"] = bench_browser(rs, key, args.screenshot, args.walk)
-        srv.should_exit = True
-        thread.join(timeout=10)
+        try:
+            result["in_process"] = bench_in_process(rs, key, args.tiles, args.edits, args.seed)
+            result.update(bench_http(rs, key, args.tiles, args.edits, args.seed))
+            print(json.dumps(result), file=sys.stderr, flush=True)  # partial results as they come
+            if not args.no_browser:
+                result["browser"] = bench_browser(rs, key, args.screenshot, args.walk)
+        finally:
+            rs.proc.terminate()
+            rs.proc.wait(timeout=30)
         result["machine"] = {
             "cpus_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "cpu_count": os.cpu_count(),

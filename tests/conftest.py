@@ -27,7 +27,7 @@ def require_program(name: str, package: str) -> str:
         (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(p, os.X_OK)), None
     )
     if path is None:
-        reason = f"{name} not found: install the Debian package '{package}' (make test does so when run as root)"
+        reason = f"{name} not found: install the Debian package '{package}' (make test does so as root)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)

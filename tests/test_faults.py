@@ -3,9 +3,9 @@ and an unreadable tile, for ``analyze`` and the training commands. After each fa
 and its outputs equal an uninterrupted run's (apart from timings and dates).
 
 The full disk and the read-only folder are real where the tests run as root and may mount a tmpfs (a
-256 MiB-limited RAM disk, remounted read-only); elsewhere they are simulated by making ``os.open`` /
+64 MiB RAM disk, remounted read-only); elsewhere they are simulated by making ``os.open`` /
 ``os.mkdir`` under the output folder fail with ENOSPC / EROFS (the errors a real disk gives). Each test
-says which in its output (``-rA``) through :data:`DISK_KIND` of its disk.
+prints which (``disk: tmpfs`` or ``disk: simulated``, shown with ``-rP``).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Disk:
         root.mkdir(parents=True, exist_ok=True)
         self.kind = "simulated"
         if hasattr(os, "geteuid") and os.geteuid() == 0:
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(root)],
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)],
                                capture_output=True)
             if r.returncode == 0:
                 self.kind = "tmpfs"

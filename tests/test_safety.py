@@ -32,12 +32,18 @@ def _plant(path: Path, marker: Path, **state: object) -> None:
 # ------------------------------------------------------------------------------------------------ point 1
 
 
-def test_analyze_never_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
-    """--out is the folder of an MRXS slide: its data folder (same name as the slide id) survives."""
+def test_analyze_never_replaces_a_folder_it_did_not_write(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """--out is the folder of an MRXS slide: its data folder (same name as the slide id) survives, and the
+    slide is refused before it is analysed."""
     from PIL import Image
 
+    import marrowscope.engines.batch as batch_mod
     from marrowscope.engines.batch import analyze_batch
     from marrowscope.engines.pipeline import AnalysisConfig
+
+    calls: list[int] = []
+    real = batch_mod.analyze_slide
+    monkeypatch.setattr(batch_mod, "analyze_slide", lambda *a, **k: calls.append(1) or real(*a, **k))
 
     out = tmp_path / "scans"
     out.mkdir()
@@ -52,6 +58,7 @@ def test_analyze_never_replaces_a_folder_it_did_not_write(tmp_path: Path) -> Non
     assert "was not written by marrowscope" in (s.slides[0].reason or "")
     assert "move it away or choose another output path" in (s.slides[0].reason or "")
     assert sorted(p.name for p in data.iterdir()) == ["Data0000.dat", "Slidedat.ini"]
+    assert calls == []
     assert (data / "Data0000.dat").read_bytes() == b"\x00" * 100
 
 

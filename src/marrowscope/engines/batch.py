@@ -28,7 +28,13 @@ from marrowscope.cells import CellAnnotations, Region
 from marrowscope.engines import fingerprint as fp
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
 from marrowscope.errors import InputError
-from marrowscope.io.atomic import check_writable_target, prepare_output_dir, write_probe, write_text_atomic
+from marrowscope.io.atomic import (
+    check_replaceable_dir,
+    check_writable_target,
+    prepare_output_dir,
+    write_probe,
+    write_text_atomic,
+)
 from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
@@ -355,6 +361,7 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
         v = _decide(out_dir, sid, slide_fp, now)
         if v.reuse is not None:
             return _status_from_summary(job, v.reuse, "skipped", v.folder, v.rois_from)
+        check_replaceable_dir(v.folder)  # e.g. an MRXS data folder named like the slide: before the work
         raw, rois_from = _chosen_rois(job, sid, by_slide, for_all, cfg)
         rois = _in_slide_frame(raw, slide)
         from tqdm import tqdm

@@ -27,7 +27,8 @@ from marrowscope.errors import InputError
 
 MARKER = ".marrowscope-owned"
 PART = ".part"
-_MOVE_AWAY = "move it away or choose another output path"
+_MOVE_AWAY = ("move it away or choose another output path (outputs of older marrowscope versions carry no "
+              "marker: delete them to redo)")
 
 
 # ------------------------------------------------------------------------------------------------ ownership
@@ -169,6 +170,13 @@ def _refuse_foreign_dir(target: Path) -> None:
         if m is None or m.get("folder") is not True:
             raise InputError(target, f"this folder exists and was not written by marrowscope (no {MARKER} "
                                      f"marker); refusing to replace it: {_MOVE_AWAY}")
+
+
+def check_replaceable_dir(path: str | os.PathLike[str]) -> Path:
+    """Raise (before any work) when ``path`` exists and is not a folder marrowscope wrote."""
+    p = Path(path)
+    _refuse_foreign_dir(p)
+    return p
 
 
 @contextmanager

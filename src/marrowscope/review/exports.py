@@ -25,6 +25,7 @@ from pathlib import Path
 from marrowscope import __version__
 from marrowscope.cells import CellAnnotations
 from marrowscope.io.atomic import atomic_dir
+from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import _normal_permissions
 from marrowscope.report.results import DiagnosisResult, SlideResult
@@ -64,7 +65,7 @@ def export_annotations(model: CellAnnotations, cells: Sequence[ReviewedCell]) ->
 
 def _csv(rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
-    csv.writer(buf).writerows(rows)
+    csv.writer(buf).writerows(escape_row(r) for r in rows)  # a reviewer name like =cmd() stays text
     return buf.getvalue()
 
 

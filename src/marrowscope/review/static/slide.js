@@ -34,6 +34,7 @@
       showNavigator: true, navigatorPosition: "BOTTOM_RIGHT", maxZoomPixelRatio: 3,
       gestureSettingsMouse: {clickToZoom: false, dblClickToZoom: true},
       animationTime: 0.4, immediateRender: false,
+      drawer: "canvas",  // 2D canvas: light without a GPU (WebGL falls back to software rendering there)
     });
     viewer.addHandler("update-viewport", draw);
     viewer.addHandler("resize", resizeCanvas);
