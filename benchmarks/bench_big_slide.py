@@ -8,7 +8,7 @@ writer, analyze wall seconds, peak RSS, cells counted, fields analysed and the p
 The slides are deleted at the end (``--keep`` keeps them).
 
 Run: flock /work/cpu.lock nice -n 10 .venv/bin/python benchmarks/bench_big_slide.py
-         [--big 180000x60000] [--small 16384x16384] [--work DIR] [--keep]
+         [--big 180000x60000] [--small 16384x16384] [--only-big] [--work DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ def main() -> None:
     ap.add_argument("--small", default="16384x16384")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only-big", action="store_true", help="skip the 16k slide (measured before)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_big_"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
-        for name, size in (("small", args.small), ("big", args.big)):
+        sizes = (("small", args.small), ("big", args.big))
+        for name, size in sizes[1:] if args.only_big else sizes:
             load = [round(x, 1) for x in os.getloadavg()]
             row: dict[str, object] = {"name": name, "load_avg_1_5_15_before": load}
             row.update(_write(size, work / f"{name}_cohort", seed=11))
@@ -81,6 +83,8 @@ def main() -> None:
             rows.append(row)
             if not args.keep:
                 shutil.rmtree(work / f"{name}_cohort", ignore_errors=True)
+        if len(rows) < 2:
+            return
         small, big = rows
         print(json.dumps({
             "rss_ratio_big_vs_small": round(int(big["analyze_peak_rss_mib"]) /  # type: ignore[call-overload]
