@@ -75,6 +75,8 @@ def main() -> None:
 
     clf, summary = train_from_table(table, estimator=best, include_labs=False, seed=args.seed)
     summary["source"] = source
+    summary["training_data_kind"] = "synthetic"  # read back by marrowscope.models.provenance
+    summary["training_datasets"] = ["marrowscope synth"]
     summary["cv_macro_f1_true_counts"] = results[best]["macro_f1_true_counts"]
     summary["cv_macro_f1_true_counts_ci"] = results[best]["macro_f1_true_counts_ci"]
     args.bundle.mkdir(parents=True, exist_ok=True)
@@ -105,6 +107,8 @@ def main() -> None:
         "sha256": sha256_file(model_path),
         "classes": list(model.classes),
         "training_data": summary["source"],
+        "training_data_kind": "synthetic",
+        "training_datasets": ["marrowscope synth"],
         "size_bytes": model_path.stat().st_size,
         "metrics": metrics,
         "description": f"{best} on differential-count features (no lab values), calibration: "
@@ -158,9 +162,12 @@ Per-diagnosis F1 (CV, true counts): {per_class}.
 Predicted counts (detector + classifier pipeline): not yet measured — no bundled detector/classifier
 existed when this model was built.
 
-**Limits**: synthetic diagnoses are defined by blast thresholds close to the rule baseline's, so the
-rules do well here; on real marrows (hematogones, partially treated or hypocellular samples, MPAL,
-APL) neither is validated. Classes outside ALL/AML/CML/control are unknown to it.
+**Limits**: the synthetic cohort includes the hard cases of real practice at documented prevalences
+(docs/synth.md: hematogone-rich and left-shifted controls, AML at 10–22 % blasts, CML with raised blasts or
+in blast phase, partial ALL infiltration, mixed lineage), which the blast-threshold rules miss by design;
+on real marrows (partially treated or hypocellular samples, APL) neither is validated. Classes outside
+ALL/AML/CML/control are unknown to it. Below a top probability of 85 % the report shows the suggestion as
+"uncertain between" the two most likely diagnoses (docs/diagnosis.md).
 
 **Files**: `model.skops` (skops; loaded with an allow-list, see docs/diagnosis.md), `meta.json`
 (sha256, classes, metrics).

@@ -88,10 +88,10 @@ def test_two_dicom_slides_sharing_a_container_id_keep_their_own_results(tmp_path
     assert len(folders) == 2
     series = {json.loads((f / "fingerprint.json").read_text())["slide"]["series_uid"] for f in folders}
     assert len(series) == 2
-    assert s.slides[0].blast_pct != s.slides[1].blast_pct
+    assert s.slides[0].blast_fraction != s.slides[1].blast_fraction
     again = analyze_batch([root], out, CFG, models=stub_models(), progress=False)
     assert [x.status for x in again.slides] == ["skipped", "skipped"]
-    assert [x.blast_pct for x in again.slides] == [x.blast_pct for x in s.slides]
+    assert [x.blast_fraction for x in again.slides] == [x.blast_fraction for x in s.slides]
 
 
 def test_a_truncated_roi_series_fails_its_slide_not_the_others(tmp_path: Path) -> None:

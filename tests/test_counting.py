@@ -64,8 +64,8 @@ def test_denominator_excludes_non_countable_and_unlabeled() -> None:
     assert d.n_counted == 100
     assert d.counts == {"myelocytic_blast": 30, "polychromatic_erythroblast": 20, "segmented_neutrophil": 50}
     assert d.proportions["myelocytic_blast"] == pytest.approx(0.30)
-    assert d.blast_pct == pytest.approx(0.30)
-    assert d.myeloid_blast_pct == pytest.approx(0.30) and d.lymphoid_blast_pct == 0.0
+    assert d.blast_fraction == pytest.approx(0.30)
+    assert d.myeloid_blast_fraction == pytest.approx(0.30) and d.lymphoid_blast_fraction == 0.0
     assert d.not_counted == {"erythrocyte": 40, "smudge_cell": 5, "uncertain": 3, "unlabeled": 7}
     assert d.n_not_counted == 55
     assert d.me_ratio == pytest.approx(80 / 20)  # blasts (myelocytic) are granulopoiesis
@@ -82,11 +82,11 @@ def test_blast_equivalents_and_lines() -> None:
     assert d.n_counted == 100
     assert {"promonocyte", "monoblast", "myeloblast", "unknown_blast"} <= BLAST_LABELS
     assert "lymphoblast" not in BLAST_LABELS  # normal lymphoid precursor (haematogone-like)
-    assert d.blast_pct == pytest.approx(0.25)
-    assert d.lymphoid_blast_pct == pytest.approx(0.10)
-    assert d.myeloid_blast_pct == pytest.approx(0.10)
-    assert d.unknown_blast_pct == pytest.approx(0.05)
-    assert d.leukemic_blast_pct == pytest.approx(0.15)
+    assert d.blast_fraction == pytest.approx(0.25)
+    assert d.lymphoid_blast_fraction == pytest.approx(0.10)
+    assert d.myeloid_blast_fraction == pytest.approx(0.10)
+    assert d.unknown_blast_fraction == pytest.approx(0.05)
+    assert d.leukemic_blast_fraction == pytest.approx(0.15)
     assert d.me_ratio is None
 
 
@@ -100,7 +100,7 @@ def test_maturation_indices() -> None:
 
 
 def test_flags_where_interval_straddles() -> None:
-    d = differential_from_counts({"myelocytic_blast": 21, "segmented_neutrophil": 79})
+    d = differential_from_counts({"myelocytic_blast": 21, "segmented_neutrophil": 79}, max_cells=10**6)
     names = {f.name for f in d.flags}
     assert "AML 20%" in names and "5%" not in names
     f = next(f for f in d.flags if f.name == "AML 20%")
@@ -114,7 +114,7 @@ def test_flags_where_interval_straddles() -> None:
 
 def test_empty_and_bad_input() -> None:
     d = compute_differential([None, None])
-    assert d.n_counted == 0 and d.blast_pct == 0.0 and d.not_counted == {"unlabeled": 2}
+    assert d.n_counted == 0 and d.blast_fraction == 0.0 and d.not_counted == {"unlabeled": 2}
     assert d.flags == ()
     with pytest.raises(UnknownLabelError):
         compute_differential(["not_a_cell_type"])

@@ -93,3 +93,15 @@ def test_init_weights_must_match_the_contract(tmp_path: Path) -> None:
     save_detector(bad, build_detector(other), other)
     with pytest.raises(InputError, match="architecture"):
         train_detector(_samples(2), [], _config(init_weights=str(bad)), tmp_path / "bad", progress=False)
+
+
+def test_dataloader_workers_give_the_same_training(tmp_path: Path) -> None:
+    # augmentation in 2 DataLoader worker processes draws exactly what the in-loop path draws
+    train = _samples(4)
+    a = train_detector(train, [], _config(epochs=2), tmp_path / "a", progress=False)
+    b = train_detector(train, [], _config(epochs=2, workers=2), tmp_path / "b", progress=False)
+    assert [h.loss for h in a.history] == [h.loss for h in b.history]
+    assert a.best_weights is not None and b.best_weights is not None
+    sd1 = torch.load(a.best_weights, weights_only=True)["state_dict"]
+    sd2 = torch.load(b.best_weights, weights_only=True)["state_dict"]
+    assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)

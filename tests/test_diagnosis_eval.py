@@ -137,3 +137,13 @@ def test_bundled_model_loads_with_its_hash() -> None:
     p = m.predict_proba_table(rows.fillna(0))
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
     assert m.classes[int(np.argmax(p[0]))] == "ALL"
+
+
+def test_predicted_counts_without_any_count_column_skip_the_setting(table) -> None:  # type: ignore[no-untyped-def]
+    # a pipeline that classified every cell as uncertain gives a table with no count column; this used
+    # to crash inside scikit-learn ("at least one array or dtype is required")
+    empty = make_counts_table({p: {} for p in table.patient_ids})
+    ev = evaluate_diagnosis(table, empty, n_splits=3, n_repeats=1, n_boot=20,
+                            settings=("true_counts", "predicted_counts"))
+    assert "true_counts" in ev.settings and "predicted_counts" not in ev.settings
+    assert any("predicted_counts: the table has no cell counts" in m for m in ev.messages)

@@ -52,7 +52,8 @@ def test_annotated_rois_are_all_counted_and_counts_match_cells(models) -> None: 
     for c in r.cells:
         reg = next(g for g in r.regions if g.roi_id == c.roi_id)
         assert Box(*reg.box).contains_point(*c.box.center)
-    assert len({c.cell_id for c in r.cells}) == len(r.cells)
+    assert len({c.detection_id for c in r.cells}) == len(r.cells)  # our ids; cell_id stays empty
+    assert all(c.cell_id is None for c in r.cells)
     # every cell has a full probability vector over the classifier's classes
     assert all(c.probabilities and abs(sum(c.probabilities.values()) - 1) < 1e-6 for c in r.cells)
     assert r.run.models == models.refs and r.run.seed == 0 and r.run.timings["total"] > 0
@@ -81,8 +82,9 @@ def test_counting_goes_on_while_an_interval_straddles_a_threshold(models) -> Non
 
 def test_warnings_name_a_straddled_threshold_and_a_short_count(models) -> None:  # noqa: ANN001
     r = analyze_slide(smear_slide(), models, _cfg(target_cells=10_000, max_cells=10_000))
-    assert any("target 10000" in w for w in r.warnings)
-    assert any("straddles" in w for w in r.warnings) == bool(r.differential.flags)
+    assert any(w.code == "few_cells" and "target 10000" in w.message for w in r.warnings)
+    assert any(w.code == "threshold_undecided" and "straddles" in w.message
+               for w in r.warnings) == bool(r.differential.flags)
 
 
 def test_slide_without_pixel_size_asks_for_mpp(models) -> None:  # noqa: ANN001
@@ -109,7 +111,8 @@ def test_empty_region_is_reported_and_the_rest_counted(models) -> None:  # noqa:
     r = analyze_slide(slide, models, _cfg(), annotations=rois)
     # region 2 lies inside region 1, which took its cells first (centre rule, first region wins)
     assert [g.n_cells for g in r.regions][1] == 0
-    assert any("region 2" in w and "no cells" in w for w in r.warnings)
+    assert any(w.code == "empty_region" and "region 2" in w.message and "no cells" in w.message
+               for w in r.warnings)
 
 
 def test_without_diagnosis_model_there_is_no_suggestion() -> None:
@@ -209,5 +212,21 @@ def test_classifier_classes_are_mapped_to_taxonomy_labels() -> None:
 def test_no_extension_for_a_threshold_that_max_cells_cannot_decide(models) -> None:  # noqa: ANN001
     slide = smear_slide(blast_share=0.3)
     capped = analyze_slide(slide, models, _cfg(target_cells=10, max_cells=12))
-    short = analyze_slide(slide, models, _cfg(target_cells=10, extend_for_thresholds=False))
-    assert len(capped.regions) == len(short.regions)
+    short = analyze_slide(slide, models, _cfg(target_cells=10, extend_for_thresholds=False, max_cells=12))
+    # counting goes on only for a flag that 12 cells in all can decide (the cap is the flags' own)
+    decidable = [f for f in short.differential.flags if f.cells_needed is not None and f.cells_needed > 0]
+    assert all(short.differential.n_counted + f.cells_needed <= 12 for f in decidable)
+    assert (len(capped.regions) > len(short.regions)) == bool(decidable)
+    assert any(f.cells_needed is None for f in short.differential.flags)  # e.g. 30 % blasts vs 25 %
+
+
+def test_a_slide_with_only_level_0_says_so_in_the_summary(models) -> None:  # noqa: ANN001
+    from pipeline_stubs import smear_image
+
+    flat = ArraySlide(smear_image(), mpp=0.25, slide_id="flat", levels=[1])
+    r = analyze_slide(flat, models, _cfg(target_cells=5))
+    assert any(w.code == "no_low_res_level" and "only level 0" in w.message and "tile by tile" in w.message
+               for w in r.warnings)
+    pyramid = ArraySlide(smear_image(), mpp=0.25, slide_id="pyr")
+    codes = [w.code for w in analyze_slide(pyramid, models, _cfg(target_cells=5)).warnings]
+    assert "no_low_res_level" not in codes

@@ -93,7 +93,7 @@ def test_report_is_self_contained_and_shows_what_a_hematologist_needs(array_run)
     d = result.differential
     assert "Research use only" in html
     assert f"{d.n_counted}</div>" in html  # cells counted card
-    assert f"{100 * d.blast_pct:.1f} %" in html
+    assert f"{100 * d.blast_fraction:.1f} %" in html
     assert f"{100 * d.blast_interval[0]:.1f}–{100 * d.blast_interval[1]:.1f} %" in html
     for name, n in d.counts.items():
         assert name.replace("_", " ").capitalize() in html and f">{n}<" in html

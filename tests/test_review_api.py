@@ -68,7 +68,7 @@ def test_cohort_lists_every_slide_with_the_model_values(client: TestClient, out:
     for key, r in rows.items():
         d = _summary(out, key)["differential"]
         assert r["status"] == "not reviewed" and r["reviewer"] is None
-        assert r["n_counted"] == d["n_counted"] and r["blast_pct"] == round(100 * d["blast_pct"], 2)
+        assert r["n_counted"] == d["n_counted"] and r["blast_pct"] == round(100 * d["blast_fraction"], 2)
         assert r["suggestion"] == _summary(out, key)["diagnosis"]["suggestion"]
 
 
@@ -289,10 +289,10 @@ def test_validate_locks_and_exports_carry_the_correction(client: TestClient, out
     folder = Path(v["exports"]["folder"])
     assert folder == out / "marrowscope-review" / DICOM_KEY
     gj = read_geojson(folder / "cells_reviewed.geojson")
-    by_id = {x.cell_id: x for x in gj.cells}
+    by_id = {x.row_id: x for x in gj.cells}
     assert by_id[c["id"]].label == "promyelocyte" and gone["id"] not in by_id
     table = read_cell_table(folder / "cells_reviewed.parquet")
-    assert {x.cell_id: x.label for x in table.cells}[c["id"]] == "promyelocyte"
+    assert {x.row_id: x.label for x in table.cells}[c["id"]] == "promyelocyte"
     ann = read_dicom_ann(folder / "reviewed.dcm")
     model_ann = read_dicom_ann(out / DICOM_KEY / "predictions.dcm")
     assert ann.referenced_sop_uid == model_ann.referenced_sop_uid and ann.referenced_sop_uid

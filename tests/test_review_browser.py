@@ -168,7 +168,7 @@ def test_review_a_slide_in_the_browser(server: tuple[str, Path], browser: Any, t
     _wait(lambda: "locked" in d.find_element(By.ID, "message").text)
     # the correction is in the exports
     folder = out / "marrowscope-review" / DICOM_KEY
-    gj = {c.cell_id: c for c in read_geojson(folder / "cells_reviewed.geojson").cells}
+    gj = {c.row_id: c for c in read_geojson(folder / "cells_reviewed.geojson").cells}
     assert gj[sel].label == "lymphocyte" and gj[added["id"]].label == "segmented_neutrophil"
     ann = read_dicom_ann(folder / "reviewed.dcm").annotations.cells
     box = tuple(round(v) for v in cell["box"])

@@ -70,6 +70,9 @@ class Cell:
     ``session_labels``: per-session expert labels in session order (session 0 first), already
     normalised to taxonomy labels. ``roi_id``: -1 outside any ROI, ``None`` when unknown.
     ``score``: detection confidence; ``probabilities``: class name -> probability for predictions.
+    ``cell_id``: the dataset's own id of an annotated cell (never our numbering); ``detection_id``: our
+    id of a detected object within its slide (``analyze``), with ``cell_id`` set only when the detection
+    was matched to an annotated cell.
     """
 
     box: Box
@@ -79,6 +82,12 @@ class Cell:
     session_labels: tuple[str, ...] = ()
     score: float | None = None
     probabilities: Mapping[str, float] | None = None
+    detection_id: int | None = None
+
+    @property
+    def row_id(self) -> int | None:
+        """This object's id in its own table: our ``detection_id`` for a detection, else ``cell_id``."""
+        return self.detection_id if self.detection_id is not None else self.cell_id
 
     def with_label(self, label: str | None) -> Cell:
         return replace(self, label=label)

@@ -10,7 +10,7 @@ Conventions (``/work/shared/reference/clinical.md``; see ``docs/diagnosis.md``):
   (``taxonomy.is_blast_equivalent``; WHO, clinical.md): the leukemic blast categories (myelocytic,
   monocytic, lymphocytic, unknown blasts, the coarse group ``blast``), myeloblasts, monoblasts and
   promonocytes. Normal lymphoid precursors (``lymphoblast``, haematogone-like) are not blasts.
-  ``leukemic_blast_pct`` reports the four leukemic categories alone. Abnormal promyelocytes (APL)
+  ``leukemic_blast_fraction`` reports the four leukemic categories alone. Abnormal promyelocytes (APL)
   cannot be told apart from ``promyelocyte`` in the vocabulary and are not counted as blasts.
 * M:E ratio = granulocytic series (``taxonomy.cell_line_of == 'myeloid'``: myeloblasts to segmented
   forms of all three granulocyte lines) / nucleated erythroid cells (proerythroblast to
@@ -18,9 +18,15 @@ Conventions (``/work/shared/reference/clinical.md``; see ``docs/diagnosis.md``):
 * Maturation indices: ``i_mg`` = immature / mature granulopoiesis = (myeloid blasts and precursors,
   promyelocytes, myelocytes) / (metamyelocytes, bands, segmented); ``i_me`` = immature / mature
   erythropoiesis = (proerythroblasts, basophilic erythroblasts) / (polychromatic, orthochromatic).
-* ``flags``: every clinical blast threshold (5 %, 10 %, AML 20 %, ALL 25 %) that lies inside the
-  95 % interval of the blast percentage, with the number of further cells a count would need (at the
-  same proportion) to resolve it (:func:`cells_needed`).
+* Units: every ``*_fraction`` is a fraction in [0, 1] (``blast_fraction`` 0.2 = 20 %); tables meant for
+  people (``cohort.csv``) carry ``*_percent`` columns instead, never the same name for both.
+* ``flags``: every clinical blast threshold that lies inside the 95 % interval of the quantity it is
+  defined on (5 %, 10 %, AML 20 %: all blasts; ALL 25 %: lymphoid blasts, with the unassigned blasts
+  given to the lymphoid side exactly as the rule baseline does, :func:`assign_unknown_blasts`), with the
+  number of further cells a count would need (at the same proportion) to resolve it, or ``None`` when
+  no count within ``max_cells`` would (:func:`cells_needed`).
+* Listing order: counts, proportions and intervals are keyed in lineage and maturation order
+  (``taxonomy.DIFFERENTIAL_ORDER``), as a hematology report lists them.
 """
 
 from __future__ import annotations
@@ -76,13 +82,16 @@ MATURE_ERYTHROPOIESIS: frozenset[str] = frozenset(
 EOSINOPHILS: frozenset[str] = _labels_where(lambda n: taxonomy.lineage_of(n) == "eosinophilic")
 BASOPHILS: frozenset[str] = _labels_where(lambda n: taxonomy.lineage_of(n) == "basophilic")
 
-#: Clinical blast thresholds (name, fraction); the flags test each against the blast interval.
-THRESHOLDS: tuple[tuple[str, float], ...] = (
-    ("5%", 0.05),
-    ("10%", 0.10),
-    ("AML 20%", 0.20),
-    ("ALL 25%", 0.25),
+#: Clinical blast thresholds (name, fraction, quantity tested): ``"blasts"`` = all blasts and
+#: equivalents, ``"lymphoid_blasts"`` = lymphoid blasts (+ unassigned ones, :func:`assign_unknown_blasts`).
+THRESHOLDS: tuple[tuple[str, float, str], ...] = (
+    ("5%", 0.05, "blasts"),
+    ("10%", 0.10, "blasts"),
+    ("AML 20%", 0.20, "blasts"),
+    ("ALL 25%", 0.25, "lymphoid_blasts"),
 )
+#: Default cap on countable cells (the pipeline's ``max_cells``): beyond it no more cells are counted.
+DEFAULT_MAX_CELLS = 5000
 
 UNLABELED = "unlabeled"
 UNCERTAIN = "uncertain"
@@ -145,23 +154,44 @@ def cells_needed(
     return hi - n
 
 
+def assign_unknown_blasts(lymphoid: Any, myeloid: Any, unknown: Any) -> tuple[Any, Any]:
+    """(lymphoid, myeloid) blasts with the unassigned ones added to the larger side (ties: lymphoid, the
+    common pediatric case). Works on numbers and numpy arrays alike; the rule baseline and the ALL flag
+    both use it, so they cannot disagree on where an unknown blast goes."""
+    import numpy as np
+
+    lym_side = np.asarray(lymphoid) >= np.asarray(myeloid)
+    lym = np.where(lym_side, np.asarray(lymphoid) + np.asarray(unknown), lymphoid)
+    mye = np.where(lym_side, myeloid, np.asarray(myeloid) + np.asarray(unknown))
+    if np.ndim(lym) == 0:
+        return lym.item(), mye.item()
+    return lym, mye
+
+
 @dataclass(frozen=True)
 class Flag:
-    """A threshold the blast interval straddles: the count cannot decide it yet."""
+    """A threshold the interval of ``quantity`` straddles: the count cannot decide it yet.
+
+    ``cells_needed``: further countable cells that would decide it if the proportion holds; ``None``
+    when no count up to ``max_cells`` countable cells in all would."""
 
     name: str
     threshold: float
     estimate: float
     interval: Interval
     cells_needed: int | None
+    quantity: str = "blasts"  # "blasts" | "lymphoid_blasts"
+    max_cells: int = DEFAULT_MAX_CELLS
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "threshold": self.threshold,
+            "quantity": self.quantity,
             "estimate": self.estimate,
             "interval": list(self.interval),
             "cells_needed": self.cells_needed,
+            "max_cells": self.max_cells,
         }
 
 
@@ -171,7 +201,9 @@ def _ratio(num: int, den: int) -> float | None:
 
 @dataclass(frozen=True)
 class Differential:
-    """A differential count over countable cells, with Wilson intervals (see module docstring)."""
+    """A differential count over countable cells, with Wilson intervals (see module docstring).
+
+    Every ``*_fraction`` is a fraction of the countable cells (0.2 = 20 %)."""
 
     n_counted: int
     counts: Mapping[str, int]
@@ -181,12 +213,12 @@ class Differential:
     lineage_proportions: Mapping[str, float]
     lineage_intervals: Mapping[str, Interval]
     blast_count: int
-    blast_pct: float
+    blast_fraction: float
     blast_interval: Interval
-    lymphoid_blast_pct: float
-    myeloid_blast_pct: float
-    unknown_blast_pct: float
-    leukemic_blast_pct: float
+    lymphoid_blast_fraction: float
+    myeloid_blast_fraction: float
+    unknown_blast_fraction: float
+    leukemic_blast_fraction: float
     me_ratio: float | None
     maturation: Mapping[str, float | None]
     not_counted: Mapping[str, int]
@@ -199,7 +231,7 @@ class Differential:
         return sum(self.not_counted.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (intervals as two-element lists)."""
+        """A JSON-ready dict (intervals as two-element lists; fractions, never percents)."""
         return {
             "n_counted": self.n_counted,
             "counts": dict(self.counts),
@@ -209,16 +241,17 @@ class Differential:
             "lineage_proportions": dict(self.lineage_proportions),
             "lineage_intervals": {k: list(v) for k, v in self.lineage_intervals.items()},
             "blast_count": self.blast_count,
-            "blast_pct": self.blast_pct,
+            "blast_fraction": self.blast_fraction,
             "blast_interval": list(self.blast_interval),
-            "lymphoid_blast_pct": self.lymphoid_blast_pct,
-            "myeloid_blast_pct": self.myeloid_blast_pct,
-            "unknown_blast_pct": self.unknown_blast_pct,
-            "leukemic_blast_pct": self.leukemic_blast_pct,
+            "lymphoid_blast_fraction": self.lymphoid_blast_fraction,
+            "myeloid_blast_fraction": self.myeloid_blast_fraction,
+            "unknown_blast_fraction": self.unknown_blast_fraction,
+            "leukemic_blast_fraction": self.leukemic_blast_fraction,
             "me_ratio": self.me_ratio,
             "maturation": dict(self.maturation),
             "not_counted": dict(self.not_counted),
             "flags": [f.to_dict() for f in self.flags],
+            "extra": dict(self.extra),
             "z": self.z,
         }
 
@@ -228,7 +261,8 @@ def _canonical(label: str) -> str:
 
 
 def differential_from_counts(
-    counts: Mapping[str, int], unlabeled: int = 0, uncertain: int = 0, z: float = 1.96
+    counts: Mapping[str, int], unlabeled: int = 0, uncertain: int = 0, z: float = 1.96,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> Differential:
     """Build a :class:`Differential` from label counts (any labels; non-countable ones are set aside).
 
@@ -259,53 +293,59 @@ def differential_from_counts(
     def prop(k: int) -> float:
         return k / n if n else 0.0
 
-    labels = sorted(countable)
+    labels = taxonomy.in_differential_order(countable)
     lineage_counts: Counter[str] = Counter()
     for name in labels:
         lineage_counts[taxonomy.lineage_of(name)] += countable[name]
+    lin_order = sorted(lineage_counts,
+                       key=lambda x: taxonomy.LINEAGES.index(x) if x in taxonomy.LINEAGES else 99)
 
     def total(names: frozenset[str]) -> int:
         return sum(countable.get(x, 0) for x in names)
 
     blast_k = total(BLAST_LABELS)
     blast_iv = wilson_interval(blast_k, n, z)
-    flags = tuple(
-        Flag(name, t, prop(blast_k), blast_iv, cells_needed(blast_k, n, t, z))
-        for name, t in THRESHOLDS
-        if n > 0 and straddles(blast_iv, t)
-    )
+    lym_k, _ = assign_unknown_blasts(total(LYMPHOID_BLASTS), total(MYELOID_BLASTS), total(UNKNOWN_BLASTS))
+    tested = {"blasts": blast_k, "lymphoid_blasts": int(lym_k)}
+    flags = []
+    for name, t, quantity in THRESHOLDS:
+        k = tested[quantity]
+        iv = wilson_interval(k, n, z)
+        if n > 0 and straddles(iv, t):
+            need = cells_needed(k, n, t, z, max_total=max(max_cells, n))
+            flags.append(Flag(name, t, prop(k), iv, need, quantity, max_cells))
     return Differential(
         n_counted=n,
         counts={k: countable[k] for k in labels},
         proportions={k: prop(countable[k]) for k in labels},
         intervals={k: wilson_interval(countable[k], n, z) for k in labels},
-        lineage_counts=dict(sorted(lineage_counts.items())),
-        lineage_proportions={k: prop(v) for k, v in sorted(lineage_counts.items())},
-        lineage_intervals={k: wilson_interval(v, n, z) for k, v in sorted(lineage_counts.items())},
+        lineage_counts={k: lineage_counts[k] for k in lin_order},
+        lineage_proportions={k: prop(lineage_counts[k]) for k in lin_order},
+        lineage_intervals={k: wilson_interval(lineage_counts[k], n, z) for k in lin_order},
         blast_count=blast_k,
-        blast_pct=prop(blast_k),
+        blast_fraction=prop(blast_k),
         blast_interval=blast_iv,
-        lymphoid_blast_pct=prop(total(LYMPHOID_BLASTS)),
-        myeloid_blast_pct=prop(total(MYELOID_BLASTS)),
-        unknown_blast_pct=prop(total(UNKNOWN_BLASTS)),
-        leukemic_blast_pct=prop(total(LEUKEMIC_BLASTS)),
+        lymphoid_blast_fraction=prop(total(LYMPHOID_BLASTS)),
+        myeloid_blast_fraction=prop(total(MYELOID_BLASTS)),
+        unknown_blast_fraction=prop(total(UNKNOWN_BLASTS)),
+        leukemic_blast_fraction=prop(total(LEUKEMIC_BLASTS)),
         me_ratio=_ratio(total(GRANULOPOIESIS), total(ERYTHROPOIESIS)),
         maturation={
             "i_mg": _ratio(total(IMMATURE_GRANULOPOIESIS), total(MATURE_GRANULOPOIESIS)),
             "i_me": _ratio(total(IMMATURE_ERYTHROPOIESIS), total(MATURE_ERYTHROPOIESIS)),
         },
-        not_counted=dict(sorted(not_counted.items())),
-        flags=flags,
+        not_counted={k: not_counted[k] for k in taxonomy.in_differential_order(not_counted)},
+        flags=tuple(flags),
         z=z,
         extra={
-            "eosinophil_pct": prop(total(EOSINOPHILS)),
-            "basophil_pct": prop(total(BASOPHILS)),
+            "eosinophil_fraction": prop(total(EOSINOPHILS)),
+            "basophil_fraction": prop(total(BASOPHILS)),
         },
     )
 
 
 def compute_differential(
-    labels: Iterable[str | None], uncertain: int = 0, z: float = 1.96
+    labels: Iterable[str | None], uncertain: int = 0, z: float = 1.96, max_cells: int = DEFAULT_MAX_CELLS
 ) -> Differential:
     """Count ``labels`` (``None`` = unlabeled box) into a :class:`Differential`.
 
@@ -318,4 +358,4 @@ def compute_differential(
             unlabeled += 1
         else:
             c[lab] += 1
-    return differential_from_counts(c, unlabeled=unlabeled, uncertain=uncertain, z=z)
+    return differential_from_counts(c, unlabeled=unlabeled, uncertain=uncertain, z=z, max_cells=max_cells)

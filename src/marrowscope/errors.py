@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class MarrowscopeError(Exception):
     """Base class. The CLI prints ``str(error)`` on one line and exits non-zero."""
@@ -14,8 +16,9 @@ class InputError(MarrowscopeError):
 
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        # one line, always: causes quoted from other libraries (pandas, pyarrow) may hold line breaks
+        self.problem = re.sub(r"\s*[\r\n]+\s*", " ", str(problem)).strip()
+        super().__init__(f"{self.path}: {self.problem}")
 
 
 class MissingDependencyError(MarrowscopeError):

@@ -386,6 +386,51 @@ def from_idc_label(group_label: str) -> str:
     return normalise_label(group_label)
 
 
+#: Every label in the order a hematology report lists a differential: lineage by lineage (as
+#: :data:`LINEAGES`), each from the most immature stage to the most mature; group labels after their
+#: lineage's stages, non-counted objects last.
+DIFFERENTIAL_ORDER: tuple[str, ...] = (
+    # blasts and blast equivalents: myeloid, monocytic, lymphoid, unassigned
+    "myeloblast", "myelocytic_blast", "monoblast", "monocytic_blast", "promonocyte", "lymphocytic_blast",
+    "unknown_blast", "blast",
+    # neutrophilic granulopoiesis
+    "promyelocyte", "neutrophilic_myelocyte", "degranulated_neutrophilic_myelocyte",
+    "neutrophilic_metamyelocyte", "degranulated_neutrophilic_metamyelocyte", "neutrophilic_band",
+    "segmented_neutrophil", "immature_granulocyte", "neutrophil", "granulocyte",
+    # eosinophilic, basophilic
+    "eosinophilic_myelocyte", "eosinophilic_metamyelocyte", "eosinophilic_band", "segmented_eosinophil",
+    "eosinophil",
+    "basophilic_myelocyte", "basophilic_metamyelocyte", "basophilic_band", "segmented_basophil", "basophil",
+    # erythropoiesis
+    "proerythroblast", "basophilic_erythroblast", "polychromatic_erythroblast", "orthochromatic_erythroblast",
+    "erythroblast",
+    # lymphoid, monocytic, plasma cells
+    "lymphoblast", "prolymphocyte", "lymphocyte", "lymphoidocyte", "lymphoid_cell",
+    "monocyte", "monocytic_cell",
+    "plasma_cell",
+    # megakaryocytic, other nucleated cells
+    "promegakaryocyte", "megakaryocyte", "micromegakaryocyte",
+    "macrophage", "pseudo_gaucher_cell", "phagocytosis", "mitosis",
+    # not counted
+    "leukocyte", "erythrocyte", "thrombocyte", "giant_platelet", "thrombocyte_aggregate", "platelet",
+    "smudge_cell", "damaged_cell", "neutrophil_extracellular_trap", "artifact", "technically_unfit",
+    "spicule", "no_consensus_found", "haematological_structure", "region_of_interest",
+)
+_DIFF_RANK: Mapping[str, int] = MappingProxyType({n: i for i, n in enumerate(DIFFERENTIAL_ORDER)})
+
+
+def differential_rank(name: str) -> tuple[int, int, str]:
+    """Sort key for :data:`DIFFERENTIAL_ORDER` (lineage, then maturation); unknown names last, by name."""
+    if name in _DIFF_RANK:
+        return (0, _DIFF_RANK[name], "")
+    return (1, 0, name)
+
+
+def in_differential_order(names: Iterable[str]) -> list[str]:
+    """``names`` sorted by lineage and maturation (:data:`DIFFERENTIAL_ORDER`)."""
+    return sorted(names, key=differential_rank)
+
+
 def _info(name: str) -> LabelInfo:
     info = LABELS.get(name)
     if info is None:

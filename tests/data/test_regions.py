@@ -71,3 +71,81 @@ def test_an_image_smaller_than_a_field_is_counted_whole_unless_blank():
     blank = ArraySlide(np.full((400, 600, 3), BG, np.uint8), mpp=0.5)
     with pytest.raises(InputError, match="no smear area"):
         select_regions(blank, None, FieldSelectionConfig(field_size_px=2048))
+
+
+def _smear(size: int, seed: int = 0) -> np.ndarray:
+    """Background left, a monolayer band, a thick band right: fields of every verdict."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), BG, np.uint8)
+    third = size // 3
+    for n, r, color in ((size * size // 9000, 18, RBC), (size * size // 45000, 14, NUC)):
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        disk = xx**2 + yy**2 <= r * r
+        for _ in range(n):  # drawn in a small window each (fast on a large image)
+            cx, cy = int(rng.integers(third + r, 2 * third - r)), int(rng.integers(r, size - r))
+            img[cy - r : cy + r + 1, cx - r : cx + r + 1][disk] = color
+    img[:, 2 * third:] = (150, 90, 150)
+    return img
+
+
+def _flat_tiff(path, img: np.ndarray, mpp: float):  # noqa: ANN001, ANN202
+    import tifffile
+
+    res = (1e4 / mpp, 1e4 / mpp)
+    tifffile.imwrite(path, img, tile=(256, 256), compression="zlib", resolution=res,
+                     resolutionunit="CENTIMETER")
+    return path
+
+
+def test_flat_slide_overview_is_read_piece_by_piece_and_ranks_like_the_pyramid(tmp_path, monkeypatch):
+    """A single-level TIFF: the overview is read in bounded chunks (thresholds lowered here so a small
+    slide shows it; 4096^2 / 2048^2 px by default), and fields rank as on a pyramidal copy."""
+    import marrowscope.io.slides.base as base
+    from marrowscope.data.regions import plan_overview
+    from marrowscope.io.slides import open_slide
+
+    img = _smear(2048)
+    monkeypatch.setattr(base, "WHOLE_READ_PX", 300 * 300, raising=False)
+    monkeypatch.setattr(base, "CHUNK_PX", 256, raising=False)
+    cfg = FieldSelectionConfig(field_size_px=256, analysis_mpp=2.0)
+    with open_slide(_flat_tiff(tmp_path / "flat.tif", img, 0.25)) as flat:
+        assert len(flat.info.levels) == 1
+        reads: list[int] = []
+        original = type(flat).read_region
+
+        def recording(self, x, y, width, height, level=0):  # noqa: ANN001, ANN202
+            reads.append(width * height)
+            return original(self, x, y, width, height, level)
+
+        monkeypatch.setattr(type(flat), "read_region", recording)
+        flat_fields = rank_fields(flat, cfg)
+        plan = plan_overview(flat, cfg)
+    assert max(reads) <= (256 + 2 * 10) ** 2 < 2048 * 2048 and len(reads) > 16
+    assert plan.level == 0 and "only level 0" in (plan.note or "")
+    pyramid = ArraySlide(img, mpp=0.25)  # levels 1, 4, 16: the overview comes from level 1 (1 µm/px)
+    assert plan_overview(pyramid, cfg).note is None
+    pyr_fields = rank_fields(pyramid, cfg)
+    assert [f.verdict for f in sorted(flat_fields, key=lambda f: f.region.roi_id)] == [
+        f.verdict for f in sorted(pyr_fields, key=lambda f: f.region.roi_id)]
+    for a, b in zip(sorted(flat_fields, key=lambda f: f.region.roi_id),
+                    sorted(pyr_fields, key=lambda f: f.region.roi_id), strict=True):
+        assert a.region == b.region and abs(a.coverage - b.coverage) < 0.03
+
+
+def test_piecewise_resampling_equals_the_one_piece_read(monkeypatch):
+    import marrowscope.io.slides.base as base
+
+    rng = np.random.default_rng(3)
+    img = np.repeat(np.repeat(rng.integers(0, 255, (300, 411, 3), dtype=np.uint8), 3, 0), 3, 1)
+    slide = ArraySlide(img, mpp=0.25, levels=[1])
+    for mpp in (2.0, 0.7, 5.3):
+        whole = slide.read_region_mpp(13, 7, 1200, 880, mpp)
+        monkeypatch.setattr(base, "WHOLE_READ_PX", 1, raising=False)
+        monkeypatch.setattr(base, "CHUNK_PX", 100, raising=False)
+        pieces = slide.read_region_mpp(13, 7, 1200, 880, mpp)
+        monkeypatch.undo()
+        assert pieces.shape == whole.shape
+        assert np.abs(pieces.astype(int) - whole).max() <= 1
+        assert (pieces != whole).mean() < 0.01
+        thumb = slide.thumbnail(100)
+        assert max(thumb.shape[:2]) == 100

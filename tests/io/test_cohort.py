@@ -135,10 +135,26 @@ def test_bad_folders(tmp_path: Path, cohort_dir: Path) -> None:
     write_dicom_ann(_unlabelled(), only_ann / "a.dcm", source_image=src, kind="unlabeled")
     with pytest.raises(InputError, match="no DICOM slide"):
         discover_cohort(only_ann)
+
+
+def test_unreadable_files_are_listed_and_skipped(tmp_path: Path, cohort_dir: Path) -> None:
+    """One broken file never hides the rest of the cohort: it is named in ``unreadable``/``problems``."""
+    before = discover_cohort(cohort_dir)
     bad = cohort_dir / "dicom" / "AAA" / "broken.dcm"
     bad.write_bytes(b"\x00" * 10)
-    with pytest.raises(InputError, match="broken.dcm"):
-        discover_cohort(cohort_dir)
+    empty = cohort_dir / "dicom" / "empty.dcm"
+    empty.write_bytes(b"")
+    cohort = discover_cohort(cohort_dir)
+    assert [p.slide_id for p in cohort] == [p.slide_id for p in before]
+    assert [u.path for u in cohort.unreadable] == sorted([str(bad), str(empty)])
+    assert "empty (0 bytes)" in {u.path: u.problem for u in cohort.unreadable}[str(empty)]
+    assert any("broken.dcm" in line for line in cohort.problems)
+    # a folder with only broken files: the error names them
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "x.dcm").write_bytes(b"")
+    with pytest.raises(InputError, match="x.dcm: file is empty"):
+        discover_cohort(only_bad)
 
 
 def test_with_real_dicom_wsi(tmp_path: Path) -> None:

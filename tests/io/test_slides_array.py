@@ -86,3 +86,45 @@ def test_open_slide_array_and_png(tmp_path) -> None:
 def test_thumbnail() -> None:
     t = ArraySlide(_gradient(), levels=3).thumbnail(50)
     assert max(t.shape[:2]) <= 50
+
+
+def _png_claiming(path, width: int, height: int) -> None:  # noqa: ANN001
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_image_above_pillows_bomb_limit_opens(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A slide-sized PNG is legitimate input: Pillow's decompression-bomb guard (here lowered so the test
+    stays small; ~179 Mpx by default, e.g. 16384 x 16384) does not stop a file the user named."""
+    from PIL import Image
+
+    img = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    p = tmp_path / "big.png"
+    Image.fromarray(img).save(p)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with open_slide(p, mpp=0.25) as s:
+        np.testing.assert_array_equal(s.read_region(0, 0, 400, 300), img)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own limit is left as it was
+
+
+def test_image_beyond_the_bound_is_a_clear_error_before_decoding(tmp_path) -> None:  # noqa: ANN001
+    from marrowscope.io.slides import MAX_IMAGE_PIXELS
+
+    p = tmp_path / "bomb.png"
+    _png_claiming(p, 100_000, 100_000)
+    assert MAX_IMAGE_PIXELS < 100_000**2
+    with pytest.raises(InputError, match=r"100000 x 100000 px .*tiled pyramidal TIFF"):
+        open_slide(p, mpp=0.25)
+    _png_claiming(p, 2_000, 2_000)  # within the bound, but its pixel data is missing
+    with pytest.raises(InputError, match="cannot read this image"):
+        open_slide(p, mpp=0.25)

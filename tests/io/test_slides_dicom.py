@@ -305,3 +305,33 @@ def test_jpeg_quality_and_422_subsampling(tmp_path: Path) -> None:
     assert sizes[40] < 0.7 * sizes[95]
     with pytest.raises(InputError, match="jpeg_quality"):
         write_dicom_wsi(img, tmp_path / "bad", mpp=0.5, slide_id="q", patient_id="q", jpeg_quality=0)
+
+
+def _without_pixel_spacing(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    for f in dest.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+        ds.save_as(f)
+    return dest
+
+
+def test_slide_without_pixel_spacing_opens_with_mpp(written, tmp_path: Path) -> None:
+    """No PixelSpacing in the header: --mpp gives the size; without it the slide opens with mpp None."""
+    img, ref = written
+    bare = _without_pixel_spacing(ref.folder, tmp_path / "bare")
+    with open_slide(bare, mpp=0.25) as s, open_slide(ref.folder) as orig:
+        assert [lv.downsample for lv in s.info.levels] == [lv.downsample for lv in orig.info.levels]
+        assert s.info.mpp == 0.25 and [lv.mpp for lv in s.info.levels] == [0.25 * lv.downsample
+                                                                           for lv in orig.info.levels]
+        assert "marrowscope.dicom_mpp" not in s.info.properties
+        for level in range(3):
+            np.testing.assert_array_equal(s.read_region(0, 0, 200, 100, level),
+                                          orig.read_region(0, 0, 200, 100, level))
+        assert s.read_region_mpp(0, 0, 400, 200, mpp=0.5).shape == (100, 200, 3)
+    with open_slide(bare) as s:
+        assert s.info.mpp is None and all(lv.mpp is None for lv in s.info.levels)
+        assert "PixelSpacing" in s.info.properties["marrowscope.mpp_missing"]
+    for f in ref.folder.glob("*.dcm"):  # the files themselves are left as they were
+        assert "PixelSpacing" in pydicom.dcmread(f, stop_before_pixels=True).SharedFunctionalGroupsSequence[
+            0].PixelMeasuresSequence[0]

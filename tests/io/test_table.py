@@ -36,7 +36,7 @@ def _ann(slide_id: str = "s1") -> CellAnnotations:
 def test_columns() -> None:
     df = cells_to_frame(_ann())
     assert list(df.columns) == [
-        "slide_id", "cell_id", "roi_id", "x1", "y1", "x2", "y2", "label", "score",
+        "slide_id", "cell_id", "detection_id", "roi_id", "frame", "x1", "y1", "x2", "y2", "label", "score",
         "prob_myeloblast", "prob_lymphoblast", "session_labels",
     ]
     assert df["cell_id"].tolist()[0] == 7 and df["cell_id"].isna().tolist() == [False, True, False]
@@ -59,7 +59,7 @@ def test_round_trip_parquet_and_csv(tmp_path: Path) -> None:
     )
     from_csv = read_cell_table(csv_path)
     assert from_csv.cells == ann.cells and from_csv.slide_id == "s1"
-    assert pd.read_csv(csv_path).shape == (3, 12)
+    assert pd.read_csv(csv_path).shape == (3, 14)
     names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".marrowscope-owned")
     assert names == ["s1.cells.csv", "s1.cells.parquet"]
 

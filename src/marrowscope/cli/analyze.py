@@ -92,9 +92,10 @@ def analyze(
         if s.status == "failed":
             typer.echo(f"FAILED  {s.slide_id or s.source}: {s.reason}", err=True)
         else:
-            blast = "" if s.blast_pct is None else f"blasts {100 * s.blast_pct:.1f} %"
-            dx = f", suggestion {s.suggestion}" if s.suggestion else ""
-            typer.echo(f"{s.status:<7} {s.slide_id}: {s.n_counted} cells, {blast}{dx}")
+            blast = "" if s.blast_fraction is None else f"blasts {100 * s.blast_fraction:.1f} %"
+            dx = f", suggestion {s.headline}" if s.suggestion else ""
+            warn = f" [warnings: {', '.join(s.warnings)}]" if s.warnings else ""
+            typer.echo(f"{s.status:<7} {s.slide_id}: {s.n_counted} cells, {blast}{dx}{warn}")
     n_failed = len(summary.failures)
     typer.echo(f"{summary.n_done} analysed, {summary.n_skipped} already done, {n_failed} failed; "
                f"index: {summary.index}")

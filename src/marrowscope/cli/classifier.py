@@ -16,6 +16,14 @@ _ARCH_HELP = "msresnet_s, msresnet_m, tv:<name> or timm:<name>."
 _EVAL_OUT_HELP = "Output folder: metrics.json, confusion.png, predictions.csv."
 
 
+def _precision(value: str) -> str:
+    from marrowscope.errors import InputError
+
+    if value not in ("fp32", "bf16", "fp16"):
+        raise InputError("--precision", f"{value!r} is not fp32, bf16 or fp16")
+    return value
+
+
 @train_app.command("classifier")
 def train_classifier_cmd(
     dataset: str = typer.Option(..., "--dataset", help=_DATASET_HELP),
@@ -47,13 +55,14 @@ def train_classifier_cmd(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of decoded crops."),
     eval_every: int = typer.Option(5, "--eval-every", callback=params.POSITIVE),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore an existing checkpoint."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (mixed precision)."),
 ) -> None:
-    """Train a cell classifier (resumes from OUT/checkpoint.pt)."""
+    """Train a cell classifier (resumes from OUT/checkpoint.pt); under torchrun, on every process."""
     from marrowscope.engines.train_classifier import TrainConfig, train_from_dataset
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, balance=balance, logit_adjust=logit_adjust,
                       seed=seed, num_threads=threads, device=device, max_minutes=max_minutes,
-                      eval_every=eval_every)
+                      eval_every=eval_every, precision=_precision(precision))
     res = train_from_dataset(dataset, out, scheme=scheme, arch=arch, input_size=input_size, mpp=mpp,
                              config=cfg, val_fraction=val_fraction, split_seed=seed, src_mpp=src_mpp,
                              cache_dir=cache_dir, resume=not no_resume)

@@ -66,10 +66,16 @@ def train_detector_cmd(
         help="Start from these detector weights (same classes and scale), e.g. to fine-tune."),
     backbone_weights: Path | None = typer.Option(
         None, "--backbone-weights", help="Optional local ImageNet state dict for the backbone."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (mixed precision)."),
+    workers: int = typer.Option(0, "--workers", min=0,
+                                help="DataLoader processes augmenting ahead (same results for any number)."),
 ) -> None:
-    """Train a Faster R-CNN cell detector (from scratch by default); resumes from OUT/last.pt."""
+    """Train a Faster R-CNN cell detector (from scratch by default); resumes from OUT/last.pt.
+    Under ``torchrun --nproc_per_node N -m marrowscope train detector ...`` each process trains on its
+    share of every batch (DistributedDataParallel); rank 0 writes the checkpoints."""
     from dataclasses import replace
 
+    from marrowscope.cli.classifier import _precision
     from marrowscope.data import detection_datasets as dd
     from marrowscope.engines.train_detector import (
         DetectorTrainConfig,
@@ -117,6 +123,7 @@ def train_detector_cmd(
         )
     if recipe is not None and epochs is not None:  # e.g. a longer schedule on a GPU
         cfg = replace(cfg, epochs=epochs)
+    cfg = replace(cfg, precision=_precision(precision), workers=workers)
     typer.echo(f"training {cfg.arch} on {len(train)} images (validation {len(val)}), classes "
                f"{', '.join(cfg.classes)}, {cfg.epochs} epochs at {cfg.mpp} µm/px -> {out}", err=True)
     res = train_detector(train, val, cfg, out, resume=not no_resume)

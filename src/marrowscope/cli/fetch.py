@@ -42,11 +42,33 @@ def fetch(
                                  help="Give up after this many seconds (0 = no limit)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     series: bool = typer.Option(False, "--series", help="With --list --json: include every series."),
+    rois_only: bool = typer.Option(False, "--rois-only",
+                                   help="Annotation series and only the ROI regions of the slides, over "
+                                        "DICOMweb (--dicomweb URL): a few MB per slide instead of GBs."),
+    dicomweb: str = typer.Option(None, "--dicomweb", help="DICOMweb root URL for --rois-only "
+                                                          "(e.g. http://host:8042/dicom-web)."),
+    roi_mpp: list[float] = typer.Option([], "--roi-mpp",
+                                        help="With --rois-only: also store each ROI at this µm/px "
+                                             "(repeatable; e.g. 0.25 and 0.45)."),
 ) -> None:
     """List or download the BoneMarrowWSI-PediatricLeukemia collection from NCI IDC (annotations first).
 
     Downloads resume (complete series are skipped). Offline it stops within seconds with a clear error.
     """
+    if rois_only:
+        from marrowscope.data.roi_fetch import fetch_rois
+        from marrowscope.errors import InputError
+
+        if not dicomweb:
+            raise InputError("--rois-only", "give the DICOMweb server with --dicomweb URL")
+        res = fetch_rois(dicomweb, out, patients=_split(patient) or None, mpps=roi_mpp,
+                         timeout=timeout or 60.0, progress=True)
+        for w in res.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        mb = res.patch_bytes / 1e6
+        typer.echo(f"{len(res.patients)} patient(s): {res.annotation_files} annotation file(s) under "
+                   f"{out}/dicom, {res.patches} ROI patch(es) ({mb:.1f} MB) under {out}/rois")
+        return
     from marrowscope.io import idc
 
     catalog = idc.load_catalog()

@@ -30,6 +30,8 @@ _COMMAND_MODULES = (
     "diagnosis",
     "models",
     "analyze",
+    "reproduce",
+    "export",
     "review",
 )
 

@@ -383,7 +383,7 @@ def load_image_dataset(
 
 def load_slide_dataset(
     fmt: str, root: str | Path, classes: Sequence[str], *, mpp: float, size: int, scheme: Any = None,
-    progress: bool = False, keep_all: bool = False, soft_sessions: bool = True,
+    progress: bool = False, keep_all: bool = False, soft_sessions: bool = True, cache: Any = None,
 ) -> tuple[CropSet, dict[str, int]]:
     """Consensus-labelled cells of a cohort folder (``cohort``: an IDC download + dataset CSVs;
     ``synth``: the synthetic cohort in the same layout), cropped from the slides at the contract.
@@ -392,7 +392,8 @@ def load_slide_dataset(
     whose per-session expert labels are known gets a SOFT target (the votes' mean); otherwise its
     consensus label gives the target. Cells labelled ``no_consensus_found`` or without a label are
     skipped and counted. ``keep_all`` keeps cells whose label maps to no class (all-zero target rows),
-    for evaluation, where they are reported.
+    for evaluation, where they are reported. ``cache`` (a :class:`~marrowscope.data.patches.PatchStore`):
+    crops come from its ROI patches (the slide is opened only for a slide with cells outside them).
     """
     from tqdm import tqdm
 
@@ -450,8 +451,16 @@ def load_slide_dataset(
             groups.append(pi)
             ids.append(f"{entry.patient_id}/{cell.cell_id if cell.cell_id is not None else len(ids)}")
         if keep:
-            with open_slide(list(entry.slide_files)) as slide:
-                images.append(crops_from_slide(slide, keep, mpp=mpp, size=size))
+            crops = None
+            if cache is not None:
+                try:
+                    crops = cache.crops(keep, slide_id=entry.slide_id, mpp=mpp, size=size)
+                except KeyError as e:
+                    log.info("%s; its crops are read from the slide", e)
+            if crops is None:
+                with open_slide(list(entry.slide_files)) as slide:
+                    crops = crops_from_slide(slide, keep, mpp=mpp, size=size)
+            images.append(crops)
     if not rows:
         raise InputError(root, f"no labelled cell maps to the classes {list(classes)} (skipped: {skipped})")
     cs = CropSet(

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from marrowscope.errors import InputError
 logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("voc", "yolo", "coco", "cohort")
+_CACHE_CONTEXT_UM = 25.0  # the patch cache's default context margin
 
 
 load_rgb = load_image_rgb  # an image file as RGB uint8 (H, W, 3); kept as this module's public name
@@ -210,13 +212,26 @@ def _roi_loader(slide_files: tuple[str, ...], box: tuple[int, int, int, int]) ->
     return load
 
 
+def _cached_loader(store: Any, entry: Any) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        return np.asarray(store.roi_image(entry))
+
+    return load
+
+
 def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
-                   patients: Sequence[str] | None = None) -> list[DetectionSample]:
+                   patients: Sequence[str] | None = None, cache: Any = None,
+                   cache_mpp: float | None = None, cache_context_um: float | None = None
+                   ) -> list[DetectionSample]:
     """Every ROI of a cohort folder (IDC-style download or the synthetic cohort) as one sample.
 
     All boxes inside the ROI, labelled (consensus) and unlabelled, become the model's one class, as in
     the pediatric dataset's detection task. Boxes come from the DICOM ANN series, else from the dataset
-    CSVs. The group is the patient, so splits keep a patient's ROIs together."""
+    CSVs. The group is the patient, so splits keep a patient's ROIs together.
+
+    ``cache`` (a :class:`~marrowscope.data.patches.PatchStore`) with ``cache_mpp``: ROIs with a cached
+    patch at that scale are read from the cache (boxes scaled to it, ``mpp`` = ``cache_mpp``) instead of
+    the slide."""
     from marrowscope.cells import Box
     from marrowscope.io.cohort import discover_cohort, load_patient_annotations
 
@@ -254,6 +269,26 @@ def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
             roi_ann = CellAnnotations(cells=tuple(cells), slide_id=f"{entry.slide_id}_roi{region.roi_id}",
                                       width=w, height=h, mpp=entry.mpp, source=str(root),
                                       extra={"patient_id": entry.patient_id, "roi": str((x1, y1, x2, y2))})
+            cached = None
+            if cache is not None and cache_mpp is not None:
+                from marrowscope.data.patches import patch_key, slide_fingerprint
+
+                key = patch_key(slide_fingerprint(entry), rb.as_tuple(), cache_mpp,
+                                _CACHE_CONTEXT_UM if cache_context_um is None else cache_context_um)
+                cached = cache.entries.get(key)
+            if cached is not None:
+                f = 1.0 / cached.scale
+                wx, wy, ww, wh = cached.roi_window()
+                ox, oy = cached.to_patch(x1, y1)
+                dx, dy = ox - wx, oy - wy  # the ROI window starts at a whole patch pixel
+                scaled = tuple(replace(c, box=Box(min(ww, c.box.x1 * f + dx), min(wh, c.box.y1 * f + dy),
+                                                  min(ww, c.box.x2 * f + dx), min(wh, c.box.y2 * f + dy)))
+                               for c in cells)
+                out.append(DetectionSample(
+                    image_id=roi_ann.slide_id or "",
+                    annotations=replace(roi_ann, cells=scaled, width=ww, height=wh, mpp=cached.mpp),
+                    group=entry.patient_id, mpp=cached.mpp, loader=_cached_loader(cache, cached)))
+                continue
             out.append(DetectionSample(
                 image_id=roi_ann.slide_id or "", annotations=roi_ann, group=entry.patient_id, mpp=entry.mpp,
                 loader=_roi_loader(tuple(str(f) for f in entry.slide_files), (x1, y1, x2, y2)),

@@ -3,6 +3,12 @@
 A good counting field in an aspirate smear is a *monolayer*: cells spread out, not piled up, not too
 sparse. Fields are ranked on a low-resolution overview by two stain fractions: the share of the field
 covered by stained material (cells and red cells) and the share of nuclear (dark purple) stain.
+
+The overview is at most ``max_overview_px`` on its longer side whatever the slide's size or pyramid: it
+is read from the coarsest level fine enough, and a slide without low-resolution levels (a flat TIFF/SVS,
+only level 0) is read from that level piece by piece and shrunk as it goes
+(:meth:`SlideReader.read_region_mpp`), so memory does not grow with the slide; :func:`plan_overview`
+says when that happens (it is slower: every level-0 pixel is decoded once).
 """
 
 from __future__ import annotations
@@ -29,6 +35,47 @@ class FieldSelectionConfig:
     ideal_coverage: float = 0.40
     min_nuclear: float = 0.004  # fields without nuclei are not worth counting
     max_fields: int = 64
+
+
+@dataclass(frozen=True)
+class OverviewPlan:
+    """How the field-ranking overview is read: at ``mpp`` from pyramid ``level`` (``level_mpp``)."""
+
+    mpp: float
+    width: int
+    height: int
+    level: int
+    level_mpp: float
+    n_levels: int
+
+    @property
+    def from_fine_level(self) -> bool:
+        """The slide has no level near the overview scale: the level read is over 4x finer per side."""
+        return self.level_mpp * 4 < self.mpp
+
+    @property
+    def note(self) -> str | None:
+        """One line for the log and the summary when the slide lacks low-resolution levels."""
+        if not self.from_fine_level:
+            return None
+        what = "only level 0" if self.n_levels == 1 else f"no low-resolution level near {self.mpp:.3g} µm/px"
+        return (f"the slide has {what}: field selection read a {self.width} x {self.height} px overview at "
+                f"{self.mpp:.3g} µm/px tile by tile from level {self.level} ({self.level_mpp:.3g} µm/px; "
+                "slower, memory stays bounded)")
+
+
+def plan_overview(slide: SlideReader, cfg: FieldSelectionConfig | None = None) -> OverviewPlan:
+    """The scale and pyramid level of the field-ranking overview of ``slide``."""
+    cfg = cfg or FieldSelectionConfig()
+    info = slide.info
+    if info.mpp is None:
+        raise InputError(info.path, "slide has no pixel size; pass --mpp")
+    extent_um = max(info.width, info.height) * info.mpp
+    mpp = max(cfg.analysis_mpp, extent_um / cfg.max_overview_px, info.mpp)
+    level = info.level_for_mpp(mpp)
+    w = max(1, round(info.width * info.mpp / mpp))
+    h = max(1, round(info.height * info.mpp / mpp))
+    return OverviewPlan(mpp, w, h, level.index, info.mpp * level.downsample, len(info.levels))
 
 
 @dataclass(frozen=True)
@@ -71,11 +118,10 @@ def rank_fields(slide: SlideReader, cfg: FieldSelectionConfig | None = None) -> 
     """Every field of the slide's grid with its quality, best first (monolayer fields before others)."""
     cfg = cfg or FieldSelectionConfig()
     info = slide.info
-    if info.mpp is None:
-        raise InputError(info.path, "slide has no pixel size; pass --mpp")
-    extent_um = max(info.width, info.height) * info.mpp
-    mpp = max(cfg.analysis_mpp, extent_um / cfg.max_overview_px, info.mpp)
-    overview = slide.read_region_mpp(0, 0, info.width, info.height, mpp)
+    plan = plan_overview(slide, cfg)
+    if plan.note is not None:
+        log.info("%s: %s", info.slide_id, plan.note)
+    overview = slide.read_region_mpp(0, 0, info.width, info.height, plan.mpp)
     stained, nuclear = stain_masks(overview)
     scale = overview.shape[1] / info.width  # overview px per level-0 px
     fs = cfg.field_size_px

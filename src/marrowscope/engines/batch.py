@@ -3,8 +3,9 @@
 Each source may be a slide file (MRXS/SVS/TIFF/image), a DICOM file or a DICOM folder: a folder is
 searched for DICOM slides with :func:`marrowscope.io.cohort.discover_cohort` (an IDC download or a
 ``marrowscope synth`` cohort holds many), and each slide's DICOM ANN ROI series (or the cohort's ROI
-CSV) gives its annotated regions. A slide whose ``out_dir/<slide_id>/`` holds a finished result is
-reused on a rerun only when the fingerprints of the slide and of the settings match
+CSV) gives its annotated regions. A DICOM file in a folder that cannot be read (empty, truncated) is
+reported as failed by name; the other slides go on. A slide whose ``out_dir/<slide_id>/`` holds a
+finished result is reused on a rerun only when the fingerprints of the slide and of the settings match
 (:mod:`marrowscope.engines.fingerprint`); otherwise it is redone and its status says why. Outputs appear
 only when complete (:func:`write_slide_outputs`), and only folders marrowscope wrote are ever replaced
 (:mod:`marrowscope.io.atomic`).
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from marrowscope.alerts import warning_codes
 from marrowscope.cells import CellAnnotations, Region
 from marrowscope.engines import fingerprint as fp
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
@@ -72,7 +74,7 @@ class SlideStatus:
     reason: str | None = None
     folder: str | None = None
     n_counted: int | None = None
-    blast_pct: float | None = None
+    blast_fraction: float | None = None  # a fraction (0.2 = 20 %); cohort.csv shows blast_percent
     blast_ci: tuple[float, float] | None = None
     suggestion: str | None = None
     suggestion_p: float | None = None
@@ -81,6 +83,16 @@ class SlideStatus:
     rois_from: str | None = None
     seconds: float | None = None
     redone_because: str | None = None  # a finished folder was there but could not be reused: why
+    uncertain_between: tuple[str, str] | None = None  # the suggestion's headline is "uncertain between"
+    warnings: tuple[str, ...] = ()  # warning codes (summary.json ``warnings[].code``)
+    models: tuple[str, ...] = ()  # "task name (training data kind)" per model
+
+    @property
+    def headline(self) -> str:
+        """The suggestion as the report heads it ("uncertain between A and B" below the confidence)."""
+        if self.uncertain_between is not None:
+            return f"uncertain between {self.uncertain_between[0]} and {self.uncertain_between[1]}"
+        return self.suggestion or ""
 
 
 @dataclass(frozen=True)
@@ -137,8 +149,14 @@ def _rois_from_file(path: Path) -> tuple[RoiMap, tuple[Region, ...]]:
     raise InputError(path, "ROI file must be a dataset ROI CSV (.csv) or a QuPath GeoJSON (.geojson)")
 
 
-def _dicom_jobs(folder: Path) -> list[SlideJob]:
-    """Every DICOM slide under ``folder`` with its ROI series (looking one level up for a lone series)."""
+def _unreadable_status(u: Any) -> SlideStatus:
+    """A DICOM file of a cohort folder whose header cannot be read: reported by name, the rest goes on."""
+    return SlideStatus(u.path, None, "failed", u.problem)
+
+
+def _dicom_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
+    """Every DICOM slide under ``folder`` with its ROI series (looking one level up for a lone series),
+    and a failed status for each DICOM file in it that cannot be read."""
     from marrowscope.io.cohort import PatientEntry, discover_cohort, load_patient_annotations
 
     cohort = discover_cohort(folder)
@@ -170,10 +188,31 @@ def _dicom_jobs(folder: Path) -> list[SlideJob]:
             rois, src = None, None
         jobs.append(SlideJob(str(folder), tuple(e.slide_files), e.series_uid, e.slide_id, rois, src,
                              roi_error=error))
-    return jobs
+    return jobs, [_unreadable_status(u) for u in cohort.unreadable]
 
 
-def _folder_jobs(folder: Path) -> list[SlideJob]:
+def _dicom_file_jobs(path: Path) -> list[SlideJob]:
+    """The slide of one DICOM file the user named, with its sibling instances and ROI series.
+
+    The file's own header decides: an unreadable file or a non-slide object is an error naming it;
+    unreadable files beside it are skipped (logged), never blamed on it."""
+    from marrowscope.io.slides.dicom import read_header
+
+    header = read_header(path)
+    if not header.is_slide:
+        what = header.modality or "?"
+        raise InputError(path, f"this DICOM file is not a whole-slide image (Modality {what}); "
+                               "give the slide's own files or folder")
+    folder_jobs, unreadable = _dicom_jobs(path.parent)
+    for st in unreadable:
+        log.warning("%s; skipped (beside %s)", st.reason, path.name)
+    mine = [j for j in folder_jobs if j.series_uid == header.series_uid]
+    if not mine:
+        raise InputError(path, "no slide found for this file (no VOLUME instance in its series)")
+    return mine
+
+
+def _folder_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
     """DICOM slides under ``folder``; without any, the slide files and images directly in it."""
     try:
         return _dicom_jobs(folder)
@@ -185,11 +224,12 @@ def _folder_jobs(folder: Path) -> list[SlideJob]:
                        if f.is_file() and f.suffix.lower() in OPENSLIDE_SUFFIXES + IMAGE_SUFFIXES)
         if not files:
             raise
-        return [SlideJob(str(f)) for f in files]
+        return [SlideJob(str(f)) for f in files], []
 
 
 def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[SlideStatus]]:
-    """Slides to analyse, and sources that could not even be listed (with the reason)."""
+    """Slides to analyse, and sources (or DICOM files in a source folder) that could not be read, each
+    with the reason naming the file."""
     from marrowscope.io.slides.dicom import _has_dicm_magic
 
     jobs: list[SlideJob] = []
@@ -198,17 +238,17 @@ def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[Sl
         p = Path(s)
         try:
             if p.is_dir():
-                jobs.extend(_folder_jobs(p))
+                found, unreadable = _folder_jobs(p)
+                jobs.extend(found)
+                bad.extend(unreadable)
             elif p.is_file() and (p.suffix.lower() in (".dcm", ".dicom") or _has_dicm_magic(p)):
-                folder_jobs = _dicom_jobs(p.parent)
-                jobs.extend(j for j in folder_jobs if str(p.resolve()) in {str(Path(f).resolve())
-                                                                          for f in j.slide_files})
+                jobs.extend(_dicom_file_jobs(p))
             elif not p.exists():
                 raise InputError(p, "no such file or folder")
             else:
                 jobs.append(SlideJob(str(p)))
         except InputError as e:
-            bad.append(SlideStatus(str(p), None, "failed", e.problem))
+            bad.append(SlideStatus(str(p), None, "failed", e.problem if e.path == str(p) else str(e)))
     seen: set[tuple[str, ...]] = set()
     unique = []
     for j in jobs:
@@ -262,13 +302,18 @@ def _status_from_summary(job: SlideJob, d: Mapping[str, Any], status: str, folde
     iv = diff.get("blast_interval")
     return SlideStatus(
         source=job.source, slide_id=d.get("slide", {}).get("slide_id"), status=status, folder=str(folder),
-        n_counted=diff.get("n_counted"), blast_pct=diff.get("blast_pct"),
+        n_counted=diff.get("n_counted"), blast_fraction=diff.get("blast_fraction"),
         blast_ci=None if iv is None else (float(iv[0]), float(iv[1])),
         suggestion=None if dx is None else dx.get("suggestion"),
         suggestion_p=None if dx is None else dx.get("probabilities", {}).get(dx.get("suggestion")),
         rule_baseline=None if dx is None else dx.get("rule_baseline"),
         flags=tuple(f.get("name", "") for f in diff.get("flags", [])),
         rois_from=rois_from, seconds=(d.get("run") or {}).get("seconds"),
+        uncertain_between=None if dx is None or not dx.get("uncertain_between") else
+        (str(dx["uncertain_between"][0]), str(dx["uncertain_between"][1])),
+        warnings=warning_codes(w for w in d.get("warnings", []) if isinstance(w, Mapping)),
+        models=tuple(f"{m.get('task')} {m.get('name')} ({m.get('training_data_kind', 'unknown')})"
+                     for m in (d.get("run") or {}).get("models", [])),
     )
 
 
@@ -534,13 +579,16 @@ def _write_batch_summary(out: Path, statuses: Sequence[SlideStatus], cfg: Analys
 
 
 COHORT_COLUMNS: tuple[str, ...] = (
-    "slide_id", "status", "n_counted", "blast_pct", "blast_ci_low", "blast_ci_high", "flags", "suggestion",
-    "suggestion_probability", "rule_baseline", "regions", "report", "reason", "source",
+    "slide_id", "status", "n_counted", "blast_percent", "blast_ci_low_percent", "blast_ci_high_percent",
+    "flags", "suggestion", "suggestion_probability", "headline", "rule_baseline", "warnings", "models",
+    "regions", "report", "reason", "source",
 )
 
 
 def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
-    """One row per slide: counts, blast % with its interval, the suggestion and the rule baseline."""
+    """One row per slide: counts, blast percent with its interval (percents: ``*_percent`` columns), the
+    suggestion and its headline, the rule baseline, the warning codes and the models with their
+    training data."""
     import csv
     import io
 
@@ -550,11 +598,12 @@ def write_cohort_csv(path: Path, statuses: Sequence[SlideStatus]) -> Path:
     for s in statuses:
         w.writerow(escape_row([  # a slide id like =HYPERLINK(...) must not become a live formula
             s.slide_id or "", s.status, "" if s.n_counted is None else s.n_counted,
-            "" if s.blast_pct is None else f"{100 * s.blast_pct:.2f}",
+            "" if s.blast_fraction is None else f"{100 * s.blast_fraction:.2f}",
             "" if s.blast_ci is None else f"{100 * s.blast_ci[0]:.2f}",
             "" if s.blast_ci is None else f"{100 * s.blast_ci[1]:.2f}",
             ";".join(s.flags), s.suggestion or "",
-            "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.rule_baseline or "",
+            "" if s.suggestion_p is None else f"{s.suggestion_p:.3f}", s.headline, s.rule_baseline or "",
+            ";".join(s.warnings), ";".join(s.models),
             s.rois_from or "", "" if s.folder is None else f"{Path(s.folder).name}/report.html",
             s.reason or "", s.source,
         ]))

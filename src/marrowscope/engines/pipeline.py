@@ -13,14 +13,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from marrowscope import __version__, taxonomy
+from marrowscope import __version__, alerts, taxonomy
+from marrowscope.alerts import ResultWarning
 from marrowscope.cells import Box, Cell, CellAnnotations
 from marrowscope.counting import Differential, compute_differential
-from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, select_regions
+from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, plan_overview, select_regions
 from marrowscope.engines.classify import classify_cells
 from marrowscope.engines.detect import TileDetector, detect_region
 from marrowscope.errors import InputError
@@ -74,21 +76,46 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
     from marrowscope.models.detector import load_detector
     from marrowscope.models.diagnosis import load_diagnosis_model
     from marrowscope.models.registry import resolve_model
-    from marrowscope.models.weights import sha256_file
 
     refs = []
     det = load_detector(cfg.detector, device=device)
     p, _ = resolve_model(cfg.detector, task="detector")
-    refs.append(ModelRef(str(cfg.detector), "detector", str(p), sha256_file(p)))
+    refs.append(model_ref(str(cfg.detector), "detector", p))
     clf = load_classifier(cfg.classifier, device=device)
     p, _ = resolve_model(cfg.classifier, task="classifier")
-    refs.append(ModelRef(str(cfg.classifier), "classifier", str(p), sha256_file(p)))
+    refs.append(model_ref(str(cfg.classifier), "classifier", p))
     diag = None
     if cfg.diagnosis:
         p, sha = resolve_model(cfg.diagnosis, task="diagnosis")
         diag = load_diagnosis_model(p, sha256=sha)
-        refs.append(ModelRef(str(cfg.diagnosis), "diagnosis", str(p), sha256_file(p)))
+        refs.append(model_ref(str(cfg.diagnosis), "diagnosis", p))
     return Models(det, clf, diag, tuple(refs))
+
+
+def model_ref(name: str, task: str, path: str | Path) -> ModelRef:
+    """A :class:`ModelRef` for the model file at ``path``: its hash and what it was trained on."""
+    from marrowscope.models.provenance import training_data_of
+    from marrowscope.models.weights import sha256_file
+
+    td = training_data_of(path, task)
+    return ModelRef(name, task, str(path), sha256_file(path), td.description, td.kind, td.datasets)
+
+
+def model_warnings(refs: Sequence[ModelRef]) -> list[ResultWarning]:
+    """A warning for every model trained only on synthetic data, and for every model that does not say."""
+    out = []
+    synth = [m for m in refs if m.training_data_kind == "synthetic"]
+    if synth:
+        names = ", ".join(f"{m.task} {m.name}" for m in synth)
+        out.append(ResultWarning(alerts.SYNTHETIC_MODEL.code, (
+            f"trained only on synthetic data: {names}. The differential and diagnosis are not meaningful "
+            "for a real slide; use models trained on real marrow (marrowscope models lists them)")))
+    unknown = [m for m in refs if m.training_data_kind == "unknown"]
+    if unknown:
+        names = ", ".join(f"{m.task} {m.name}" for m in unknown)
+        out.append(ResultWarning(alerts.UNKNOWN_TRAINING_DATA.code, (
+            f"no training-data description for: {names}; how far its output can be trusted is unknown")))
+    return out
 
 
 def _detector_threshold(det: TileDetector, cfg: AnalysisConfig) -> float:
@@ -133,7 +160,7 @@ def _count_region(
         # centre rule: a cell belongs to the region holding its centre, and to the first such region
         if not box.contains_point(cx, cy) or any(t.contains_point(cx, cy) for t in taken):
             continue
-        cells.append(Cell(box=cb, score=float(s), roi_id=fq.region.roi_id, cell_id=next_id + len(cells)))
+        cells.append(Cell(box=cb, score=float(s), roi_id=fq.region.roi_id, detection_id=next_id + len(cells)))
     if not cells:
         return []
     t1 = time.perf_counter()
@@ -176,9 +203,10 @@ def class_labels(classes: Sequence[str], scheme: str | None = None) -> dict[str,
     return out
 
 
-def _differential(cells: Sequence[Cell]) -> Differential:
+def _differential(cells: Sequence[Cell], max_cells: int = 5000) -> Differential:
     uncertain = sum(1 for c in cells if c.label is None)
-    return compute_differential([c.label for c in cells if c.label is not None], uncertain=uncertain)
+    return compute_differential([c.label for c in cells if c.label is not None], uncertain=uncertain,
+                                max_cells=max_cells)
 
 
 def _needs_more(diff: Differential, cfg: AnalysisConfig) -> bool:
@@ -191,38 +219,55 @@ def _needs_more(diff: Differential, cfg: AnalysisConfig) -> bool:
     return any(f.cells_needed is not None and 0 < f.cells_needed <= room for f in diff.flags)
 
 
-def diagnose(diff: Differential, model: Any, name: str) -> DiagnosisResult:
-    """Diagnosis probabilities from the differential's counts, with the rule baseline beside them."""
+def diagnose(diff: Differential, model: Any, name: str, confidence: float | None = None) -> DiagnosisResult:
+    """Diagnosis probabilities from the differential's counts, with the rule baseline beside them.
+
+    The rules are applied as they are (they need no fitting) and explain their own decision. Below
+    ``confidence`` (default :data:`~marrowscope.models.diagnosis.SUGGESTION_CONFIDENCE`) the suggestion
+    is "uncertain between" the two most likely diagnoses."""
     import pandas as pd
 
-    from marrowscope.models.diagnosis import RuleBaseline
+    from marrowscope.models.diagnosis import SUGGESTION_CONFIDENCE, RuleBaseline, outcome_classes
 
     counts = {k: float(v) for k, v in diff.counts.items()}
     model_counts, unused = model_columns(counts, tuple(getattr(model, "input_columns", ()) or ()))
     probs = model.predict_proba_table(pd.DataFrame([model_counts]))[0]
-    row = pd.DataFrame([counts])
     classes = tuple(str(c) for c in model.classes)
     suggestion = classes[int(np.argmax(probs))]
-    # the rules only need the class names; fit them on one row per class
-    table = pd.DataFrame([counts] * len(classes))
-    rules = RuleBaseline().fit(table, list(classes))
-    outcome = str(rules.rule_outcomes(row)[0])
-    rule_class = str(rules.predict(row)[0])
-    reason = (
-        f"rule '{outcome}': blasts {100 * diff.blast_pct:.1f} % "
-        f"(lymphoid {100 * diff.lymphoid_blast_pct:.1f} %, "
-        f"myeloid incl. equivalents {100 * diff.myeloid_blast_pct:.1f} %); thresholds ALL ≥ 25 % lymphoid "
-        "blasts, AML ≥ 20 % myeloid blasts, CML: left-shifted granulopoiesis with basophilia/eosinophilia"
-    )
+    decision = RuleBaseline().explain(counts)
+    rule_class = str(outcome_classes(classes)[decision.outcome])
+    threshold = SUGGESTION_CONFIDENCE if confidence is None else confidence
+    top2 = [classes[i] for i in np.argsort(-probs, kind="stable")[:2]]
+    between = (top2[0], top2[1]) if len(top2) == 2 and float(np.max(probs)) < threshold else None
     return DiagnosisResult(
         model=name,
         classes=classes,
         probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
         suggestion=suggestion,
         rule_baseline=rule_class,
-        rule_reason=reason,
+        rule_reason=decision.reason,
         unused_labels=unused,
+        rule_outcome=decision.outcome,
+        rule_values=dict(decision.values),
+        confidence_threshold=threshold,
+        uncertain_between=between,
     )
+
+
+def diagnosis_warnings(dx: DiagnosisResult) -> list[ResultWarning]:
+    """Warnings that stand beside the diagnosis: a weak suggestion, a rule that disagrees."""
+    out = []
+    if dx.uncertain_between is not None:
+        a, b = dx.uncertain_between
+        out.append(ResultWarning(alerts.UNCERTAIN_DIAGNOSIS.code, (
+            f"uncertain between {a} ({100 * dx.probabilities[a]:.0f} %) and {b} "
+            f"({100 * dx.probabilities[b]:.0f} %): no diagnosis reaches "
+            f"{100 * dx.confidence_threshold:.0f} %")))
+    if dx.rule_baseline != dx.suggestion:
+        out.append(ResultWarning(alerts.RULE_DISAGREES.code, (
+            f"the model suggests {dx.suggestion}, the rule baseline {dx.rule_baseline} "
+            f"({dx.rule_reason})")))
+    return out
 
 
 def _role(label: str) -> tuple[bool, ...]:
@@ -277,6 +322,49 @@ def model_columns(
     return out, tuple(sorted(unused))
 
 
+def slide_frame(slide: SlideReader) -> tuple[str, tuple[float, float] | None]:
+    """The frame of the slide's level-0 pixels and the (dx, dy) that takes them to the dataset CSV frame.
+
+    DICOM slides of the dataset are the MRXS canvas shifted by the OpenSlide bounds (dataset.md §3.3):
+    frame ``"dicom"``, offset = the bounds (None when the header does not carry them). An MRXS read with
+    OpenSlide is the CSV frame itself (offset 0, 0). Any other slide: ``"level0"``, no dataset frame."""
+    from marrowscope.io.annotations.bmdeep_csv import CSV_FRAME, DICOM_FRAME
+
+    info = slide.info
+    if info.format == "dicom":
+        props = info.properties
+        if props.get("openslide.bounds-x") is None and props.get("openslide.bounds-y") is None:
+            return DICOM_FRAME, None
+        from marrowscope.io.annotations.bmdeep_csv import csv_to_dicom_offset
+
+        dx, dy = csv_to_dicom_offset(info)
+        return DICOM_FRAME, (-dx + 0.0, -dy + 0.0)
+    if info.format == "mrxs" or str(info.path).lower().endswith(".mrxs"):
+        return CSV_FRAME, (0.0, 0.0)
+    return "level0", None
+
+
+def match_annotated_ids(cells: Sequence[Cell], annotated: Sequence[Cell], min_iou: float = 0.5) -> list[Cell]:
+    """Give each detected cell the dataset ``cell_id`` of the annotated cell it overlaps one-to-one
+    (Hungarian matching on IoU, torchvision ``box_iou`` + scipy ``linear_sum_assignment``; pairs below
+    ``min_iou`` stay unmatched). Both in the same level-0 frame."""
+    import torch
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_iou
+
+    ann = [a for a in annotated if a.cell_id is not None]
+    if not cells or not ann:
+        return list(cells)
+    iou = box_iou(torch.tensor([c.box.as_tuple() for c in cells], dtype=torch.float64),
+                  torch.tensor([a.box.as_tuple() for a in ann], dtype=torch.float64)).numpy()
+    rows, cols = linear_sum_assignment(-iou)
+    out = list(cells)
+    for r, c in zip(rows, cols, strict=True):
+        if iou[r, c] >= min_iou:
+            out[r] = replace(out[r], cell_id=ann[c].cell_id)
+    return out
+
+
 def analyze_slide(
     slide: SlideReader,
     models: Models,
@@ -286,7 +374,8 @@ def analyze_slide(
 ) -> SlideResult:
     """Count cells on ``slide`` region by region until the differential is complete, then diagnose.
 
-    ``annotations``: the slide's annotated ROIs (only ``regions`` are used); all of them are counted.
+    ``annotations``: the slide's annotated ROIs (all of them are counted) and, when it has cells, the
+    annotated cells whose dataset ``cell_id`` the matching detections carry (:func:`match_annotated_ids`).
     Without ROIs, monolayer fields are counted best first until ``cfg.target_cells`` countable cells
     (more while the blast interval straddles a threshold, up to ``cfg.max_cells``).
 
@@ -300,18 +389,22 @@ def analyze_slide(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     info = slide.info
     if info.mpp is None:
-        raise InputError(info.path, "slide has no pixel size (µm/px); pass it with --mpp, e.g. --mpp 0.25")
+        why = info.properties.get("marrowscope.mpp_missing")
+        raise InputError(info.path, "slide has no pixel size (µm/px)" + (f": {why}" if why else "")
+                         + "; pass it with --mpp, e.g. --mpp 0.25")
     rois = annotations if (cfg.use_annotated_rois and annotations is not None) else None
     regions = select_regions(slide, rois, cfg.fields)
     t_regions = time.perf_counter() - t0
     cells: list[Cell] = []
     done: list[RegionResult] = []
     taken: list[Box] = []
-    warnings: list[str] = []
+    warnings: list[ResultWarning] = []
     timings: dict[str, float] = {}
     annotated = bool(rois is not None and rois.regions)
+    if not annotated and (note := plan_overview(slide, cfg.fields).note) is not None:
+        warnings.append(ResultWarning(alerts.NO_LOW_RES_LEVEL.code, note))
     for i, fq in enumerate(regions):
-        if not annotated and done and not _needs_more(_differential(cells), cfg):
+        if not annotated and done and not _needs_more(_differential(cells, cfg.max_cells), cfg):
             break
         new = _count_region(slide, fq, models, cfg, taken, next_id=len(cells), timings=timings)
         taken.append(fq.region.box)
@@ -328,7 +421,8 @@ def analyze_slide(
             )
         )
         if not new:
-            warnings.append(f"region {fq.region.roi_id} ({done[-1].source}) has no cells")
+            warnings.append(ResultWarning(alerts.EMPTY_REGION.code,
+                                          f"region {fq.region.roi_id} ({done[-1].source}) has no cells"))
         if progress is not None:
             progress(i + 1, len(regions))
     t_count = time.perf_counter() - t0 - t_regions
@@ -338,35 +432,46 @@ def analyze_slide(
             f"no cells were detected in the {len(done)} region(s) analysed; check that the slide is a "
             "stained smear at the stated pixel size (--mpp) and that the ROIs lie on the smear",
         )
-    diff = _differential(cells)
+    diff = _differential(cells, cfg.max_cells)
+    warnings = model_warnings(models.refs) + warnings
     if diff.n_counted == 0:
-        warnings.append("no countable cells were found in the regions analysed")
+        warnings.append(ResultWarning(alerts.NO_COUNTABLE_CELLS.code,
+                                      "no countable cells were found in the regions analysed"))
     elif diff.n_counted < cfg.target_cells:
-        warnings.append(
+        warnings.append(ResultWarning(alerts.FEW_CELLS.code, (
             f"only {diff.n_counted} countable cells found (target {cfg.target_cells}); "
-            "the intervals are wide"
-        )
+            "the intervals are wide")))
     for f in diff.flags:
-        need = "" if f.cells_needed is None else f"; about {f.cells_needed} more cells would decide it"
-        warnings.append(
-            f"blast interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
-            f"{100 * f.threshold:.0f} % threshold ({f.name}){need}"
-        )
+        what = "lymphoid blast" if f.quantity == "lymphoid_blasts" else "blast"
+        need = (f"; cannot be decided within the {f.max_cells}-cell cap" if f.cells_needed is None
+                else f"; about {f.cells_needed} more cells would decide it")
+        warnings.append(ResultWarning(alerts.THRESHOLD_UNDECIDED.code, (
+            f"{what} interval {100 * f.interval[0]:.1f}–{100 * f.interval[1]:.1f} % straddles the "
+            f"{100 * f.threshold:.0f} % threshold ({f.name}){need}")))
     diagnosis = None
     t_diag = time.perf_counter()
     if models.diagnosis is not None and diff.n_counted > 0:
         diagnosis = diagnose(diff, models.diagnosis, cfg.diagnosis or "diagnosis")
+        warnings.extend(diagnosis_warnings(diagnosis))
     py, plat, pkgs = environment()
     seconds = time.perf_counter() - t0
     timings.update({"regions": t_regions, "count": t_count, "diagnose": time.perf_counter() - t_diag,
                     "total": seconds})
+    if annotations is not None and annotations.cells:
+        cells = match_annotated_ids(cells, annotations.cells)
+    frame, offset = slide_frame(slide)
+    extra = {"frame": frame}
+    if offset is not None:
+        extra["dataset_csv_offset"] = f"{offset[0]:g},{offset[1]:g}"
     return SlideResult(
         slide=SlideSummary(info.path, info.slide_id, info.format, info.width, info.height, info.mpp,
-                           patient_id=info.properties.get("dicom.PatientID") or None),
+                           patient_id=info.properties.get("dicom.PatientID") or None, frame=frame,
+                           dataset_csv_offset=offset),
         regions=tuple(done),
         cells=CellAnnotations(
             cells=tuple(cells), regions=tuple(f.region for f in regions[: len(done)]),
             slide_id=info.slide_id, width=info.width, height=info.height, mpp=info.mpp, source="marrowscope",
+            extra=extra,
         ),
         differential=diff,
         diagnosis=diagnosis,

@@ -18,6 +18,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -57,6 +58,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_every: int = 1
     max_minutes: float | None = None  # stop (after a checkpoint) when exceeded; resume continues
+    precision: str = "fp32"  # forward pass in fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,11 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def _to_float(images: np.ndarray, idx: np.ndarray, device: str) -> torch.Tensor:
-    x = torch.from_numpy(images[idx]).to(device)
+    x = torch.from_numpy(images[idx])
+    if device.startswith("cuda"):  # pinned host memory: an asynchronous copy to the GPU
+        x = x.pin_memory().to(device, non_blocking=True)
+    else:
+        x = x.to(device)
     return x.permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -156,6 +162,14 @@ def train_classifier(
     """
     from tqdm import tqdm
 
+    from marrowscope.engines.distributed import (
+        autocast,
+        distributed_context,
+        grad_scaler,
+        rank_device,
+        speed_settings,
+    )
+
     if tuple(train.classes) != tuple(spec.classes):
         raise InputError("train", f"training classes {train.classes} differ from the spec {spec.classes}")
     if train.images.shape[1] < int(spec.input_size or 0):
@@ -164,6 +178,9 @@ def train_classifier(
     out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dist = distributed_context(device)  # torchrun: this rank's share of each global batch, rank-0 writes
+    device = rank_device(device, dist)
+    speed_settings(device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2**32))
     clf = create_classifier(spec, device=device, seed=config.seed)
@@ -172,6 +189,8 @@ def train_classifier(
     for p in ema.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ddp = dist.wrap(net, device)
+    scaler = grad_scaler(device, config.precision)
     n = len(train)
     steps_per_epoch = max(1, n // config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -224,14 +243,20 @@ def train_classifier(
                 gr["lr"] = _lr_at(step, total, config.warmup_epochs * steps_per_epoch, config.lr)
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x = augment_batch(_to_float(train.images, idx, device), size, config.augment, g)
-            logits = net((x - mean) / std)
+            if dist.enabled:  # the whole batch is drawn (same draws as one process); this rank's part used
+                mine = dist.shard(range(len(idx)))
+                x, idx = x[mine], idx[mine]
+            with autocast(device, config.precision):
+                logits = ddp((x - mean) / std)
+            logits = logits.float()
             if adjust is not None:
                 logits = logits + adjust
             loss = classification_loss(logits, targets_all[idx].to(device), kinds_all[idx].to(device),
                                        label_smoothing=config.label_smoothing, class_weight=cw)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             d = min(config.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 for pe, pn in zip(ema.state_dict().values(), net.state_dict().values(), strict=True):
@@ -239,7 +264,7 @@ def train_classifier(
                         pe.mul_(d).add_(pn.detach(), alpha=1 - d)
                     else:
                         pe.copy_(pn)
-            run_loss += float(loss.item())
+            run_loss += dist.mean(float(loss.item()))
             bar.set_postfix(loss=f"{run_loss / (b + 1):.3f}")
         rec: dict[str, float] = {"epoch": float(epoch + 1), "loss": run_loss / steps_per_epoch,
                                  "minutes": (time.time() - t_start) / 60}
@@ -250,24 +275,29 @@ def train_classifier(
             rec.update((score_fn or default_score)(vl, val))
             if rec.get(select_metric, -math.inf) > best:
                 best = rec[select_metric]
-                save_classifier(out / "best.pt", ema_clf, extra={"epoch": epoch + 1, **rec})
+                if dist.is_main:
+                    save_classifier(out / "best.pt", ema_clf, extra={"epoch": epoch + 1, **rec})
         history.append(rec)
         log.info("epoch %d: %s", epoch + 1, json.dumps(rec))
-        save_checkpoint(ckpt_path, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                                    "epoch": epoch + 1, "history": history, "best": float(best),
-                                    "spec": spec.to_dict(), "config": _config_dict(config),
-                                    "rng": rng_state()})
-        write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
-        if config.max_minutes is not None and (time.time() - t_start) / 60 > config.max_minutes \
-                and epoch + 1 < config.epochs:
+        if dist.is_main:
+            save_checkpoint(ckpt_path, {"net": net.state_dict(), "ema": ema.state_dict(),
+                                        "opt": opt.state_dict(), "epoch": epoch + 1, "history": history,
+                                        "best": float(best), "spec": spec.to_dict(),
+                                        "config": _config_dict(config), "rng": rng_state()})
+            write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
+        over = config.max_minutes is not None and (time.time() - t_start) / 60 > config.max_minutes
+        if dist.any(over) and epoch + 1 < config.epochs:  # every rank stops at the same epoch
             log.warning("time budget of %.0f min used at epoch %d; rerun to resume", config.max_minutes,
                         epoch + 1)
             finished = False
             break
     # again here: a run killed after its last checkpoint but before history.json resumes with no epoch left
-    write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
+    if dist.is_main:
+        write_text_atomic(out / "history.json", json.dumps(history, indent=1) + "\n")
     ema_clf = CellClassifier(net=ema, spec=spec, device=device)
-    save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
+    if dist.is_main:
+        save_classifier(out / "weights.pt", ema_clf, extra={"epochs": len(history)})
+    dist.barrier()  # the other ranks see rank 0's files from here on
     best_path = out / "best.pt"
     return TrainResult(weights=out / "weights.pt", best_weights=best_path if best_path.is_file() else None,
                        epochs_done=len(history), history=tuple(history), finished=finished)
@@ -324,14 +354,7 @@ def train_from_dataset(
         parse_dataset_arg,
         scheme_for_classes,
     )
-    from marrowscope.engines.classify import fit_temperature, softmax, tta_logits
-    from marrowscope.models.classifier import (
-        DEFAULT_ARCH,
-        DEFAULT_INPUT_SIZE,
-        DEFAULT_MPP,
-        load_classifier,
-        make_spec,
-    )
+    from marrowscope.models.classifier import DEFAULT_INPUT_SIZE, DEFAULT_MPP
 
     cfg = config or TrainConfig()
     fmt, root = parse_dataset_arg(dataset)
@@ -357,9 +380,42 @@ def train_from_dataset(
                                             scheme=sch, progress=progress)
     tr_idx, va_idx = grouped_split(data.labels, data.groups, val_fraction, split_seed)
     train, val = data.subset(tr_idx), data.subset(va_idx)
-    write_text_atomic(out / "split.json", json.dumps(
-        {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
-         "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
+        write_text_atomic(out / "split.json", json.dumps(
+            {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
+             "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
+    return train_calibrated(train, val, out, scheme=sch, scheme_name=scheme_name, arch=arch, input_size=size,
+                            mpp=m, config=cfg, eval_scheme=eval_scheme,
+                            uncertain_threshold=uncertain_threshold, resume=resume, progress=progress,
+                            extra={"dataset": dataset})
+
+
+def train_calibrated(
+    train: CropSet, val: CropSet, out_dir: str | Path, *, scheme: Any, scheme_name: str | None = None,
+    arch: str | None = None, input_size: int | None = None, mpp: float | None = None,
+    config: TrainConfig | None = None, eval_scheme: str | None = None, uncertain_threshold: float = 0.5,
+    resume: bool = True, progress: bool = True, extra: Mapping[str, Any] | None = None,
+) -> DatasetTrainResult:
+    """Train on ``train`` crops (classes of ``scheme``), fit the temperature on ``val`` (8-view TTA) and
+    write ``out_dir/classifier.pt`` (what :func:`train_from_dataset` and the ``reproduce`` study run)."""
+    from marrowscope import taxonomy
+    from marrowscope.engines.classify import fit_temperature, softmax, tta_logits
+    from marrowscope.models.classifier import (
+        DEFAULT_ARCH,
+        DEFAULT_INPUT_SIZE,
+        DEFAULT_MPP,
+        load_classifier,
+        make_spec,
+    )
+
+    cfg = config or TrainConfig()
+    sch = scheme
+    scheme_name = scheme_name or sch.name
+    classes = tuple(train.classes)
+    size = int(input_size or DEFAULT_INPUT_SIZE)
+    m = float(mpp or DEFAULT_MPP)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     scheme_def = {"name": sch.name, "classes": list(sch.classes), "mapping": dict(sch.mapping),
                   "description": sch.description}
     spec = make_spec(classes, arch=arch or DEFAULT_ARCH, scheme=scheme_name, input_size=size, mpp=m,
@@ -367,6 +423,9 @@ def train_from_dataset(
     score = _scheme_score(eval_scheme, classes) if eval_scheme else None
     res = train_classifier(spec, train, val if len(val) else None, out, cfg, resume=resume, progress=progress,
                            score_fn=score)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 calibrates and writes classifier.pt
+        return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train),
+                                  n_val=len(val), temperature=float("nan"), val_metrics={})
     clf = load_classifier(res.weights, device=cfg.device)
     temperature = 1.0
     metrics: dict[str, Any] = {}
@@ -382,7 +441,10 @@ def train_from_dataset(
         metrics["temperature"] = temperature
         write_text_atomic(out / "val_metrics.json", json.dumps(metrics, indent=1) + "\n")
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
-    save_classifier(out / "classifier.pt", clf, extra={"dataset": dataset, "epochs": res.epochs_done,
+    from marrowscope.engines.distributed import device_record
+
+    save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "run": device_record(clf.device),
+                                                       "epochs": res.epochs_done,
                                                        "n_train": len(train), "n_val": len(val)})
     return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train), n_val=len(val),
                               temperature=temperature, val_metrics=metrics)

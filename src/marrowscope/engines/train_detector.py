@@ -64,6 +64,8 @@ class DetectorTrainConfig:
     spec_params: dict[str, Any] = field(default_factory=dict)  # extra WeightsSpec params (notes, defaults)
     min_visible: float = 0.5  # keep a crop-cut box when this fraction of it stays visible
     bn_images: int = 200  # training images that recompute BatchNorm statistics before each validation
+    precision: str = "fp32"  # forward pass in fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)
+    workers: int = 0  # DataLoader processes that augment the next steps' crops (0: in the training loop)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def spec(self) -> WeightsSpec:
@@ -138,21 +140,67 @@ def _crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int, r
     return image, c[keep], labels[keep]
 
 
-def training_batch(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
-                   config: DetectorTrainConfig, device: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Augment and crop each prepared sample with its own generator: the model's (images, targets)."""
+def augment_samples(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
+                    config: DetectorTrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Augment and crop each prepared sample with its own generator: (image, boxes, labels) arrays."""
+    out = []
+    for p, rng in zip(samples, rngs, strict=True):
+        img, boxes = aug.image_boxes(p.image, p.boxes, rng)
+        out.append(_crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible))
+    return out
+
+
+def batch_tensors(items: Sequence[tuple[Any, Any, Any]], device: str
+                  ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Augmented arrays (or the uint8 tensors a DataLoader worker made of them, pinned for a GPU) as
+    the model's (images, targets) on ``device``."""
     import torch
 
     images, targets = [], []
-    for p, rng in zip(samples, rngs, strict=True):
-        img, boxes = aug.image_boxes(p.image, p.boxes, rng)
-        img, boxes, labels = _crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible)
-        images.append(image_tensor(img, device))
+    for img, boxes, labels in items:
+        if isinstance(img, np.ndarray):
+            images.append(image_tensor(img, device))
+        else:  # the same conversion as image_tensor, from an already pinned uint8 tensor
+            images.append(img.to(device, non_blocking=True).permute(2, 0, 1).float().div(255.0))
         targets.append({
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(device),
             "labels": torch.as_tensor(labels, dtype=torch.int64).to(device),
         })
     return images, targets
+
+
+def training_batch(samples: Sequence[_Prepared], rngs: Sequence[np.random.Generator], aug: Augmenter,
+                   config: DetectorTrainConfig, device: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Augment and crop each prepared sample with its own generator: the model's (images, targets)."""
+    return batch_tensors(augment_samples(samples, rngs, aug, config), device)
+
+
+class _StepData:
+    """The augmented samples of each remaining step of an epoch, as a map-style dataset for a DataLoader
+    (``workers`` > 0): item k is step k's list of (image, boxes, labels), drawn with the same per-sample
+    generators as the in-loop path, so the numbers do not depend on the number of workers."""
+
+    def __init__(self, train_p: Sequence[_Prepared], steps: Sequence[Sequence[int]], epoch: int,
+                 aug: Augmenter, config: DetectorTrainConfig) -> None:
+        self.train_p, self.steps, self.epoch, self.aug, self.config = train_p, steps, epoch, aug, config
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, k: int) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        import torch
+
+        n = len(self.train_p)
+        idx = self.steps[k]
+        items = augment_samples([self.train_p[int(i) % n] for i in idx],
+                                [np.random.default_rng([self.config.seed, self.epoch, int(i)]) for i in idx],
+                                self.aug, self.config)
+        return [(torch.from_numpy(np.require(img, dtype=np.uint8, requirements=("C", "W"))), b, lab)
+                for img, b, lab in items]
+
+
+def _as_is(item: Any) -> Any:
+    return item
 
 
 _ARCH_PARAMS = ("anchor_sizes", "aspect_ratios", "fpn_channels", "representation_size")
@@ -233,17 +281,30 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     import torch
 
     from marrowscope.engines.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from marrowscope.engines.distributed import (
+        autocast,
+        device_record,
+        distributed_context,
+        grad_scaler,
+        rank_device,
+        speed_settings,
+    )
     from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
     from marrowscope.models.detector import default_device
 
     out = prepare_output_dir(out_dir)
     torch.set_num_threads(max(1, config.num_threads))
     device = config.device or default_device()
+    dist = distributed_context(device)  # torchrun: this rank's share of each global batch, rank-0 writes
+    device = rank_device(device, dist)
+    speed_settings(device)
     spec = config.spec()
     torch.manual_seed(config.seed)
     model = build_detector(spec, config.backbone_weights).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    ddp = dist.wrap(model, device)
+    scaler = grad_scaler(device, config.precision)
     last_path, best_path = out / "last.pt", out / "best.pt"
     epoch, step_in_epoch, global_step, best_ap, spent = 0, 0, 0, -1.0, 0.0
     history: list[EpochRecord] = []
@@ -267,12 +328,15 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         history = [EpochRecord(**h) for h in ck["history"]]
         set_rng_state(ck["rng"] if "rng" in ck else {"cpu": ck["torch_rng"]})  # older checkpoints
         logger.info("resumed from %s at epoch %d step %d", last_path, epoch, step_in_epoch)
-    write_text_atomic(out / "config.json", json.dumps(
-        {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict()},
-        indent=2, default=str) + "\n")
+    if dist.is_main:
+        write_text_atomic(out / "config.json", json.dumps(
+            {**asdict(config), "n_train": len(train), "n_val": len(val), "spec": spec.to_dict(),
+             "run": device_record(device)},
+            indent=2, default=str) + "\n")
 
     if epoch >= config.epochs:  # finished: a kill after the last checkpoint may have cut history.json
-        write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
+        if dist.is_main:
+            write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
         return TrainResult(best_path if best_path.exists() else None, last_path, tuple(history), True, spent)
     train_p = prepare_samples(train, config.classes, config.mpp, progress)
     val_p = prepare_samples(val, config.classes, config.mpp, progress) if val else []
@@ -285,6 +349,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     t_ckpt = time.monotonic()
 
     def save_last() -> None:
+        if not dist.is_main:
+            return
         state = {
             "spec": spec.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "epoch": epoch,
@@ -306,22 +372,40 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
 
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, unit="step", mininterval=20,
                        desc=f"epoch {epoch + 1}/{config.epochs}")
+        prefetch: Any = None
+        if config.workers > 0:  # augmentation in worker processes, a few steps ahead
+            from torch.utils.data import DataLoader
+
+            steps = [dist.shard(order[k * config.batch_size : (k + 1) * config.batch_size].tolist())
+                     for k in range(step_in_epoch, steps_per_epoch)]
+            prefetch = iter(DataLoader(_StepData(train_p, steps, epoch, aug, config),  # type: ignore[arg-type]
+                                       batch_size=None,
+                                       shuffle=False, num_workers=config.workers, collate_fn=_as_is,
+                                       pin_memory=device.startswith("cuda"),
+                                       generator=torch.Generator().manual_seed(0)))  # not the model's RNG
         while step_in_epoch < steps_per_epoch:
-            idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-            images, targets = training_batch(
-                [train_p[int(i) % n] for i in idx],
-                [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
+            if prefetch is not None:
+                images, targets = batch_tensors(next(prefetch), device)
+            else:
+                batch = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+                idx = dist.shard(batch.tolist())  # torchrun: this rank's part (same per-sample draws)
+                images, targets = training_batch(
+                    [train_p[int(i) % n] for i in idx],
+                    [np.random.default_rng([config.seed, epoch, int(i)]) for i in idx], aug, config, device)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(global_step, total_steps, config)
-            loss_dict = model(images, targets)
-            loss = sum(loss_dict.values())
+            with autocast(device, config.precision):
+                loss_dict = ddp(images, targets)
+            loss = sum(v.float() for v in loss_dict.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {global_step}; lower --lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            losses.append(float(loss.item()))
+            scaler.step(opt)
+            scaler.update()
+            losses.append(dist.mean(float(loss.item())))
             step_in_epoch += 1
             global_step += 1
             if bar is not None:
@@ -331,7 +415,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
             if time.monotonic() - t_ckpt > config.checkpoint_every_s:
                 save_last()
                 t_ckpt = time.monotonic()
-            if config.max_minutes is not None and time.monotonic() - t_call > 60 * config.max_minutes:
+            over = config.max_minutes is not None and time.monotonic() - t_call > 60 * config.max_minutes
+            if dist.any(over):  # every rank stops at the same step
                 stopped = True
                 break
         if bar is not None:
@@ -362,11 +447,15 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         step_in_epoch = 0
         if ap is not None and ap > best_ap:
             best_ap = ap
-            save_detector(best_path, model, spec, half=False,
-                          extra={"epoch": rec.epoch, "val_ap50": rec.val_ap50, "seed": config.seed})
+            if dist.is_main:
+                save_detector(best_path, model, spec, half=False,
+                              extra={"epoch": rec.epoch, "val_ap50": rec.val_ap50, "seed": config.seed,
+                                     "run": device_record(device)})
         save_last()
         t_ckpt = time.monotonic()
-        write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
+        if dist.is_main:
+            write_text_atomic(out / "history.json", json.dumps([asdict(h) for h in history], indent=2) + "\n")
+    dist.barrier()  # the other ranks see rank 0's files from here on
     total = spent + time.monotonic() - t_call
     best = best_path if best_path.exists() else None
     return TrainResult(best, last_path, tuple(history), not stopped, total)

@@ -47,10 +47,15 @@ class DetectionMetrics:
     recall_thresholds: tuple[float, ...] = ()
     #: class -> precision at each of ``recall_thresholds`` (IoU 0.5)
     pr_curve_50: dict[str, list[float]] = field(default_factory=dict)
+    #: 95 % percentile-bootstrap intervals over groups (patients), when asked for
+    ap50_ci: tuple[float, float] | None = None
+    ap_ci: tuple[float, float] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["recall_thresholds"] = list(self.recall_thresholds)
+        for k in ("ap50_ci", "ap_ci"):
+            d[k] = list(d[k]) if d[k] is not None else None
 
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not np.isfinite(v):
@@ -157,6 +162,32 @@ def evaluate_detections(predictions: Sequence[Detections], truths: Sequence[Cell
     )
 
 
+def bootstrap_ap(predictions: Sequence[Detections], truths: Sequence[CellAnnotations],
+                 classes: Sequence[str], groups: Sequence[str], *, n_boot: int = 200, seed: int = 0
+                 ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """95 % percentile-bootstrap intervals of AP@0.5 and AP@[.5:.95], resampling ``groups`` (patients:
+    all images of a drawn patient come along) with replacement. Returns (ap50_ci, ap_ci)."""
+    if len(groups) != len(truths):
+        raise ValueError(f"{len(groups)} groups for {len(truths)} images")
+    names = sorted(set(groups))
+    members = {g: [i for i, x in enumerate(groups) if x == g] for g in names}
+    rng = np.random.default_rng([seed, 2203])
+    ap50s, aps = [], []
+    for _ in range(n_boot):
+        idx = [i for k in rng.integers(0, len(names), len(names)) for i in members[names[int(k)]]]
+        m = evaluate_detections([predictions[i] for i in idx], [truths[i] for i in idx], classes)
+        if np.isfinite(m.ap50):
+            ap50s.append(m.ap50)
+            aps.append(m.ap)
+    if not ap50s:
+        nan = float("nan")
+        return (nan, nan), (nan, nan)
+    q = (2.5, 97.5)
+    lo50, hi50 = np.percentile(ap50s, q)
+    lo, hi = np.percentile(aps, q)
+    return (float(lo50), float(hi50)), (float(lo), float(hi))
+
+
 def plot_pr_curve(metrics: DetectionMetrics, path: str | Path) -> Path:
     import matplotlib
 
@@ -233,12 +264,17 @@ def evaluate_detector(
     n_examples: int = 4,
     progress: bool = False,
     context: dict[str, Any] | None = None,
+    ci_groups: Sequence[str] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
 ) -> DetectionMetrics:
     """Run ``detector`` (a :class:`marrowscope.models.detector.Detector`) on every
     :class:`~marrowscope.data.detection_datasets.DetectionSample` and score it.
 
-    ``mpp`` overrides the images' scale. With ``out_dir``: ``metrics.json``, ``pr_curve.png`` and
-    ``examples/*.png`` (true boxes green, predictions in class colours)."""
+    ``mpp`` overrides the images' scale. ``ci_groups`` (one group, e.g. the patient, per sample) adds
+    percentile-bootstrap intervals over groups (``n_boot`` resamples). With ``out_dir``:
+    ``metrics.json``, ``pr_curve.png`` and ``examples/*.png`` (true boxes green, predictions in class
+    colours)."""
     from marrowscope.engines.detect import detect_image
 
     spec = detector.spec
@@ -265,6 +301,11 @@ def evaluate_detector(
         if len(examples) < n_examples:
             examples.append((image, truth, det, s.image_id))
     metrics = evaluate_detections(preds, truths, detector.classes, threshold=thr)
+    if ci_groups is not None:
+        from dataclasses import replace as _replace
+
+        ci50, ci = bootstrap_ap(preds, truths, detector.classes, ci_groups, n_boot=n_boot, seed=seed)
+        metrics = _replace(metrics, ap50_ci=ci50, ap_ci=ci)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -237,6 +237,10 @@ def evaluate_diagnosis(
                 if p not in set(shared):
                     excluded.setdefault(p, "predicted counts but no expert counts to train on")
             table = table.subset(shared)
+        if table.counts.shape[1] == 0 and not labs:
+            messages.append(f"{name}: the table has no cell counts (no countable cell was found); "
+                            "setting skipped")
+            continue
         ids, exc, msgs = _usable(table, min_per_class=2)
         for pid, why in exc.items():
             excluded.setdefault(pid, why)

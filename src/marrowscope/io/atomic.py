@@ -8,6 +8,10 @@
   anything else is refused with an :class:`~marrowscope.errors.InputError` that says how to proceed.
 - Leftovers: a process holds a lock on each temporary it builds, so a later run can tell the remains
   of a killed run (lock free) from the work of a live one, and :func:`remove_stale_parts` removes them.
+- Permissions: ``mkstemp``/``mkdtemp`` create private (0600/0700) temporaries; before one is moved
+  into place it gets the mode a plain ``open``/``mkdir`` would have given it (0666/0777 less the
+  process umask: 0644/0755 under the default umask), so outputs stay readable by the other users of a
+  shared server like any other file the user writes.
 """
 
 from __future__ import annotations
@@ -123,6 +127,31 @@ def check_writable_target(path: str | os.PathLike[str]) -> Path:
 # ------------------------------------------------------------------------------------------------ writes
 
 
+def _umask() -> int:
+    """The process umask (Linux: read from /proc, which leaves it untouched for other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no getter elsewhere: set and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the umask-respecting default mode."""
+    mask = _umask()
+    p = Path(path)
+    if p.is_dir():
+        for sub in [p, *p.rglob("*")]:
+            if not sub.is_symlink():
+                sub.chmod((0o777 if sub.is_dir() else 0o666) & ~mask)
+    elif not p.is_symlink():
+        p.chmod(0o666 & ~mask)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
@@ -141,6 +170,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     try:
         yield tmp_path
         _refuse_foreign_file(target)  # nothing foreign appeared there in the meantime
+        if tmp_path.exists():
+            tmp_path.chmod(0o666 & ~_umask())
         os.replace(tmp_path, target)
         claim_file(target)
     except BaseException:
@@ -195,6 +226,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         _refuse_foreign_dir(target)
+        tmp.chmod(0o777 & ~_umask())
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old" + PART,
                                         dir=target.parent))

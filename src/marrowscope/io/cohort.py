@@ -36,7 +36,7 @@ from marrowscope.io.annotations.dicom_ann import (
     merge_sessions,
     read_dicom_ann,
 )
-from marrowscope.io.slides.dicom import _has_dicm_magic
+from marrowscope.io.slides.dicom import _has_dicm_magic, check_not_empty
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,22 @@ class PatientEntry:
 
 
 @dataclass(frozen=True)
+class UnreadableFile:
+    """A file that looks like DICOM (``.dcm`` or the ``DICM`` preamble) but whose header cannot be read."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True)
 class Cohort:
     """All slides found under ``root``. ``orphan_series``: ANN series whose slide is not in the folder;
-    ``problems``: one line per inconsistency found (also logged as warnings)."""
+    ``unreadable``: DICOM files whose header could not be read (skipped; one bad file never hides the
+    others); ``problems``: one line per inconsistency found, unreadable files included (also logged as
+    warnings)."""
 
     root: str
     patients: tuple[PatientEntry, ...]
@@ -106,6 +119,7 @@ class Cohort:
     clinical: Mapping[str, ClinicalRecord] = field(default_factory=dict)
     csv_files: Mapping[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    unreadable: tuple[UnreadableFile, ...] = ()
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -133,9 +147,10 @@ def _is_candidate(p: Path) -> bool:
 
 
 def _read_header(p: Path) -> Dataset:
+    check_not_empty(p)
     try:
         ds = pydicom.dcmread(p, stop_before_pixels=True, defer_size=2048)
-    except Exception as exc:
+    except Exception as exc:  # pydicom raises many types (struct.error, ...) on damaged headers
         raise InputError(p, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "SOPClassUID" not in ds:
         raise InputError(p, "DICOM file has no SOPClassUID; it may be truncated")
@@ -148,10 +163,36 @@ def _openslide_properties(ds: Dataset) -> dict[str, str]:
     return openslide_properties_from_dataset(ds)
 
 
+@dataclass(frozen=True)
+class _BaseHeader:
+    """The fields of a slide's base-level SM header that discovery keeps (read while the file is
+    guarded: pydicom decodes values lazily, so a damaged one raises where it is first used)."""
+
+    patient_id: str
+    container_id: str
+    study_uid: str
+    sop_uid: str
+    width: int
+    height: int
+    openslide_properties: Mapping[str, str]
+
+    @classmethod
+    def of(cls, ds: Dataset) -> _BaseHeader:
+        return cls(
+            patient_id=str(ds.get("PatientID", "") or ""),
+            container_id=str(ds.get("ContainerIdentifier", "") or ""),
+            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+            width=_header_int(ds, "TotalPixelMatrixColumns"),
+            height=_header_int(ds, "TotalPixelMatrixRows"),
+            openslide_properties=_openslide_properties(ds),
+        )
+
+
 @dataclass
 class _SlideAcc:
     files: list[str] = field(default_factory=list)
-    base: Dataset | None = None
+    base: _BaseHeader | None = None
     base_size: int = -1
 
 
@@ -160,26 +201,44 @@ def _is_volume(ds: Dataset) -> bool:
     return it is None or len(it) < 3 or str(it[2]) == "VOLUME"
 
 
-def _scan_dicom(root: Path) -> tuple[dict[str, _SlideAcc], list[AnnotationSeriesRef]]:
+def _header_int(ds: Dataset, name: str) -> int:
+    try:
+        return int(ds.get(name, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _scan_dicom(
+    root: Path,
+) -> tuple[dict[str, _SlideAcc], list[AnnotationSeriesRef], list[UnreadableFile]]:
+    """Slides by series UID, ANN series and the DICOM files that could not be read (skipped)."""
     slides: dict[str, _SlideAcc] = defaultdict(_SlideAcc)
     anns: list[AnnotationSeriesRef] = []
+    unreadable: list[UnreadableFile] = []
     for p in sorted(root.rglob("*")):
         if not p.is_file() or not _is_candidate(p):
             continue
-        ds = _read_header(p)
-        sop = str(ds.SOPClassUID)
-        if sop == SM_SOP_CLASS_UID:
-            acc = slides[str(ds.SeriesInstanceUID)]
-            acc.files.append(str(p))
-            size = int(ds.get("TotalPixelMatrixColumns", 0) or 0)
-            size *= int(ds.get("TotalPixelMatrixRows", 0) or 0)
-            if _is_volume(ds) and size > acc.base_size:
-                acc.base, acc.base_size = ds, size
-        elif sop == ANN_SOP_CLASS_UID:
-            anns.append(annotation_ref_from_dataset(ds, p))
-        else:
-            log.debug("%s: ignoring DICOM object of class %s", p, sop)
-    return slides, anns
+        try:
+            ds = _read_header(p)
+            sop = str(ds.SOPClassUID)
+            if sop == SM_SOP_CLASS_UID:
+                series = str(ds.get("SeriesInstanceUID", "") or "")
+                if not series:
+                    raise InputError(p, "slide (SM) file has no SeriesInstanceUID; it may be truncated")
+                header = _BaseHeader.of(ds) if _is_volume(ds) else None
+                acc = slides[series]
+                acc.files.append(str(p))
+                if header is not None and header.width * header.height > acc.base_size:
+                    acc.base, acc.base_size = header, header.width * header.height
+            elif sop == ANN_SOP_CLASS_UID:
+                anns.append(annotation_ref_from_dataset(ds, p))
+            else:
+                log.debug("%s: ignoring DICOM object of class %s", p, sop)
+        except InputError as e:
+            unreadable.append(UnreadableFile(str(p), e.problem))
+        except Exception as e:  # noqa: BLE001 - a damaged header value, decoded lazily by pydicom
+            unreadable.append(UnreadableFile(str(p), f"damaged DICOM header ({type(e).__name__}: {e})"))
+    return slides, anns, unreadable
 
 
 # ------------------------------------------------------------------------------------------------ CSVs
@@ -263,12 +322,17 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
         raise InputError(root, "folder is empty; expected dicom/<PatientID>/<Study>/<Series>/*.dcm (+ csv/)")
     problems: list[str] = []
     dicom_root = root / "dicom" if (root / "dicom").is_dir() else root
-    slides, anns = _scan_dicom(dicom_root)
+    slides, anns, unreadable = _scan_dicom(dicom_root)
     if not slides:
         what = f"{len(anns)} annotation series but " if anns else ""
+        bad = ""
+        if unreadable:
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            bad = f"; {len(unreadable)} DICOM file(s) could not be read: {unreadable[0]}{more}"
         raise InputError(
-            root, f"{what}no DICOM slide (SM) found; expected dicom/<PatientID>/<Study>/SM_*/*.dcm"
+            root, f"{what}no DICOM slide (SM) found; expected dicom/<PatientID>/<Study>/SM_*/*.dcm{bad}"
         )
+    problems.extend(f"{u}; skipped" for u in unreadable)
     csv_anns: dict[str, CellAnnotations] = {}
     clinical: dict[str, ClinicalRecord] = {}
     csv_files: dict[str, str] = {}
@@ -277,7 +341,7 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
 
     by_series: dict[str, list[AnnotationSeriesRef]] = defaultdict(list)
     container_to_series = {
-        str(acc.base.get("ContainerIdentifier", "")): uid
+        acc.base.container_id: uid
         for uid, acc in slides.items()
         if acc.base is not None
     }
@@ -299,8 +363,8 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
             problems.append(f"slide series {uid} has no pyramid (VOLUME) instance; skipped")
             continue
         base = acc.base
-        patient_id = str(base.get("PatientID", "") or "")
-        slide_id = str(base.get("ContainerIdentifier", "") or "") or uid
+        patient_id = base.patient_id
+        slide_id = base.container_id or uid
         series = tuple(sorted(by_series.get(uid, []), key=lambda s: (s.kind, s.session or 0, s.series_uid)))
         seen_kinds = Counter((s.kind, s.session) for s in series)
         for (kind, session), n in seen_kinds.items():
@@ -313,12 +377,12 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
             slide_files=tuple(sorted(acc.files)),
             ann_series=series,
             clinical=clinical.get(patient_id),
-            study_uid=str(base.get("StudyInstanceUID", "")),
+            study_uid=base.study_uid,
             series_uid=uid,
-            base_sop_uid=str(base.get("SOPInstanceUID", "")),
-            width=int(base.get("TotalPixelMatrixColumns", 0) or 0),
-            height=int(base.get("TotalPixelMatrixRows", 0) or 0),
-            openslide_properties=_openslide_properties(base),
+            base_sop_uid=base.sop_uid,
+            width=base.width,
+            height=base.height,
+            openslide_properties=base.openslide_properties,
             csv_annotations=csv_anns.get(slide_id),
         ))
     entries.sort(key=lambda e: (e.patient_id, e.slide_id))
@@ -339,7 +403,7 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
     for line in problems:
         log.warning("%s", line)
     return Cohort(root=str(root), patients=tuple(entries), orphan_series=tuple(orphans), clinical=clinical,
-                  csv_files=csv_files, problems=tuple(problems))
+                  csv_files=csv_files, problems=tuple(problems), unreadable=tuple(unreadable))
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -148,7 +148,7 @@ def make_counts_table(
             name = lab if lab in taxonomy.LABELS else taxonomy.normalise_label(lab, source=pid)
             c[name] += float(v)  # type: ignore[assignment]
         norm_rows.append(c)
-    labels = sorted({k for c in norm_rows for k in c})
+    labels = taxonomy.in_differential_order({k for c in norm_rows for k in c})  # lineage, maturation
     counts = pd.DataFrame([[c.get(k, 0) for k in labels] for c in norm_rows], index=ids, columns=labels,
                           dtype=np.float64)
     counts.index.name = "patient_id"

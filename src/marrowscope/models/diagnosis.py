@@ -39,9 +39,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CLINICAL_COLUMNS", "DEMOGRAPHIC_COLUMNS", "ESTIMATORS", "LAB_COLUMNS", "CountFeatures",
-    "DiagnosisClassifier", "DiagnosisModel", "RuleBaseline", "load_diagnosis_model", "save_diagnosis_model",
+    "DiagnosisClassifier", "DiagnosisModel", "RuleBaseline", "RuleDecision", "SUGGESTION_CONFIDENCE",
+    "outcome_classes", "load_diagnosis_model", "save_diagnosis_model",
 ]
 ESTIMATORS: tuple[str, ...] = ("logreg", "rf", "gbm")
+#: Below this top probability a suggestion is reported as "uncertain between" the two most likely
+#: diagnoses. Chosen from out-of-fold predictions on synthetic patients (benchmarks/diagnosis_confidence.py,
+#: docs/diagnosis.md "When is a suggestion uncertain"): see there for the measured accuracy per band.
+SUGGESTION_CONFIDENCE = 0.85
 
 
 def _column_names(est: BaseEstimator, n: int) -> list[str]:
@@ -368,6 +373,85 @@ class DiagnosisClassifier(ClassifierMixin, BaseEstimator):
 RULE_OUTCOMES: tuple[str, ...] = ("ALL", "AML", "CML", "other")
 
 
+@dataclass(frozen=True)
+class RuleDecision:
+    """What :meth:`RuleBaseline.explain` decided on one differential, and why.
+
+    ``values``: the fractions the rules tested (``lymphoid_blasts_with_unknown`` = lymphoid blasts plus
+    the unassigned blasts when lymphoid >= myeloid, :func:`marrowscope.counting.assign_unknown_blasts`);
+    ``thresholds``: the rule's own parameters; ``reason``: a sentence built from both."""
+
+    outcome: str  # one of RULE_OUTCOMES
+    values: Mapping[str, float]
+    thresholds: Mapping[str, float]
+    reason: str
+
+
+def _p(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _cmp(value: float, threshold: float, pct: bool = True) -> str:
+    """``value ≥ threshold`` or ``value < threshold``, whichever is true (the rules test ``>=``)."""
+    op = "≥" if value >= threshold else "<"
+    return f"{_p(value)} {op} {_p(threshold)}" if pct else f"{value:.2f} {op} {threshold:.2f}"
+
+
+def _reason(outcome: str, q: Mapping[str, float], t: Mapping[str, float]) -> str:
+    """The decision in words, every comparison stated as it came out (so it cannot contradict it)."""
+    lym_u = q["lymphoid_blasts_with_unknown"] - q["lymphoid_blasts"]
+    mye_u = q["myeloid_blasts_with_unknown"] - q["myeloid_blasts"]
+    lym = (f"lymphoid blasts incl. unassigned {_cmp(q['lymphoid_blasts_with_unknown'], t['all'])} "
+           f"(lymphoid {_p(q['lymphoid_blasts'])} + unassigned {_p(lym_u)})")
+    mye_eff = _cmp(q["myeloid_blasts_with_unknown"], t["aml"])
+    mye = (f"myeloid blasts incl. equivalents and unassigned {mye_eff} "
+           f"(myeloid {_p(q['myeloid_blasts'])} + unassigned {_p(mye_u)})")
+    blasts_low = q["blasts"] < t["aml"]
+    left = q["granulopoiesis"] >= t["cml_granulopoiesis"] and q["i_mg"] >= t["cml_i_mg"]
+    baso_eo = q["basophils"] >= t["cml_basophils"] or q["eosinophils"] >= t["cml_eosinophils"]
+    cml = (f"all blasts {_cmp(q['blasts'], t['aml'])} (CML needs <), granulopoiesis "
+           f"{_cmp(q['granulopoiesis'], t['cml_granulopoiesis'])}, "
+           f"I:Mg {_cmp(q['i_mg'], t['cml_i_mg'], False)}, "
+           f"basophils {_cmp(q['basophils'], t['cml_basophils'])} or eosinophils "
+           f"{_cmp(q['eosinophils'], t['cml_eosinophils'])}")
+    if outcome == "ALL":
+        return f"ALL: {lym}"
+    if outcome == "AML":
+        return f"AML: {mye}; {lym}"
+    if outcome == "CML":
+        return f"CML: {lym}; {mye}; {cml}: all met"
+    missing = [what for what, ok in (("blasts below the AML threshold", blasts_low),
+                                     ("left-shifted granulopoiesis", left),
+                                     ("basophilia or eosinophilia", baso_eo)) if not ok]
+    return f"no rule met ('other'): {lym}; {mye}; CML not met ({', '.join(missing)}): {cml}"
+
+
+def outcome_classes(classes: Sequence[Any], freq: Sequence[int] | None = None,
+                    other_class: Any = None) -> dict[str, Any]:
+    """Rule outcome -> class: the class whose name equals the outcome or starts with it (case-blind);
+    "other" and unmatched outcomes -> ``other_class``, else the most frequent class no outcome names
+    (``freq``; without it the first such class in ``classes`` order), else the most frequent class."""
+    classes = list(classes)
+    counts = list(freq) if freq is not None else [0] * len(classes)
+    order = sorted(range(len(classes)), key=lambda i: -counts[i])  # stable: ties keep class order
+    mapping: dict[str, Any] = {}
+    for outcome in RULE_OUTCOMES[:-1]:
+        for c in classes:
+            s = str(c).strip().lower()
+            if s == outcome.lower() or s.startswith(outcome.lower()):
+                mapping[outcome] = c
+                break
+    if other_class is not None:
+        if other_class not in set(classes):
+            raise ValueError(f"other_class {other_class!r} is not a training class")
+        other = other_class
+    else:
+        named = set(mapping.values())
+        rest = [classes[i] for i in order if classes[i] not in named]
+        other = rest[0] if rest else classes[order[0]]
+    return {o: mapping.get(o, other) for o in RULE_OUTCOMES}
+
+
 class RuleBaseline(ClassifierMixin, BaseEstimator):
     """Transparent blast-threshold rules (clinical.md); ``fit`` only learns the class names.
 
@@ -421,53 +505,70 @@ class RuleBaseline(ClassifierMixin, BaseEstimator):
         names = _column_names(self, arr.shape[1])
         idx, _ = _split_columns(names, self.count_columns, False, None)
         self.features_ = CountFeatures(count_columns=[names[i] for i in idx]).fit(_as_named(self, arr))
-        order = np.argsort(-freq, kind="stable")
-        mapping: dict[str, Any] = {}
-        for outcome in RULE_OUTCOMES[:-1]:
-            for c in self.classes_:
-                s = str(c).strip().lower()
-                if s == outcome.lower() or s.startswith(outcome.lower()):
-                    mapping[outcome] = c
-                    break
-        if self.other_class is not None:
-            if self.other_class not in set(self.classes_.tolist()):
-                raise ValueError(f"other_class {self.other_class!r} is not a training class")
-            other = self.other_class
-        else:
-            named = set(mapping.values())
-            rest = [self.classes_[i] for i in order if self.classes_[i] not in named]
-            other = rest[0] if rest else self.classes_[order[0]]
-        self.outcome_to_class_ = {o: mapping.get(o, other) for o in RULE_OUTCOMES}
+        freq_list = [int(f) for f in freq]
+        self.outcome_to_class_ = outcome_classes(list(self.classes_), freq_list, self.other_class)
         return self
 
-    def rule_outcomes(self, X: Any) -> np.ndarray:
-        """The rule that fired per row: "ALL", "AML", "CML" or "other"."""
-        check_is_fitted(self, "features_")
-        arr = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
-        feats = self.features_.transform(_as_named(self, arr))
-        col = {n: i for i, n in enumerate(self.features_.get_feature_names_out())}
+    def _quantities(self, feats: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The values the rules test, per row (fractions; ``i_mg`` add-one smoothed, as the features)."""
+        col = {n: i for i, n in enumerate(names)}
 
         def get(name: str) -> np.ndarray:
             return feats[:, col[name]] if name in col else np.zeros(len(feats))
 
         lym, mye = get("agg_lymphoid_blast_pct"), get("agg_myeloid_blast_pct")
         unk = get("agg_unknown_blast_pct")
-        lym_eff = np.where(lym >= mye, lym + unk, lym)
-        mye_eff = np.where(lym >= mye, mye, mye + unk)
-        blasts = get("agg_blast_pct")
-        i_mg = np.exp(get("log_i_mg")) if "log_i_mg" in col else np.zeros(len(feats))
+        lym_eff, mye_eff = counting.assign_unknown_blasts(lym, mye, unk)
+        return {
+            "lymphoid_blasts": np.asarray(lym, dtype=np.float64),
+            "myeloid_blasts": np.asarray(mye, dtype=np.float64),
+            "unknown_blasts": np.asarray(unk, dtype=np.float64),
+            "lymphoid_blasts_with_unknown": np.asarray(lym_eff, dtype=np.float64),
+            "myeloid_blasts_with_unknown": np.asarray(mye_eff, dtype=np.float64),
+            "blasts": get("agg_blast_pct"),
+            "granulopoiesis": get("agg_granulopoiesis_pct"),
+            "i_mg": np.exp(get("log_i_mg")) if "log_i_mg" in col else np.zeros(len(feats)),
+            "basophils": get("agg_basophil_pct"),
+            "eosinophils": get("agg_eosinophil_pct"),
+        }
+
+    def _decide(self, q: Mapping[str, np.ndarray]) -> np.ndarray:
         cml = (
-            (blasts < self.aml_threshold)
-            & (get("agg_granulopoiesis_pct") >= self.cml_granulocytic_min)
-            & (i_mg >= self.cml_left_shift_min)
-            & ((get("agg_basophil_pct") >= self.cml_basophil_min)
-               | (get("agg_eosinophil_pct") >= self.cml_eosinophil_min))
+            (q["blasts"] < self.aml_threshold)
+            & (q["granulopoiesis"] >= self.cml_granulocytic_min)
+            & (q["i_mg"] >= self.cml_left_shift_min)
+            & ((q["basophils"] >= self.cml_basophil_min) | (q["eosinophils"] >= self.cml_eosinophil_min))
         )
-        out = np.full(len(feats), "other", dtype=object)
+        out = np.full(len(q["blasts"]), "other", dtype=object)
         out[cml] = "CML"
-        out[mye_eff >= self.aml_threshold] = "AML"
-        out[lym_eff >= self.all_threshold] = "ALL"
+        out[q["myeloid_blasts_with_unknown"] >= self.aml_threshold] = "AML"
+        out[q["lymphoid_blasts_with_unknown"] >= self.all_threshold] = "ALL"
         return out
+
+    def rule_outcomes(self, X: Any) -> np.ndarray:
+        """The rule that fired per row: "ALL", "AML", "CML" or "other"."""
+        check_is_fitted(self, "features_")
+        arr = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+        feats = self.features_.transform(_as_named(self, arr))
+        return self._decide(self._quantities(feats, list(self.features_.get_feature_names_out())))
+
+    def explain(self, counts: Mapping[str, float]) -> RuleDecision:
+        """Apply the rules to one differential's label counts (no fitting: the rules need no training)
+        and say why, from the very values and thresholds the decision used."""
+        import pandas as pd
+
+        labels = sorted(counts) or ["lymphocyte"]
+        row = pd.DataFrame([{k: float(counts.get(k, 0.0)) for k in labels}])
+        feats = CountFeatures(count_columns=labels).fit(row)
+        q = {k: float(v[0]) for k, v in self._quantities(
+            feats.transform(row), list(feats.get_feature_names_out())).items()}
+        outcome = str(self._decide({k: np.asarray([v]) for k, v in q.items()})[0])
+        return RuleDecision(outcome, q, self._thresholds(), _reason(outcome, q, self._thresholds()))
+
+    def _thresholds(self) -> dict[str, float]:
+        return {"all": self.all_threshold, "aml": self.aml_threshold,
+                "cml_granulopoiesis": self.cml_granulocytic_min, "cml_i_mg": self.cml_left_shift_min,
+                "cml_basophils": self.cml_basophil_min, "cml_eosinophils": self.cml_eosinophil_min}
 
     def predict(self, X: Any) -> np.ndarray:
         outcomes = self.rule_outcomes(X)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -42,17 +43,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 def _overview(slide: SlideReader, max_size: int) -> Image.Image:
     """The whole slide with its longer side ``max_size`` px (or the slide's size if smaller), read from
-    the coarsest pyramid level that is still at least that large."""
-    info = slide.info
-    want = min(max_size, max(info.width, info.height))
-    level = info.levels[0]
-    for lv in info.levels:
-        if max(lv.width, lv.height) >= want:
-            level = lv
-    arr = slide.read_region(0, 0, level.width, level.height, level=level.index)
-    img = Image.fromarray(arr).convert("RGB")
-    img.thumbnail((want, want))
-    return img
+    the coarsest pyramid level that is still at least that large (piece by piece when that level is big:
+    :meth:`SlideReader.thumbnail`)."""
+    return Image.fromarray(slide.thumbnail(max_size)).convert("RGB")
 
 
 def overview_with_regions(
@@ -94,13 +87,13 @@ def field_with_boxes(
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     s = img.width / field.width
     draw = ImageDraw.Draw(img)
+    width = max(2, round(img.width / 300))  # visible at any picture size
     for c in cells:
         b = c.box
-        draw.rectangle(
-            ((b.x1 - field.x1) * s, (b.y1 - field.y1) * s, (b.x2 - field.x1) * s, (b.y2 - field.y1) * s),
-            outline=_hex_to_rgb(color_of(c.label)),
-            width=2,
-        )
+        xy = ((b.x1 - field.x1) * s, (b.y1 - field.y1) * s, (b.x2 - field.x1) * s, (b.y2 - field.y1) * s)
+        # a thin white halo under the class colour keeps every colour visible on dark purple nuclei
+        draw.rectangle(xy, outline=(255, 255, 255), width=width + 2)
+        draw.rectangle(xy, outline=_hex_to_rgb(color_of(c.label)), width=width)
     return img
 
 
@@ -125,17 +118,33 @@ def cell_crop(
     return img
 
 
+@dataclass(frozen=True)
+class GalleryItem:
+    """One gallery crop: the picture, the cell's detection id and its predicted class probability."""
+
+    uri: str
+    detection_id: int | None
+    probability: float | None  # top class probability (None: no classifier output)
+    label: str | None
+
+
+def _top_probability(c: Cell) -> float | None:
+    return max(c.probabilities.values()) if c.probabilities else None
+
+
 def gallery(
     slide: SlideReader, cells_by_class: Mapping[str, Sequence[Cell]], per_class: int = 12, size: int = 80,
     color_of: Callable[[str | None], str] | None = None,
-) -> dict[str, list[str]]:
-    """Class -> data URIs of up to ``per_class`` cell crops, most confident first (box outlined in
-    ``color_of(label)`` when given)."""
-    out: dict[str, list[str]] = {}
+) -> dict[str, list[GalleryItem]]:
+    """Class -> up to ``per_class`` cell crops, most confident first (box outlined in ``color_of(label)``
+    when given), each with its detection id and probability."""
+    out: dict[str, list[GalleryItem]] = {}
     for cls, cells in cells_by_class.items():
-        ranked = sorted(cells, key=lambda c: -(max((c.probabilities or {}).values(), default=c.score or 0.0)))
+        ranked = sorted(cells, key=lambda c: -(_top_probability(c) or c.score or 0.0))
         out[cls] = [
-            to_data_uri(cell_crop(slide, c.box, size, outline=color_of(c.label) if color_of else None))
+            GalleryItem(
+                to_data_uri(cell_crop(slide, c.box, size, outline=color_of(c.label) if color_of else None)),
+                c.detection_id if c.detection_id is not None else c.cell_id, _top_probability(c), c.label)
             for c in ranked[:per_class]
         ]
     return out

@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marrowscope import taxonomy
+from marrowscope import alerts, taxonomy
 from marrowscope.cells import Box, Cell
+from marrowscope.counting import Flag
 from marrowscope.io.atomic import write_text_atomic
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report import figures
+from marrowscope.report.colors import UNCERTAIN_COLOR, label_color
 from marrowscope.report.results import RESEARCH_NOTICE, SlideResult
 
 log = logging.getLogger(__name__)
 
-UNCERTAIN_COLOR = "#8a8a8a"
 LINEAGE_NAMES: Mapping[str, str] = {
     "blast": "Blasts and blast-like precursors",
     "neutrophilic": "Neutrophilic granulopoiesis",
@@ -49,12 +50,6 @@ def pretty(name: str) -> str:
     """``segmented_neutrophil`` -> ``Segmented neutrophil``."""
     s = name.replace("_", " ")
     return s[:1].upper() + s[1:]
-
-
-def label_color(name: str | None) -> str:
-    if name is None or name not in taxonomy.LABELS:
-        return UNCERTAIN_COLOR
-    return taxonomy.LABELS[name].color
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -84,10 +79,6 @@ class _Row:
     description: str
 
 
-def _label_order() -> dict[str, int]:
-    return {n: i for i, n in enumerate(taxonomy.LABELS)}
-
-
 def _scheme_classes(result: SlideResult) -> list[str]:
     """The classifier's classes (from the cells' probability vectors), in its order."""
     for c in result.cells.cells:
@@ -105,7 +96,6 @@ def _differential_rows(result: SlideResult) -> tuple[list[dict[str, Any]], float
 
     d = result.differential
     n = d.n_counted
-    order = _label_order()
     known_classes = [c for c in _scheme_classes(result) if c in taxonomy.LABELS]
     names = set(d.counts) | {c for c in known_classes if taxonomy.is_countable(c)}
     by_lineage: dict[str, list[str]] = defaultdict(list)
@@ -117,7 +107,7 @@ def _differential_rows(result: SlideResult) -> tuple[list[dict[str, Any]], float
     known = [x for x in taxonomy.LINEAGES if x in by_lineage]
     for lin in known + sorted(set(by_lineage) - set(taxonomy.LINEAGES)):
         rows = []
-        for name in sorted(by_lineage[lin], key=lambda x: order.get(x, 10**6)):
+        for name in taxonomy.in_differential_order(by_lineage[lin]):
             k = d.counts.get(name, 0)
             p = d.proportions.get(name, 0.0)
             lo, hi = d.intervals.get(name) or wilson_interval(0, n)
@@ -150,15 +140,20 @@ def _not_counted(result: SlideResult) -> list[dict[str, Any]]:
     return out
 
 
+def flag_need(f: Flag) -> str:
+    """What would decide a straddled threshold, within the tool's own cell cap."""
+    if f.cells_needed is None:
+        return (f"cannot be decided within the {f.max_cells}-cell cap at this proportion; "
+                "review the blasts instead")
+    return f"about {f.cells_needed} more countable cells would decide it (if the proportion holds)"
+
+
 def _flags(result: SlideResult) -> list[dict[str, Any]]:
     out = []
     for f in result.differential.flags:
-        if f.cells_needed is None:
-            need = "cannot be decided at this proportion by counting more cells"
-        else:
-            need = f"about {f.cells_needed} more countable cells would decide it (if the proportion holds)"
+        what = "lymphoid blasts incl. unassigned" if f.quantity == "lymphoid_blasts" else "blasts"
         out.append({"name": f.name, "text": THRESHOLD_TEXT.get(f.name, f.name), "estimate": pct(f.estimate),
-                    "ci": interval(f.interval), "need": need})
+                    "ci": interval(f.interval), "need": flag_need(f), "what": what})
     return out
 
 
@@ -167,9 +162,14 @@ def _diagnosis(result: SlideResult) -> dict[str, Any] | None:
     if dx is None:
         return None
     probs = sorted(dx.probabilities.items(), key=lambda kv: -kv[1])
+    between = dx.uncertain_between
     return {
         "model": dx.model,
         "suggestion": dx.suggestion,
+        "headline": dx.headline,
+        "uncertain": between is not None,
+        "between_p": "" if between is None else " / ".join(pct(dx.probabilities[c], 0) for c in between),
+        "threshold": pct(dx.confidence_threshold, 0),
         "p": pct(dx.probabilities.get(dx.suggestion, 0.0), 0),
         "rows": [{"name": k, "p": v, "pct": pct(v), "top": k == dx.suggestion, "rule": k == dx.rule_baseline}
                  for k, v in probs],
@@ -181,63 +181,88 @@ def _diagnosis(result: SlideResult) -> dict[str, Any] | None:
 
 
 def _legend(cells: Sequence[Cell]) -> list[dict[str, str]]:
-    seen = sorted({c.label for c in cells if c.label is not None}, key=lambda n: _label_order().get(n, 10**6))
+    seen = taxonomy.in_differential_order({c.label for c in cells if c.label is not None})
     out = [{"label": pretty(n), "color": label_color(n)} for n in seen]
     if any(c.label is None for c in cells):
         out.append({"label": "Uncertain", "color": UNCERTAIN_COLOR})
     return out
 
 
-def _pictures(result: SlideResult, slide: SlideReader, per_class: int) -> dict[str, Any]:
+def _field_pictures(result: SlideResult, slide: SlideReader, max_fields: int) -> list[dict[str, Any]]:
+    """Every counted region with its boxes (the ``max_fields`` with most cells when there are more)."""
+    cells = result.cells.cells
+    by_roi: dict[int, list[Cell]] = defaultdict(list)
+    for c in cells:
+        if c.roi_id is not None:
+            by_roi[c.roi_id].append(c)
+    regions = sorted(result.regions, key=lambda r: -r.n_cells)[:max_fields]
+    regions.sort(key=lambda r: [x.roi_id for x in result.regions].index(r.roi_id))
+    out = []
+    for r in regions:
+        fbox = Box(*r.box)
+        in_field = by_roi.get(r.roi_id, [])
+        try:
+            img = figures.field_with_boxes(slide, fbox, in_field, label_color, max_size=900)
+        except Exception as e:  # noqa: BLE001 - a picture must not cost the report
+            log.warning("field picture of region %s failed: %s", r.roi_id, e)
+            continue
+        um = "" if result.slide.mpp is None else (
+            f", {fbox.width * result.slide.mpp:.0f} × {fbox.height * result.slide.mpp:.0f} µm")
+        out.append({"uri": figures.to_data_uri(img), "legend": _legend(in_field),
+                    "caption": f"{r.source} {r.roi_id}: {len(in_field)} objects{um}; "
+                               "box colour = predicted class"})
+    return out
+
+
+def _pictures(result: SlideResult, slide: SlideReader, per_class: int,
+              max_fields: int = 24) -> dict[str, Any]:
     cells = result.cells.cells
     regions = [(Box(*r.box), f"{'ROI' if r.source == 'annotated ROI' else 'F'}{r.roi_id} ({r.n_cells})")
                for r in result.regions]
-    pics: dict[str, Any] = {"overview": None, "field": None, "field_caption": "", "gallery": [], "legend": []}
+    pics: dict[str, Any] = {"overview": None, "fields": [], "n_regions": len(result.regions), "gallery": []}
     try:
         pics["overview"] = figures.to_data_uri(figures.overview_with_regions(slide, regions, max_size=900))
     except Exception as e:  # noqa: BLE001 - a picture must not cost the report
         log.warning("overview picture failed: %s", e)
-    if result.regions:
-        best = max(result.regions, key=lambda r: r.n_cells)
-        fbox = Box(*best.box)
-        in_field = [c for c in cells if c.roi_id == best.roi_id]
-        try:
-            img = figures.field_with_boxes(slide, fbox, in_field, label_color, max_size=900)
-            pics["field"] = figures.to_data_uri(img)
-            um = "" if result.slide.mpp is None else (
-                f", {fbox.width * result.slide.mpp:.0f} × {fbox.height * result.slide.mpp:.0f} µm")
-            pics["field_caption"] = (f"{best.source} {best.roi_id}: {len(in_field)} objects{um}; "
-                                     "box colour = predicted class")
-            pics["legend"] = _legend(in_field)
-        except Exception as e:  # noqa: BLE001
-            log.warning("field picture failed: %s", e)
+    pics["fields"] = _field_pictures(result, slide, max_fields)
     by_class: dict[str, list[Cell]] = defaultdict(list)
     for c in cells:
         by_class[c.label if c.label is not None else "uncertain"].append(c)
-    order = _label_order()
-    lineages = {lin: i for i, lin in enumerate(taxonomy.LINEAGES)}
 
-    def rank(n: str) -> tuple[bool, bool, int, int]:  # as the differential table: by lineage, counted first
-        known = n in taxonomy.LABELS
-        counted = known and taxonomy.is_countable(n)
-        lin = lineages.get(taxonomy.lineage_of(n), 99) if known else 99
-        return (n == "uncertain", not counted, lin, order.get(n, 10**6))
+    def rank(n: str) -> tuple[bool, bool, tuple[int, int, str]]:  # as the differential: counted first
+        counted = n in taxonomy.LABELS and taxonomy.is_countable(n)
+        return (n == "uncertain", not counted, taxonomy.differential_rank(n))
 
     keys = sorted(by_class, key=rank)
     try:
-        uris = figures.gallery(slide, {k: by_class[k] for k in keys}, per_class=per_class, size=80,
-                              color_of=label_color)
+        items = figures.gallery(slide, {k: by_class[k] for k in keys}, per_class=per_class, size=80,
+                                color_of=label_color)
     except Exception as e:  # noqa: BLE001
         log.warning("gallery failed: %s", e)
-        uris = {}
+        items = {}
     for k in keys:
-        if k in uris:
+        if k in items:
             counted = k in result.differential.counts
-            pics["gallery"].append({"label": "Uncertain" if k == "uncertain" else pretty(k),
-                                    "n": len(by_class[k]),
-                                    "color": label_color(None if k == "uncertain" else k), "images": uris[k],
-                                    "counted": counted})
+            pics["gallery"].append({
+                "label": "Uncertain" if k == "uncertain" else pretty(k), "n": len(by_class[k]),
+                "color": label_color(None if k == "uncertain" else k), "counted": counted,
+                "images": [{"src": it.uri, "id": "" if it.detection_id is None else it.detection_id,
+                            "p": "–" if it.probability is None else f"{100 * it.probability:.0f} %"}
+                           for it in items[k]],
+            })
     return pics
+
+
+def _warnings(result: SlideResult) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(warnings about the models, shown beside the differential; the others). Threshold flags have
+    their own box and are left out here."""
+    about: list[dict[str, str]] = []
+    other: list[dict[str, str]] = []
+    for w in result.warnings:
+        if w.code == alerts.THRESHOLD_UNDECIDED.code:
+            continue
+        (about if w.kind.about_models else other).append({"code": w.code, "message": w.message})
+    return about, other
 
 
 def report_context(result: SlideResult, slide: SlideReader | None, *, files: Mapping[str, Any] | None = None,
@@ -250,7 +275,8 @@ def report_context(result: SlideResult, slide: SlideReader | None, *, files: Map
     cfg = dict(run.config)
     target = cfg.get("target_cells")
     pics = _pictures(result, slide, per_class) if slide is not None else {
-        "overview": None, "field": None, "field_caption": "", "gallery": [], "legend": []}
+        "overview": None, "fields": [], "n_regions": len(result.regions), "gallery": []}
+    model_warnings, other_warnings = _warnings(result)
     s = result.slide
     area = sum((r.box[2] - r.box[0]) * (r.box[3] - r.box[1]) for r in result.regions)
     area_mm2 = None if s.mpp is None else area * s.mpp * s.mpp / 1e6
@@ -263,17 +289,17 @@ def report_context(result: SlideResult, slide: SlideReader | None, *, files: Map
         "n_objects": len(result.cells),
         "n_not_counted": d.n_not_counted,
         "target": target,
-        "blast": {"count": d.blast_count, "pct": pct(d.blast_pct), "ci": interval(d.blast_interval),
-                  "lymphoid": pct(d.lymphoid_blast_pct), "myeloid": pct(d.myeloid_blast_pct),
-                  "unknown": pct(d.unknown_blast_pct), "leukemic": pct(d.leukemic_blast_pct),
-                  "p": d.blast_pct, "lo": d.blast_interval[0], "hi": d.blast_interval[1]},
+        "blast": {"count": d.blast_count, "pct": pct(d.blast_fraction), "ci": interval(d.blast_interval),
+                  "lymphoid": pct(d.lymphoid_blast_fraction), "myeloid": pct(d.myeloid_blast_fraction),
+                  "unknown": pct(d.unknown_blast_fraction), "leukemic": pct(d.leukemic_blast_fraction),
+                  "p": d.blast_fraction, "lo": d.blast_interval[0], "hi": d.blast_interval[1]},
         "thresholds": [{"name": n, "t": t} for n, t in (("5 %", 0.05), ("10 %", 0.10), ("20 %", 0.20),
                                                         ("25 %", 0.25))],
         "me_ratio": ratio(d.me_ratio),
         "i_mg": "–" if d.maturation.get("i_mg") is None else f"{d.maturation['i_mg']:.2f}",
         "i_me": "–" if d.maturation.get("i_me") is None else f"{d.maturation['i_me']:.2f}",
-        "eos": pct(d.extra.get("eosinophil_pct")),
-        "baso": pct(d.extra.get("basophil_pct")),
+        "eos": pct(d.extra.get("eosinophil_fraction")),
+        "baso": pct(d.extra.get("basophil_fraction")),
         "groups": groups,
         "scale": scale,
         "scale_pct": f"{100 * scale:.0f} %",
@@ -286,12 +312,12 @@ def report_context(result: SlideResult, slide: SlideReader | None, *, files: Map
              "coverage": pct(r.coverage, 0), "box": ", ".join(f"{v:.0f}" for v in r.box)}
             for r in result.regions
         ],
-        # threshold flags have their own box; the rest of the warnings are listed as they are
-        "warnings": [w for w in result.warnings if not w.startswith("blast interval")],
+        "model_warnings": model_warnings,
+        "warnings": other_warnings,
         "pics": pics,
         "run": {
             "version": run.marrowscope_version, "python": run.python, "platform": run.platform,
-            "packages": dict(run.packages), "models": [vars(m) for m in run.models], "seed": run.seed,
+            "packages": dict(run.packages), "models": [m.to_dict() for m in run.models], "seed": run.seed,
             "started": run.started, "seconds": f"{run.seconds:.1f}",
             "timings": {k: f"{v:.1f} s" for k, v in run.timings.items()},
             "config": json.dumps(cfg, indent=2, default=str),

@@ -7,12 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marrowscope import __version__
+from marrowscope import __version__, alerts
 from marrowscope.io.atomic import write_text_atomic
 from marrowscope.report.results import RESEARCH_NOTICE
 
 if TYPE_CHECKING:
     from marrowscope.engines.batch import SlideStatus
+
+
+def _meaning(code: str) -> str:
+    k = alerts.codes().get(code)
+    return k.meaning if k is not None else code
 
 
 def _row(s: SlideStatus, out_dir: Path) -> dict[str, Any]:
@@ -27,10 +32,14 @@ def _row(s: SlideStatus, out_dir: Path) -> dict[str, Any]:
         "slide": s.slide_id or Path(s.source).name,
         "status": s.status,
         "n": "" if s.n_counted is None else s.n_counted,
-        "blast": "" if s.blast_pct is None else f"{100 * s.blast_pct:.1f} %",
+        "blast": "" if s.blast_fraction is None else f"{100 * s.blast_fraction:.1f} %",
         "ci": "" if s.blast_ci is None else f"{100 * s.blast_ci[0]:.1f}–{100 * s.blast_ci[1]:.1f} %",
         "flags": ", ".join(s.flags),
         "suggestion": s.suggestion or "",
+        "headline": s.headline,
+        "uncertain": s.uncertain_between is not None,
+        "warnings": [{"code": c, "meaning": _meaning(c)} for c in s.warnings],
+        "models": list(s.models),
         "p": "" if s.suggestion_p is None else f"{100 * s.suggestion_p:.0f} %",
         "rule": s.rule_baseline or "",
         "disagree": bool(s.suggestion and s.rule_baseline and s.suggestion != s.rule_baseline),

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from marrowscope.alerts import THRESHOLD_UNDECIDED, ResultWarning, codes, register_code
 from marrowscope.cells import CellAnnotations
-from marrowscope.counting import Differential, Flag
+from marrowscope.counting import DEFAULT_MAX_CELLS, Differential, Flag
 from marrowscope.errors import InputError
 from marrowscope.report.outputs import CELLS_STEM, SUMMARY
 from marrowscope.report.results import (
@@ -45,8 +46,14 @@ def _interval(v: Any) -> tuple[float, float]:
     return (float(v[0]), float(v[1]))
 
 
+def _fraction(d: Mapping[str, Any], name: str) -> float:
+    """``<name>_fraction`` (schema 2), or the same fraction under its schema-1 name ``<name>_pct``."""
+    return float(d[f"{name}_fraction"] if f"{name}_fraction" in d else d[f"{name}_pct"])
+
+
 def differential_from_dict(d: Mapping[str, Any]) -> Differential:
     """The inverse of :meth:`Differential.to_dict`."""
+    extra = dict(d.get("extra") or {})
     return Differential(
         n_counted=int(d["n_counted"]),
         counts={k: int(v) for k, v in d["counts"].items()},
@@ -56,12 +63,12 @@ def differential_from_dict(d: Mapping[str, Any]) -> Differential:
         lineage_proportions={k: float(v) for k, v in d["lineage_proportions"].items()},
         lineage_intervals={k: _interval(v) for k, v in d["lineage_intervals"].items()},
         blast_count=int(d["blast_count"]),
-        blast_pct=float(d["blast_pct"]),
+        blast_fraction=_fraction(d, "blast"),
         blast_interval=_interval(d["blast_interval"]),
-        lymphoid_blast_pct=float(d["lymphoid_blast_pct"]),
-        myeloid_blast_pct=float(d["myeloid_blast_pct"]),
-        unknown_blast_pct=float(d["unknown_blast_pct"]),
-        leukemic_blast_pct=float(d["leukemic_blast_pct"]),
+        lymphoid_blast_fraction=_fraction(d, "lymphoid_blast"),
+        myeloid_blast_fraction=_fraction(d, "myeloid_blast"),
+        unknown_blast_fraction=_fraction(d, "unknown_blast"),
+        leukemic_blast_fraction=_fraction(d, "leukemic_blast"),
         me_ratio=None if d.get("me_ratio") is None else float(d["me_ratio"]),
         maturation=dict(d.get("maturation") or {}),
         not_counted={k: int(v) for k, v in (d.get("not_counted") or {}).items()},
@@ -72,10 +79,13 @@ def differential_from_dict(d: Mapping[str, Any]) -> Differential:
                 float(f["estimate"]),
                 _interval(f["interval"]),
                 f.get("cells_needed"),
+                str(f.get("quantity", "blasts")),
+                int(f.get("max_cells", DEFAULT_MAX_CELLS)),
             )
             for f in d.get("flags", [])
         ),
         z=float(d.get("z", 1.96)),
+        extra={k: float(v) for k, v in extra.items()},
     )
 
 
@@ -90,6 +100,11 @@ def _diagnosis(d: Mapping[str, Any] | None) -> DiagnosisResult | None:
         rule_baseline=str(d["rule_baseline"]),
         rule_reason=str(d.get("rule_reason", "")),
         unused_labels=tuple(d.get("unused_labels", ())),
+        rule_outcome=str(d.get("rule_outcome", "")),
+        rule_values={k: float(v) for k, v in (d.get("rule_values") or {}).items()},
+        confidence_threshold=float(d.get("confidence_threshold", 0.0)),
+        uncertain_between=None if not d.get("uncertain_between") else
+        (str(d["uncertain_between"][0]), str(d["uncertain_between"][1])),
     )
 
 
@@ -99,13 +114,26 @@ def _run(d: Mapping[str, Any]) -> RunRecord:
         python=str(d.get("python", "")),
         platform=str(d.get("platform", "")),
         packages=dict(d.get("packages") or {}),
-        models=tuple(ModelRef(m["name"], m["task"], m["path"], m["sha256"]) for m in d.get("models", [])),
+        models=tuple(ModelRef(m["name"], m["task"], m["path"], m["sha256"],
+                              str(m.get("training_data", "")), str(m.get("training_data_kind", "unknown")),
+                              tuple(m.get("training_datasets", ())))
+                     for m in d.get("models", [])),
         config=dict(d.get("config") or {}),
         seed=int(d.get("seed", 0)),
         started=str(d.get("started", "")),
         seconds=float(d.get("seconds", 0.0)),
         timings=dict(d.get("timings") or {}),
     )
+
+
+def _warning(w: Any) -> ResultWarning:
+    """A ``{code, message}`` warning; a schema-1 plain string is kept as its message."""
+    if isinstance(w, Mapping):
+        return ResultWarning.from_dict(w)
+    code = THRESHOLD_UNDECIDED.code if str(w).startswith("blast interval") else "legacy"
+    if code == "legacy" and code not in codes():
+        register_code("legacy", "a warning written by marrowscope before warnings had codes", severity="info")
+    return ResultWarning(code, str(w))
 
 
 def read_slide_cells(folder: str | Path) -> CellAnnotations:
@@ -129,6 +157,9 @@ def load_slide_result(folder: str | Path, summary: Mapping[str, Any] | None = No
         height=int(s["height"]),
         mpp=None if s.get("mpp") is None else float(s["mpp"]),
         patient_id=s.get("patient_id"),
+        frame=str(s.get("frame", "level0")),
+        dataset_csv_offset=(None if s.get("dataset_csv_offset") is None
+                            else _interval(s["dataset_csv_offset"])),
     )
     regions = tuple(
         RegionResult(
@@ -149,5 +180,5 @@ def load_slide_result(folder: str | Path, summary: Mapping[str, Any] | None = No
         differential=differential_from_dict(d["differential"]),
         diagnosis=_diagnosis(d.get("diagnosis")),
         run=_run(d.get("run") or {}),
-        warnings=tuple(str(w) for w in d.get("warnings", [])),
+        warnings=tuple(_warning(w) for w in d.get("warnings", [])),
     )

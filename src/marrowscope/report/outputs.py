@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from marrowscope import __version__
-from marrowscope.io.atomic import atomic_dir
+from marrowscope.io.atomic import atomic_dir, normal_permissions
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.results import SlideResult
 
@@ -94,13 +94,14 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
     :mod:`marrowscope.engines.fingerprint`) goes into ``fingerprint.json`` for reuse checks on a rerun."""
     from marrowscope.io.annotations.geojson import write_geojson
     from marrowscope.io.annotations.table import write_cell_table
+    from marrowscope.report.colors import CLASS_COLORS
     from marrowscope.report.html import write_report
 
     target = folder if folder is not None else slide_folder(out_dir, result.slide.slide_id)
     classes = _classes(result)
     with atomic_dir(target) as tmp:
         write_cell_table(result.cells, tmp / CELLS_STEM, classes=classes)
-        write_geojson(result.cells, tmp / GEOJSON)
+        write_geojson(result.cells, tmp / GEOJSON, colors=CLASS_COLORS)  # the report's colours
         skipped = _write_ann(result, slide, tmp / DICOM_ANN)
         files: dict[str, Any] = {
             "cells_parquet": f"{CELLS_STEM}.parquet",
@@ -115,7 +116,7 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
         write_report(result, slide, tmp / REPORT, files=files)
         if fingerprint is not None:
             (tmp / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n", encoding="utf-8")
-        _normal_permissions(tmp)
+        normal_permissions(tmp)  # files a library wrote with its own temporaries too
     log.info("%s: outputs in %s", result.slide.slide_id, target)
     return SlideOutputs(
         folder=target,
@@ -129,20 +130,12 @@ def write_slide_outputs(result: SlideResult, slide: SlideReader, out_dir: str | 
     )
 
 
-def _normal_permissions(folder: Path) -> None:
-    """Temporary files are private (0600/0700); give the finished outputs the usual permissions."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
-    for p in folder.iterdir():
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
-
-
 def _classes(result: SlideResult) -> list[str] | None:
-    """Probability columns in the classifier's order (taken from the first cell that has them)."""
+    """Probability columns in lineage and maturation order (the classifier's classes, from the first
+    cell that has them; names the taxonomy does not know go last)."""
+    from marrowscope import taxonomy
+
     for c in result.cells.cells:
         if c.probabilities:
-            return list(c.probabilities)
+            return taxonomy.in_differential_order(c.probabilities)
     return None

@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from marrowscope.alerts import ResultWarning
 from marrowscope.cells import CellAnnotations
 from marrowscope.counting import Differential
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: warnings as {code, message}; *_fraction names; models with training data
 RESEARCH_NOTICE = (
     "Research use only. Not a medical device. The differential and the diagnosis suggestion are "
     "computed by machine-learning models and must be reviewed by a qualified hematologist."
@@ -27,6 +28,8 @@ class SlideSummary:
     height: int
     mpp: float | None
     patient_id: str | None = None  # from the DICOM header when known
+    frame: str = "level0"  # coordinate frame of every box: "dicom", "csv" (MRXS canvas) or "level0"
+    dataset_csv_offset: tuple[float, float] | None = None  # (dx, dy) to ADD to get the dataset CSV frame
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class RegionResult:
 
 @dataclass(frozen=True)
 class DiagnosisResult:
+    """The diagnosis model's probabilities, its headline and the rule baseline beside it.
+
+    ``uncertain_between``: the two most likely diagnoses when the top probability is below
+    ``confidence_threshold`` (the headline then reads "uncertain between A and B"), else None."""
+
     model: str
     classes: tuple[str, ...]
     probabilities: Mapping[str, float]
@@ -49,6 +57,17 @@ class DiagnosisResult:
     rule_baseline: str
     rule_reason: str
     unused_labels: tuple[str, ...] = ()  # counted labels the diagnosis model has no input column for
+    rule_outcome: str = ""  # the rule that fired: ALL, AML, CML or other
+    rule_values: Mapping[str, float] = field(default_factory=dict)  # the fractions the rules tested
+    confidence_threshold: float = 0.0
+    uncertain_between: tuple[str, str] | None = None
+
+    @property
+    def headline(self) -> str:
+        if self.uncertain_between is not None:
+            a, b = self.uncertain_between
+            return f"uncertain between {a} and {b}"
+        return self.suggestion
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,18 +75,33 @@ class DiagnosisResult:
             "classes": list(self.classes),
             "probabilities": dict(self.probabilities),
             "suggestion": self.suggestion,
+            "headline": self.headline,
+            "confidence_threshold": self.confidence_threshold,
+            "uncertain_between": None if self.uncertain_between is None else list(self.uncertain_between),
             "rule_baseline": self.rule_baseline,
+            "rule_outcome": self.rule_outcome,
             "rule_reason": self.rule_reason,
+            "rule_values": dict(self.rule_values),
             "unused_labels": list(self.unused_labels),
         }
 
 
 @dataclass(frozen=True)
 class ModelRef:
+    """A model used for a result, with its hash and what it was trained on (its own metadata)."""
+
     name: str
     task: str
     path: str
     sha256: str
+    training_data: str = ""
+    training_data_kind: str = "unknown"  # synthetic | real | mixed | unknown
+    training_datasets: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "path": self.path, "sha256": self.sha256,
+                "training_data": self.training_data, "training_data_kind": self.training_data_kind,
+                "training_datasets": list(self.training_datasets)}
 
 
 @dataclass(frozen=True)
@@ -92,7 +126,7 @@ class SlideResult:
     differential: Differential
     diagnosis: DiagnosisResult | None
     run: RunRecord
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[ResultWarning, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form; cells are summarised (the full list is in the cell table)."""
@@ -105,15 +139,16 @@ class SlideResult:
                 {**vars(r), "box": list(r.box)} for r in self.regions
             ],
             "n_objects": len(self.cells),
+            "models": [m.to_dict() for m in run.models],
             "differential": self.differential.to_dict(),
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
-            "warnings": list(self.warnings),
+            "warnings": [w.to_dict() for w in self.warnings],
             "run": {
                 "marrowscope_version": run.marrowscope_version,
                 "python": run.python,
                 "platform": run.platform,
                 "packages": dict(run.packages),
-                "models": [vars(m).copy() for m in run.models],
+                "models": [m.to_dict() for m in run.models],
                 "config": dict(run.config),
                 "seed": run.seed,
                 "started": run.started,

@@ -116,7 +116,7 @@ def load_reviewed_dataset(
             rows.append(t[0])
             labels.append(lab)
             groups.append(patients[s.patient])
-            ids.append(f"{s.key}/{cell.cell_id}")
+            ids.append(f"{s.key}/{cell.row_id}")
         if keep:
             with open_slide(s.slide_path, mpp=s.mpp) as slide:
                 images.append(crops_from_slide(slide, keep, mpp=mpp, size=size))

@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from marrowscope import __version__
+from marrowscope import __version__, alerts
 from marrowscope.cells import CellAnnotations
-from marrowscope.io.atomic import atomic_dir
+from marrowscope.io.atomic import atomic_dir, normal_permissions
 from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
-from marrowscope.report.outputs import _normal_permissions
 from marrowscope.report.results import DiagnosisResult, SlideResult
 from marrowscope.review.store import Edit, SlideReview
 from marrowscope.review.tally import ReviewedCell, reviewed_differential
@@ -150,7 +149,7 @@ def reviewed_result(
         differential=diff,
         diagnosis=diagnosis,
         regions=regions,
-        warnings=tuple(w for w in model.warnings if not w.startswith("blast interval")),
+        warnings=tuple(w for w in model.warnings if w.code != alerts.THRESHOLD_UNDECIDED.code),
     )
 
 
@@ -200,7 +199,7 @@ def write_review_exports(
             "summary": f"{n_seen} of {len(cells)} objects reviewed, {n_changed} corrected",
         }
         write_report(result, slide, tmp / REPORT, files=files, review=banner)
-        _normal_permissions(tmp)
+        normal_permissions(tmp)
     return ReviewExport(
         target,
         target / f"{TABLE_STEM}.parquet",

@@ -63,7 +63,6 @@ def tally_dict(
     cells: Sequence[ReviewedCell],
     problem: str | None,
 ) -> dict[str, Any]:
-    order = {n: i for i, n in enumerate(taxonomy.LABELS)}
     states = Counter(r.state for r in cells)
     return {
         "n_counted": diff.n_counted,
@@ -77,14 +76,14 @@ def tally_dict(
                 "color": _color(k),
                 "blast": taxonomy.is_blast_equivalent(k),
             }
-            for k, v in sorted(diff.counts.items(), key=lambda kv: order.get(kv[0], 10**6))
+            for k, v in sorted(diff.counts.items(), key=lambda kv: taxonomy.differential_rank(kv[0]))
         ],
         "blast": {
             "count": diff.blast_count,
-            "pct": _pct(diff.blast_pct),
+            "pct": _pct(diff.blast_fraction),
             "ci": _iv(diff.blast_interval),
-            "lymphoid": _pct(diff.lymphoid_blast_pct),
-            "myeloid": _pct(diff.myeloid_blast_pct),
+            "lymphoid": _pct(diff.lymphoid_blast_fraction),
+            "myeloid": _pct(diff.myeloid_blast_fraction),
         },
         "me_ratio": None if diff.me_ratio is None else round(diff.me_ratio, 3),
         "flags": [
@@ -185,7 +184,7 @@ class ReviewService:
             "at": review.validated_at or review.at,
             "n_counted": d.get("n_counted"),
             "target": e.target_cells,
-            "blast_pct": None if d.get("blast_pct") is None else _pct(d["blast_pct"]),
+            "blast_pct": None if d.get("blast_fraction") is None else _pct(d["blast_fraction"]),
             "blast_ci": None if d.get("blast_interval") is None else _iv(d["blast_interval"]),
             "suggestion": dx.get("suggestion"),
             "rule_baseline": dx.get("rule_baseline"),
@@ -389,7 +388,7 @@ class ReviewService:
         with self._lock:
             if key not in self._index:
                 self._index[key] = {
-                    int(c.cell_id): c for c in self.catalog.result(key).cells.cells if c.cell_id is not None
+                    int(rid): c for c in self.catalog.result(key).cells.cells if (rid := c.row_id) is not None
                 }
         model = self._index[key].get(cell_id)  # model cells: no need to read the corrections
         box, label = (

@@ -35,7 +35,8 @@ class ReviewedCell:
 
     @property
     def cell_id(self) -> int:
-        return int(self.cell.cell_id if self.cell.cell_id is not None else -1)
+        rid = self.cell.row_id
+        return int(rid if rid is not None else -1)
 
     @property
     def confidence(self) -> float | None:
@@ -64,7 +65,7 @@ def apply_corrections(
     out = []
     seen: set[int] = set()
     for c in model.cells:
-        cid = -1 if c.cell_id is None else int(c.cell_id)
+        cid = -1 if c.row_id is None else int(c.row_id)
         k = corrections.get(cid)
         if k is None:
             out.append(ReviewedCell(c, c.label, "pending", 0))
@@ -76,13 +77,13 @@ def apply_corrections(
         if k.box is None:
             continue  # a correction of a model cell that no longer exists: nothing to show
         roi = next((r.roi_id for r in model.regions if r.box.contains_point(*Box(*k.box).center)), -1)
-        cell = Cell(box=Box(*k.box), label=k.label, cell_id=cid, roi_id=roi)
+        cell = Cell(box=Box(*k.box), label=k.label, detection_id=cid, roi_id=roi)
         out.append(ReviewedCell(cell, None, k.state, k.version, added=True))
     return out
 
 
 def first_free_id(model: CellAnnotations) -> int:
-    return 1 + max((int(c.cell_id) for c in model.cells if c.cell_id is not None), default=-1)
+    return 1 + max((int(rid) for c in model.cells if (rid := c.row_id) is not None), default=-1)
 
 
 def corrected_annotations(model: CellAnnotations, cells: Sequence[ReviewedCell]) -> CellAnnotations:

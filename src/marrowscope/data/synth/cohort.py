@@ -53,7 +53,7 @@ class SynthConfig:
     kind_weights: Mapping[str, float] = field(default_factory=lambda: {"labelled": 1.0})
     diagnosis_weights: Mapping[str, float] | None = None  # None: balanced round-robin over DIAGNOSES
     outside_fraction: float = 0.03  # annotated boxes outside ROIs, relative to those inside
-    hard_case_rate: float = 0.12
+    hard_case_rate: float | None = None  # None: the documented prevalences (composition.HARD_CASES)
     expert_accuracy: tuple[float, float] = (0.78, 0.95)
     tile_size: int = 256
     n_levels: int = 3
@@ -352,6 +352,7 @@ def _write_annotations(
         "sex": p.sex,
         "labs": dict(p.labs),
         "hard_case": p.hard_case,
+        "case_kind": p.case_kind,
         "blast_fraction": p.blast_fraction,
         "composition": dict(p.composition),
         "slide_kind": truth.kind,

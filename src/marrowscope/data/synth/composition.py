@@ -15,9 +15,11 @@ Design (the "truth" a diagnosis model should be able to learn, with overlap):
 - ``control``: normal paediatric maturation, hematogone-rich lymphoid compartment (``lymphoblast`` =
   normal lymphoid precursor), normal precursors (``myeloblast``) at low %.
 
-Every patient draws its composition from a Dirichlet around the diagnosis mean; about
-``hard_case_rate`` of patients are "hard cases" (ALL / AML with blasts near the threshold, CML with
-more blasts, controls with many hematogones).
+Every patient draws its composition from a Dirichlet around the diagnosis mean. A share of each
+diagnosis are the hard cases of real practice (:data:`HARD_CASES`, prevalences documented in
+docs/synth.md): hematogone-rich controls and controls with a reactive left shift, AML near or under
+20 % blasts, CML with raised blasts or in myeloid blast phase, partial ALL infiltration (10–25 %
+lymphoblasts) and mixed-lineage leukemias (a third of the blasts of the other lineage).
 
 ``monoblast`` is never generated: cells with that label do not survive the IDC DICOM conversion
 (dataset.md §2.2, pitfall 3), so a cohort containing them could not agree between CSV and DICOM.
@@ -166,13 +168,62 @@ _BACKGROUND_EXTRA: Mapping[str, Mapping[str, float]] = {
     "CML": {"pseudo_gaucher_cell": 0.2},
     "AML": {"promonocyte": 0.5},
 }
-# Blast fraction (of nucleated cells) per diagnosis: Beta(a, b) for ordinary and hard cases.
-_BLAST_BETA: Mapping[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "ALL": ((8.0, 3.0), (10.0, 25.0)),  # mean ~0.73; hard: ~0.29
-    "AML": ((6.0, 4.0), (8.0, 24.0)),  # mean ~0.60; hard: ~0.25
-    "CML": ((1.5, 50.0), (4.0, 30.0)),  # mean ~0.03; hard: ~0.12
-    "control": ((1.0, 120.0), (1.0, 60.0)),  # mean ~0.008
+# Blast fraction (of nucleated cells) of a typical case per diagnosis: Beta(a, b).
+_BLAST_BETA: Mapping[str, tuple[float, float]] = {
+    "ALL": (8.0, 3.0),  # mean ~0.73
+    "AML": (6.0, 4.0),  # mean ~0.60
+    "CML": (1.5, 50.0),  # mean ~0.03
+    "control": (1.0, 120.0),  # mean ~0.008
 }
+
+
+@dataclass(frozen=True)
+class HardCase:
+    """A hard case of real practice: its prevalence within the diagnosis and how it is drawn.
+
+    ``blasts``: (low, high) of a uniform blast fraction, or None for the diagnosis' typical Beta draw;
+    ``mix``: the blast-label mix (None: the diagnosis' own); ``background``: multiplicative changes of
+    the non-blast background; ``extra``: absolute additions to it (fractions, before renormalising)."""
+
+    kind: str
+    prevalence: float
+    description: str
+    blasts: tuple[float, float] | None = None
+    mix: Mapping[str, float] | None = None
+    background: Mapping[str, float] = field(default_factory=dict)
+    extra: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+
+#: The hard cases per diagnosis (prevalence = share of that diagnosis' patients; the rest are typical).
+HARD_CASES: Mapping[str, tuple[HardCase, ...]] = {
+    "ALL": (
+        HardCase("partial_infiltration", 0.20,
+                 "partial infiltration: lymphoblasts 10–25 % of nucleated cells",
+                 blasts=(0.10, 0.25)),
+        HardCase("mixed_lineage", 0.10, "mixed lineage: about a third of the blasts myeloid",
+                 mix={"lymphocytic_blast": 0.60, "myelocytic_blast": 0.30, "unknown_blast": 0.10}),
+    ),
+    "AML": (
+        HardCase("low_blast", 0.20, "AML near or under the 20 % threshold: blasts 10–22 % (AML with a "
+                 "defining genetic abnormality, WHO-HAEM5 / ICC ≥ 10 %)", blasts=(0.10, 0.22)),
+        HardCase("mixed_lineage", 0.10, "mixed lineage: about a third of the blasts lymphoid",
+                 mix={"myelocytic_blast": 0.55, "lymphocytic_blast": 0.35, "unknown_blast": 0.10}),
+    ),
+    "CML": (
+        HardCase("raised_blasts", 0.15, "chronic phase with raised blasts 8–19 % (ICC accelerated-phase "
+                 "range)", blasts=(0.08, 0.19)),
+        HardCase("blast_phase", 0.05, "myeloid blast phase: blasts 20–35 % on the CML background",
+                 blasts=(0.20, 0.35)),
+    ),
+    "control": (
+        HardCase("hematogone_rich", 0.20, "hematogone-rich: normal lymphoid precursors 10–22 % more "
+                 "(look like lymphoblasts)", extra={"lymphoblast": (0.10, 0.22)}),
+        HardCase("reactive_left_shift", 0.10, "reactive left shift: promyelocytes and myelocytes ×2, "
+                 "myeloblasts 3–6 %", background={"promyelocyte": 2.0, "neutrophilic_myelocyte": 2.0},
+                 extra={"myeloblast": (0.015, 0.045)}),
+    ),
+}
+TYPICAL = "typical"
 # Mix of blast labels per diagnosis (Dirichlet mean).
 _BLAST_MIX: Mapping[str, Mapping[str, float]] = {
     "ALL": {"lymphocytic_blast": 0.93, "unknown_blast": 0.07},
@@ -211,6 +262,7 @@ class SynthPatient:
     nucleated_composition: Mapping[str, float]
     blast_fraction: float
     hard_case: bool = False
+    case_kind: str = TYPICAL  # "typical" or a HARD_CASES kind of this diagnosis
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -298,29 +350,50 @@ def sample_labs(diagnosis: str, blast_fraction: float, rng: np.random.Generator)
     return rounded
 
 
+def _case_kind(diagnosis: str, rng: np.random.Generator, hard_case_rate: float | None,
+               hard_case: bool | None) -> HardCase | None:
+    cases = HARD_CASES[diagnosis]
+    prev = np.array([c.prevalence for c in cases])
+    total = float(prev.sum())
+    rate = total if hard_case_rate is None else float(hard_case_rate)
+    u = float(rng.random())
+    hard = u < rate if hard_case is None else hard_case
+    if not hard:
+        return None
+    # which hard case: in proportion to the documented prevalences
+    return cases[int(rng.choice(len(cases), p=prev / total))]
+
+
 def sample_patient(
     diagnosis: str,
     rng: np.random.Generator,
     *,
     patient_id: str | None = None,
-    hard_case_rate: float = 0.12,
+    hard_case_rate: float | None = None,
     hard_case: bool | None = None,
 ) -> SynthPatient:
-    """Draw one patient with the given diagnosis (one of :data:`DIAGNOSES`)."""
+    """Draw one patient with the given diagnosis (one of :data:`DIAGNOSES`).
+
+    ``hard_case_rate``: share of hard cases (None: the documented prevalences of :data:`HARD_CASES`,
+    e.g. 30 % of AML); ``hard_case`` forces one (True) or a typical case (False)."""
     if diagnosis not in DIAGNOSES:
         raise ValueError(f"unknown diagnosis {diagnosis!r}; expected one of {DIAGNOSES}")
     pid = patient_id if patient_id is not None else new_patient_id(rng)
-    hard = bool(rng.random() < hard_case_rate) if hard_case is None else hard_case
+    case = _case_kind(diagnosis, rng, hard_case_rate, hard_case)
 
     background = _dirichlet(_background_mean(diagnosis), _CONCENTRATION, rng)
-    if hard and diagnosis == "control":  # hematogone-rich control: looks like a low-blast ALL
-        background["lymphoblast"] = background.get("lymphoblast", 0.0) + rng.uniform(0.10, 0.22)
+    if case is not None and (case.background or case.extra):
+        background = {k: v * case.background.get(k, 1.0) for k, v in background.items()}
+        for k, (lo, hi) in case.extra.items():
+            background[k] = background.get(k, 0.0) + float(rng.uniform(lo, hi))
         background = _normalise(background)
-    ordinary_beta, hard_beta = _BLAST_BETA[diagnosis]
-    a, b = hard_beta if hard else ordinary_beta
-    blast_fraction = float(rng.beta(a, b))
-    mix_mean = dict(_BLAST_MIX[diagnosis])
-    if diagnosis == "AML" and rng.random() < 0.25:  # monocytic differentiation
+    if case is not None and case.blasts is not None:
+        blast_fraction = float(rng.uniform(*case.blasts))
+    else:
+        a, b = _BLAST_BETA[diagnosis]
+        blast_fraction = float(rng.beta(a, b))
+    mix_mean = dict(case.mix) if case is not None and case.mix is not None else dict(_BLAST_MIX[diagnosis])
+    if diagnosis == "AML" and case is None and rng.random() < 0.25:  # monocytic differentiation
         mix_mean = {"myelocytic_blast": 0.3, "monocytic_blast": 0.6, "unknown_blast": 0.1}
         background["promonocyte"] = background.get("promonocyte", 0.0) + 0.04
         background["monocyte"] = background.get("monocyte", 0.0) + 0.06
@@ -357,7 +430,8 @@ def sample_patient(
         composition=composition,
         nucleated_composition=counted,
         blast_fraction=float(true_blasts),
-        hard_case=hard,
+        hard_case=case is not None,
+        case_kind=TYPICAL if case is None else case.kind,
     )
 
 

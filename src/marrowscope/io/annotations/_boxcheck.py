@@ -68,6 +68,18 @@ def checked_box(
     return Box(x1, y1, x2, y2)
 
 
+def read_text_file(path: Path, what: str = "file") -> str:
+    """The UTF-8 text of ``path`` (a BOM is dropped); InputError when missing, unreadable or not text."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise InputError(path, f"{what} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise InputError(path, f"cannot read the {what} ({exc.strerror or exc})") from exc
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file, reading only its header."""
     from PIL import Image, UnidentifiedImageError

@@ -66,10 +66,28 @@ def _require(df: pd.DataFrame, cols: Sequence[str], path: str | Path, what: str)
         )
 
 
-def _int_or(v: Any, default: int | None) -> int | None:
+def _int_or(v: Any, default: int | None, path: str | Path = "CSV", where: str = "") -> int | None:
+    """An integer cell (``7``, ``7.0``); empty -> ``default``; anything else -> InputError."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
         return default
-    return int(float(v))
+    try:
+        f = float(v)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(path, f"{where or 'a cell'}: {v!r} is not an integer id") from None
+
+
+def _number(v: Any, path: str | Path, where: str) -> float:
+    """A finite number from a cell, else InputError naming the row and column."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        f = math.nan
+    if not math.isfinite(f):
+        raise InputError(path, f"{where}: {v!r} is not a finite number")
+    return f
 
 
 def _text(v: Any) -> str:
@@ -113,20 +131,29 @@ def _label(raw: Any, path: str | Path, row: int) -> str | None:
 
 def _box(x1: Any, y1: Any, x2: Any, y2: Any, path: str | Path, row: int) -> Box:
     try:
-        return Box(float(x1), float(y1), float(x2), float(y2))
-    except (TypeError, ValueError) as exc:
-        raise InputError(path, f"row {row}: bad box ({x1}, {y1}, {x2}, {y2}): {exc}") from exc
+        coords = [float(v) for v in (x1, y1, x2, y2)]
+        if not all(math.isfinite(v) for v in coords):
+            raise ValueError("coordinates must be finite numbers")
+        return Box(*coords)
+    except (TypeError, ValueError, OverflowError) as exc:
+        shown = ", ".join(str(v)[:20] for v in (x1, y1, x2, y2))
+        raise InputError(path, f"row {row}: bad box ({shown}): {exc}") from exc
 
 
 def _normalise_old_cells(df: pd.DataFrame, path: str | Path, rois_path: str | Path | None) -> pd.DataFrame:
     """Map the older internal cells format onto the current column names."""
     _require(df, OLD_CELL_COLUMNS, path, "cells (old format)")
+    num = {  # numbers, never text (a text column would add up as "10" + "30" = "1030")
+        c: pd.Series([_number(v, path, f"row {i + 2}, {c}") for i, v in enumerate(df[c])], index=df.index,
+                     dtype="float64")
+        for c in ("x_in_slide", "y_in_slide", "cell_width", "cell_height")
+    }
     out = pd.DataFrame({
         "cell_id": df["cell_id"],
-        "x1": df["x_in_slide"],
-        "y1": df["y_in_slide"],
-        "x2": df["x_in_slide"] + df["cell_width"],
-        "y2": df["y_in_slide"] + df["cell_height"],
+        "x1": num["x_in_slide"],
+        "y1": num["y_in_slide"],
+        "x2": num["x_in_slide"] + num["cell_width"],
+        "y2": num["y_in_slide"] + num["cell_height"],
     })
     roi_col = next((c for c in ("rocellboxing_id", "roi_id") if c in df.columns), None)
     out["roi_id"] = df[roi_col] if roi_col else -1
@@ -179,8 +206,8 @@ def read_cells_csv(path: str | Path, *, rois_path: str | Path | None = None) -> 
         cell = Cell(
             box=_box(r["x1"], r["y1"], r["x2"], r["y2"], path, row),
             label=_label(r["original_consensus_label"], path, row) if labelled else None,
-            cell_id=_int_or(r["cell_id"], None),
-            roi_id=_int_or(r["roi_id"], -1),
+            cell_id=_int_or(r["cell_id"], None, path, f"row {row}, cell_id"),
+            roi_id=_int_or(r["roi_id"], -1, path, f"row {row}, roi_id"),
             session_labels=parse_session_labels(r["all_original_annotations"], path=path, row=row)
             if (labelled and has_sessions) else (),
         )
@@ -203,14 +230,15 @@ def read_rois_csv(path: str | Path) -> dict[str, tuple[Region, ...]]:
         row = i + 2
         sid = _text(r["slide_id"])
         if old:
-            w, h = float(r["width"]), float(r["height"])
-            cx, cy = float(r["x_in_slide"]) + w / 2, float(r["y_in_slide"]) + h / 2
+            w, h = (_number(r[c], path, f"row {row}, {c}") for c in ("width", "height"))
+            x, y = (_number(r[c], path, f"row {row}, {c}") for c in ("x_in_slide", "y_in_slide"))
+            cx, cy = x + w / 2, y + h / 2
             hw, hh = round(w / OLD_ROI_ENLARGEMENT / 2), round(h / OLD_ROI_ENLARGEMENT / 2)
             box = _box(cx - hw, cy - hh, cx + hw, cy + hh, path, row)
-            rid = _int_or(r["id"], None)
+            rid = _int_or(r["id"], None, path, f"row {row}, id")
         else:
             box = _box(r["x1"], r["y1"], r["x2"], r["y2"], path, row)
-            rid = _int_or(r["roi_id"], None)
+            rid = _int_or(r["roi_id"], None, path, f"row {row}, roi_id")
         if rid is None:
             raise InputError(path, f"row {row}: empty ROI id")
         out[sid].append(Region(box=box, roi_id=rid))
@@ -316,7 +344,10 @@ def csv_to_dicom_offset(info: SlideInfo | Mapping[str, str]) -> tuple[float, flo
         log.warning("no openslide.bounds-x/-y in the slide properties; taking CSV and DICOM frames as equal")
         return (0.0, 0.0)
     try:
-        return (-float(bx or 0), -float(by or 0))
+        dx, dy = -float(bx or 0), -float(by or 0)
+        if not (math.isfinite(dx) and math.isfinite(dy)):
+            raise ValueError("not finite")
+        return (dx, dy)
     except ValueError as exc:
         raise InputError(getattr(info, "path", "slide"), f"bad openslide bounds ({bx!r}, {by!r})") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -19,7 +20,13 @@ from typing import Any
 
 from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
-from marrowscope.io.annotations._boxcheck import BoxPolicy, checked_box, image_annotations, image_size
+from marrowscope.io.annotations._boxcheck import (
+    BoxPolicy,
+    checked_box,
+    image_annotations,
+    image_size,
+    read_text_file,
+)
 from marrowscope.io.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -31,10 +38,8 @@ UNLABELED_CATEGORY = "unlabeled"
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(path, "COCO JSON file not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_text_file(path, "COCO JSON file"))
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise InputError(path, f"malformed JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise InputError(path, "not a COCO file: the top level must be an object with images/annotations")
@@ -47,7 +52,31 @@ def _load(path: Path) -> dict[str, Any]:
 def _num(value: object, path: Path, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(path, f"{what}: expected a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise InputError(path, f"{what}: number out of range ({value!r})") from None
+
+
+def _int(value: object, path: Path, what: str) -> int:
+    """A JSON integer (``3`` or ``3.0``); anything else is an InputError naming ``what``."""
+    f = _num(value, path, what)
+    if not math.isfinite(f) or f != int(f):
+        raise InputError(path, f"{what}: expected an integer, got {value!r}")
+    return int(f)
+
+
+def _opt_int(value: object, path: Path, what: str) -> int | None:
+    return None if value is None else _int(value, path, what)
+
+
+def _opt_float(value: object, path: Path, what: str) -> float | None:
+    if value is None:
+        return None
+    f = _num(value, path, what)
+    if not math.isfinite(f):
+        raise InputError(path, f"{what}: expected a finite number, got {value!r}")
+    return f
 
 
 def read_coco(
@@ -71,13 +100,13 @@ def read_coco(
     for k, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise InputError(path, f"categories[{k}] needs 'id' and 'name'")
-        cats[int(cat["id"])] = str(cat["name"])
+        cats[_int(cat["id"], path, f"categories[{k}].id")] = str(cat["name"])
 
     images: dict[int, dict[str, Any]] = {}
     for k, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             raise InputError(path, f"images[{k}] needs 'id' and 'file_name'")
-        images[int(img["id"])] = img
+        images[_int(img["id"], path, f"images[{k}].id")] = img
     cells: dict[int, list[Cell]] = {i: [] for i in images}
     regions: dict[int, list[Region]] = {i: [] for i in images}
     dropped: dict[int, int] = dict.fromkeys(images, 0)
@@ -85,7 +114,7 @@ def read_coco(
     for i, img in images.items():
         w, h = img.get("width"), img.get("height")
         if w and h:
-            sizes[i] = (int(w), int(h))
+            sizes[i] = (_int(w, path, f"image {i} width"), _int(h, path, f"image {i} height"))
         else:
             p = root / str(img["file_name"])
             sizes[i] = image_size(p) if p.is_file() else (None, None)
@@ -97,7 +126,8 @@ def read_coco(
         for key in ("image_id", "category_id", "bbox"):
             if key not in a:
                 raise InputError(path, f"{where} has no '{key}'")
-        image_id, cat_id = int(a["image_id"]), int(a["category_id"])
+        image_id = _int(a["image_id"], path, f"{where}.image_id")
+        cat_id = _int(a["category_id"], path, f"{where}.category_id")
         if image_id not in images:
             raise InputError(path, f"{where}: image_id {image_id} is not in images")
         if cat_id not in cats:
@@ -115,25 +145,26 @@ def read_coco(
         attrs = a.get("attributes") if isinstance(a.get("attributes"), dict) else {}
         assert isinstance(attrs, dict)
         if attrs.get("region"):
-            roi = attrs.get("roi_id")
+            roi = _opt_int(attrs.get("roi_id"), path, f"{where}.attributes.roi_id")
             regions[image_id].append(
-                Region(box=box, roi_id=int(roi) if roi is not None else len(regions[image_id]), label=label)
+                Region(box=box, roi_id=roi if roi is not None else len(regions[image_id]), label=label)
             )
             continue
         probs = attrs.get("probabilities")
-        score = a.get("score")
-        cell_id = attrs.get("cell_id", a.get("id"))
-        roi_id = attrs.get("roi_id")
+        sessions = attrs.get("session_labels", [])
+        if not isinstance(sessions, list):
+            raise InputError(path, f"{where}.attributes.session_labels must be a list of labels")
         cells[image_id].append(
             Cell(
                 box=box,
                 label=None if attrs.get("unlabeled") else label,
-                cell_id=int(cell_id) if cell_id is not None else None,
-                roi_id=int(roi_id) if roi_id is not None else None,
-                session_labels=tuple(str(s) for s in attrs.get("session_labels", ())),
-                score=float(score) if score is not None else None,
+                cell_id=_opt_int(attrs.get("cell_id", a.get("id")), path, f"{where} cell id"),
+                roi_id=_opt_int(attrs.get("roi_id"), path, f"{where}.attributes.roi_id"),
+                session_labels=tuple(str(s) for s in sessions),
+                score=_opt_float(a.get("score"), path, f"{where}.score"),
                 probabilities=(
-                    {str(c): float(p) for c, p in probs.items()} if isinstance(probs, dict) else None
+                    {str(c): _num(p, path, f"{where} probability of {c}") for c, p in probs.items()}
+                    if isinstance(probs, dict) else None
                 ),
             )
         )

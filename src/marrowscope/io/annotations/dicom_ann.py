@@ -64,6 +64,7 @@ ROI_ID_CODE = ("DCM", "130489")
 IMAGE_REGION_CODE = ("DCM", "111030")
 PRIVATE_SCHEME = "99MRWSCP"  # private coding scheme for our prediction measurements
 SCORE_CODE_VALUE = "SCORE"
+DETECTION_ID_CODE_VALUE = "DETID"  # our id of a detected object (the dataset's cell id is EFO 0010197)
 PROB_PREFIX = "Probability of "
 _FLOAT32_EXACT = 2**24  # integers above this are not exact in the float32 measurement values
 
@@ -132,14 +133,23 @@ def _resolve_file(path: str | Path) -> Path:
 
 
 def _dcmread(path: Path, *, header_only: bool) -> Dataset:
+    """The dataset of ``path``; a full read also decodes every element now (pydicom decodes lazily, so a
+    damaged value would otherwise raise its own error type wherever it is first used)."""
     try:
         if header_only:
             return pydicom.dcmread(path, defer_size=4096)
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
+        for _ in ds.iterall():
+            pass
+        return ds
     except Exception as exc:  # pydicom raises many types for corrupt input
         raise InputError(
             path, f"not a readable DICOM file ({type(exc).__name__}: {exc}); re-download it"
         ) from exc
+
+
+def _damaged(path: Path, exc: Exception) -> InputError:
+    return InputError(path, f"damaged DICOM header ({type(exc).__name__}: {exc}); re-download it")
 
 
 def _check_is_ann(ds: Dataset, path: Path) -> None:
@@ -214,18 +224,22 @@ def _ref_from_dataset(ds: Dataset, path: Path) -> AnnotationSeriesRef:
 
 
 def annotation_ref_from_dataset(ds: Dataset, path: str | Path) -> AnnotationSeriesRef:
-    """The :class:`AnnotationSeriesRef` of an already-read ANN header (InputError if not an ANN)."""
+    """The :class:`AnnotationSeriesRef` of an already-read ANN header (InputError if not an ANN or if a
+    header value is damaged)."""
     p = Path(path)
-    _check_is_ann(ds, p)
-    return _ref_from_dataset(ds, p)
+    try:
+        _check_is_ann(ds, p)
+        return _ref_from_dataset(ds, p)
+    except InputError:
+        raise
+    except Exception as exc:  # a damaged value, decoded lazily by pydicom on first use
+        raise _damaged(p, exc) from exc
 
 
 def read_dicom_ann_header(path: str | Path) -> AnnotationSeriesRef:
     """Kind, UIDs and references of an ANN file without decoding its annotations."""
     p = _resolve_file(path)
-    ds = _dcmread(p, header_only=True)
-    _check_is_ann(ds, p)
-    return _ref_from_dataset(ds, p)
+    return annotation_ref_from_dataset(_dcmread(p, header_only=True), p)
 
 
 def _label_from_group(group_label: str, path: Path, keep_unknown: bool = False) -> str | None:
@@ -358,6 +372,8 @@ def _columns(group: _GroupData) -> dict[str, Any]:
             out["image_region"] = col
         elif scheme == PRIVATE_SCHEME and value == SCORE_CODE_VALUE:
             out["score"] = col
+        elif scheme == PRIVATE_SCHEME and value == DETECTION_ID_CODE_VALUE:
+            out["detection_id"] = col
         elif scheme == PRIVATE_SCHEME and meaning.startswith(PROB_PREFIX):
             out["probabilities"][meaning[len(PROB_PREFIX):]] = col
     return out
@@ -385,8 +401,7 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
     """
     p = _resolve_file(path)
     ds = _dcmread(p, header_only=False)
-    _check_is_ann(ds, p)
-    ref = _ref_from_dataset(ds, p)
+    ref = annotation_ref_from_dataset(ds, p)
     if str(ds.get("AnnotationCoordinateType", "2D")) != "2D":
         raise InputError(
             p, "annotation coordinates are 3D (frame of reference); only 2D pixel coordinates are supported"
@@ -412,6 +427,7 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
         name = _label_from_group(label, p, keep_unknown=ref.kind == "automatic")
         any_roi_column = any_roi_column or "roi_id" in cols
         cell_ids = cols.get("cell_id")
+        det_ids = cols.get("detection_id")
         roi_ids = cols.get("roi_id")
         score = cols.get("score")
         probs: dict[str, np.ndarray] = cols["probabilities"]
@@ -421,7 +437,9 @@ def read_dicom_ann(path: str | Path, *, validate: bool = False) -> AnnotationSer
                 Cell(
                     box=box,
                     label=name,
-                    cell_id=_as_int(cell_ids[i]) if cell_ids is not None else None,
+                    # -1: the writer's mark for a detection without a dataset cell id
+                    cell_id=_as_int(cell_ids[i]) if cell_ids is not None and cell_ids[i] != -1 else None,
+                    detection_id=_as_int(det_ids[i]) if det_ids is not None else None,
                     roi_id=(_as_int(roi_ids[i]) if roi_ids is not None else -1),
                     score=(None if score is None or math.isnan(score[i]) else float(score[i])),
                     probabilities=p_i,

@@ -21,6 +21,7 @@ from marrowscope.io.annotations.dicom_ann import (
     _FLOAT32_EXACT,
     AUTOMATIC_DESCRIPTION,
     CONSENSUS_DESCRIPTION,
+    DETECTION_ID_CODE_VALUE,
     KINDS,
     PRIVATE_SCHEME,
     PROB_PREFIX,
@@ -110,6 +111,11 @@ def _cell_measurements(cells: Sequence[Cell], inside: bool, prob_classes: Sequen
     _check_ids(ids, "cell_id")
     ms = [hd.ann.Measurements(name=PdCode("0010197", "EFO", "single cell identifier"),
                               values=np.array(ids, dtype=np.float64), unit=_unit())]
+    if any(c.detection_id is not None for c in cells):  # our id of a detection, apart from the dataset's
+        det = [np.nan if c.detection_id is None else float(c.detection_id) for c in cells]
+        _check_ids([int(v) for v in det if not np.isnan(v)], "detection_id")
+        code = PdCode(DETECTION_ID_CODE_VALUE, PRIVATE_SCHEME, "Detection identifier")
+        ms.append(hd.ann.Measurements(name=code, values=np.array(det, dtype=np.float64), unit=_unit()))
     if inside:
         rois = [int(c.roi_id) for c in cells if c.roi_id is not None]
         _check_ids(rois, "roi_id")

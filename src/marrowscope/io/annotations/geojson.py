@@ -32,7 +32,7 @@ from typing import Any
 
 from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
-from marrowscope.io.annotations._boxcheck import BoxPolicy, checked_box
+from marrowscope.io.annotations._boxcheck import BoxPolicy, checked_box, read_text_file
 from marrowscope.io.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ def write_geojson(
             meas[f"{PROB_PREFIX}{cls}"] = float(p)
         if c.cell_id is not None:
             meas["cell_id"] = int(c.cell_id)
+        if c.detection_id is not None:
+            meas["detection_id"] = int(c.detection_id)
         if c.roi_id is not None:
             meas["roi_id"] = int(c.roi_id)
         meta = {"session_labels": "|".join(c.session_labels)} if c.session_labels else {}
@@ -159,6 +161,18 @@ def _coords(geometry: Mapping[str, Any]) -> list[tuple[float, float]]:
     return [(float(p[0]), float(p[1])) for ring in rings for p in ring]
 
 
+def _info_number(info: Mapping[str, Any], key: str, path: Path, *, integer: bool = False) -> float | None:
+    """``marrowscope.<key>`` (image width, height, mpp) as a positive finite number, or None when absent."""
+    v = info.get(key)
+    if v is None:
+        return None
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    if not ok or (integer and v != int(v)):
+        raise InputError(path, f"marrowscope.{key} must be a positive {'integer' if integer else 'number'}, "
+                               f"got {v!r}")
+    return float(v)
+
+
 def _features(path: Path, data: object) -> list[Any]:
     if isinstance(data, list):
         return data
@@ -189,14 +203,13 @@ def read_geojson(
     """
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(p, "GeoJSON file not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_text_file(p, "GeoJSON file"))
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise InputError(p, f"malformed JSON ({exc})") from exc
     info = data.get("marrowscope", {}) if isinstance(data, dict) else {}
     info = info if isinstance(info, dict) else {}
-    width, height = info.get("width"), info.get("height")
+    width, height = (_info_number(info, k, p, integer=True) for k in ("width", "height"))
+    mpp = _info_number(info, "mpp", p)
     policy = BoxPolicy(clip=clip, tolerance=tolerance, drop_degenerate=True)
     cells: list[Cell] = []
     regions: list[Region] = []
@@ -211,7 +224,7 @@ def read_geojson(
         geometry = feat.get("geometry")
         try:
             pts = _coords(geometry) if isinstance(geometry, dict) else []
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError, RecursionError) as exc:
             raise InputError(p, f"{where}: malformed coordinates ({exc})") from exc
         cls = props.get("classification")
         label = str(cls["name"]) if isinstance(cls, dict) and cls.get("name") is not None else None
@@ -242,6 +255,7 @@ def read_geojson(
             box=box,
             label=label,
             cell_id=int(cell_id) if cell_id is not None else None,
+            detection_id=int(meas["detection_id"]) if meas.get("detection_id") is not None else None,
             roi_id=int(roi) if roi is not None else None,
             session_labels=tuple(sess.split("|")) if sess else (),
             score=meas.get("score"),
@@ -250,15 +264,14 @@ def read_geojson(
     extra = {"format": "geojson"}
     if skipped:
         extra["skipped_features"] = str(skipped)
-    mpp = info.get("mpp")
     return CellAnnotations(
         cells=tuple(cells),
         regions=tuple(regions),
         slide_id=str(info["slide_id"]) if info.get("slide_id") is not None else p.name.split(".")[0],
         image_path=str(info["image_path"]) if info.get("image_path") is not None else None,
-        width=int(width) if width is not None else None,
-        height=int(height) if height is not None else None,
-        mpp=float(mpp) if mpp is not None else None,
+        width=None if width is None else int(width),
+        height=None if height is None else int(height),
+        mpp=mpp,
         source=str(p),
         extra=extra,
     )

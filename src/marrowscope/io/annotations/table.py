@@ -1,8 +1,14 @@
 """Cell tables: one row per cell, as a pandas DataFrame, Parquet and CSV.
 
-Columns, in order: ``slide_id, cell_id, roi_id, x1, y1, x2, y2, label, score, prob_<class>...,
-session_labels`` (session labels joined with ``|``). ``cell_id`` and ``roi_id`` are nullable integers;
-a missing label, score or probability is empty. Coordinates are level-0 pixels of the slide.
+Columns, in order: ``slide_id, cell_id, detection_id, roi_id, frame, x1, y1, x2, y2, label, score,
+prob_<class>..., session_labels`` (session labels joined with ``|``). ``cell_id`` is the dataset's own
+id of an annotated cell (empty for a detection no annotated cell matched); ``detection_id`` our id of a
+detected object; both and ``roi_id`` are nullable integers; a missing label, score or probability is
+empty. Coordinates are level-0 pixels of the slide in the coordinate frame named by ``frame``:
+``dicom`` (the DICOM image: the dataset's MRXS canvas shifted by the OpenSlide bounds), ``csv`` (the
+dataset CSVs' MRXS canvas) or ``level0`` (any other slide). The Parquet metadata also records
+``dataset_csv_offset`` (dx, dy to ADD to reach the dataset CSV frame) when it is known;
+``marrowscope export OUT --format dataset-csv`` writes predictions in that frame.
 
 The Parquet file also keeps the slide's metadata (image path, size, mpp, regions) in its schema
 metadata under ``marrowscope``, so :func:`read_cell_table` on Parquet gives back the whole
@@ -38,7 +44,10 @@ __all__ = [
     "write_cell_table",
 ]
 
-BASE_COLUMNS: tuple[str, ...] = ("slide_id", "cell_id", "roi_id", "x1", "y1", "x2", "y2", "label", "score")
+BASE_COLUMNS: tuple[str, ...] = (
+    "slide_id", "cell_id", "detection_id", "roi_id", "frame", "x1", "y1", "x2", "y2", "label", "score",
+)
+DEFAULT_FRAME = "level0"
 REQUIRED_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
 PROB_PREFIX = "prob_"
 SESSION_SEP = "|"
@@ -70,7 +79,9 @@ def cells_to_frame(
         for c in a.cells:
             rows["slide_id"].append(a.slide_id)
             rows["cell_id"].append(c.cell_id)
+            rows["detection_id"].append(c.detection_id)
             rows["roi_id"].append(c.roi_id)
+            rows["frame"].append(a.extra.get("frame", DEFAULT_FRAME))
             for k, v in zip(("x1", "y1", "x2", "y2"), c.box.as_tuple(), strict=True):
                 rows[k].append(float(v))
             rows["label"].append(c.label)
@@ -83,7 +94,9 @@ def cells_to_frame(
         {
             "slide_id": pd.array(rows["slide_id"], dtype="string"),
             "cell_id": pd.array(rows["cell_id"], dtype="Int64"),
+            "detection_id": pd.array(rows["detection_id"], dtype="Int64"),
             "roi_id": pd.array(rows["roi_id"], dtype="Int64"),
+            "frame": pd.array(rows["frame"], dtype="string"),
             **{k: pd.array(rows[k], dtype="float64") for k in ("x1", "y1", "x2", "y2")},
             "label": pd.array(rows["label"], dtype="string"),
             "score": pd.array(rows["score"], dtype="float64"),
@@ -103,11 +116,24 @@ def _opt_int(value: object, where: str, path: str) -> int | None:
         return None
     try:
         f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(path, f"{where}: {value!r} is not an integer") from exc
-    if f != int(f):
+    if not math.isfinite(f) or f != int(f):
         raise InputError(path, f"{where}: {value!r} is not an integer")
     return int(f)
+
+
+def _opt_float(value: object, where: str, path: str) -> float | None:
+    """A score or probability cell: empty -> None, else a finite number (InputError otherwise)."""
+    if _missing(value) or value == "":
+        return None
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(path, f"{where}: {value!r} is not a number") from exc
+    if not math.isfinite(f):
+        raise InputError(path, f"{where}: {value!r} is not a finite number")
+    return f
 
 
 def _frame_cells(df: pd.DataFrame, path: str) -> list[Cell]:
@@ -121,22 +147,24 @@ def _frame_cells(df: pd.DataFrame, path: str) -> list[Cell]:
         where = f"row {i + 1}"
         try:
             coords = [float(r[k]) for k in REQUIRED_COLUMNS]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(path, f"{where}: non-numeric box coordinate ({exc})") from exc
         if not all(math.isfinite(v) for v in coords) or not (coords[2] > coords[0] and coords[3] > coords[1]):
             raise InputError(path, f"{where}: invalid box {tuple(coords)} (need finite x2 > x1, y2 > y1)")
         label = r.get("label")
         sess = r.get("session_labels")
-        probs = {c[len(PROB_PREFIX):]: float(r[c]) for c in prob_cols if not _missing(r[c])}
-        score = r.get("score")
+        probs = {c[len(PROB_PREFIX):]: v for c in prob_cols
+                 if (v := _opt_float(r[c], f"{where}, {c}", path)) is not None}
+        score = _opt_float(r.get("score"), f"{where}, score", path)
         cells.append(
             Cell(
                 box=Box(*coords),
                 label=None if _missing(label) or label == "" else str(label),
                 cell_id=_opt_int(r.get("cell_id"), where, path),
+                detection_id=_opt_int(r.get("detection_id"), where, path),
                 roi_id=_opt_int(r.get("roi_id"), where, path),
                 session_labels=() if _missing(sess) or sess == "" else tuple(str(sess).split(SESSION_SEP)),
-                score=None if score is None or _missing(score) else float(score),
+                score=score,
                 probabilities=probs or None,
             )
         )
@@ -165,19 +193,32 @@ def frame_to_annotations(
             part = df[mask.fillna(False).astype(bool)]
         else:
             part = df
-        info = dict((meta or {}).get(str(sid), {}))
+        cells = tuple(_frame_cells(part, where))
+        try:  # the Parquet file's own metadata (written by write_cell_table): regions, size, mpp, frame
+            info = dict((meta or {}).get(str(sid), {}))
+            regions = tuple(Region(Box(*(float(v) for v in r["box"])), int(r["roi_id"]), str(r["label"]))
+                            for r in info.get("regions", []))
+            size = [None if info.get(k) is None else int(info[k]) for k in ("width", "height")]
+            mpp = None if info.get("mpp") is None else float(info["mpp"])
+            image_path = None if info.get("image_path") is None else str(info["image_path"])
+            offset = info.get("dataset_csv_offset")
+            offset_text = None if offset is None else ",".join(f"{float(v):g}" for v in offset)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            problem = f"damaged marrowscope metadata in the table ({type(exc).__name__}: {exc})"
+            raise InputError(where, problem) from exc
+        extra = {"format": "cell_table"}
+        frames = [] if "frame" not in part.columns else list(dict.fromkeys(
+            str(v) for v in part["frame"].tolist() if not _missing(v)))
+        if len(frames) > 1:
+            raise InputError(where, f"slide {sid}: cells in several coordinate frames {frames}")
+        frame = frames[0] if frames else info.get("frame")
+        if frame:
+            extra["frame"] = str(frame)
+        if offset_text is not None:
+            extra["dataset_csv_offset"] = offset_text
         out[sid] = CellAnnotations(
-            cells=tuple(_frame_cells(part, where)),
-            regions=tuple(
-                Region(Box(*r["box"]), int(r["roi_id"]), str(r["label"])) for r in info.get("regions", [])
-            ),
-            slide_id=sid,
-            image_path=info.get("image_path"),
-            width=info.get("width"),
-            height=info.get("height"),
-            mpp=info.get("mpp"),
-            source=where,
-            extra={"format": "cell_table"},
+            cells=cells, regions=regions, slide_id=sid, image_path=image_path, width=size[0], height=size[1],
+            mpp=mpp, source=where, extra=extra,
         )
     return out
 
@@ -190,6 +231,14 @@ def frame_to_cells(df: pd.DataFrame, *, path: str | os.PathLike[str] = "<frame>"
     return next(iter(parts.values()))
 
 
+def _offset(a: CellAnnotations) -> list[float] | None:
+    raw = a.extra.get("dataset_csv_offset")
+    if not raw:
+        return None
+    dx, dy = (float(v) for v in str(raw).split(","))
+    return [dx, dy]
+
+
 def _meta(anns: Sequence[CellAnnotations]) -> bytes:
     info = {
         str(a.slide_id): {
@@ -197,6 +246,8 @@ def _meta(anns: Sequence[CellAnnotations]) -> bytes:
             "width": a.width,
             "height": a.height,
             "mpp": a.mpp,
+            "frame": a.extra.get("frame", DEFAULT_FRAME),
+            "dataset_csv_offset": _offset(a),
             "regions": [
                 {"box": list(r.box.as_tuple()), "roi_id": r.roi_id, "label": r.label} for r in a.regions
             ],
@@ -252,7 +303,8 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             df = pd.read_csv(
                 path,
                 sep="\t" if suffix == ".tsv" else ",",
-                dtype={"slide_id": "string", "label": "string", "session_labels": "string"},
+                dtype={"slide_id": "string", "label": "string", "session_labels": "string",
+                       "frame": "string"},
                 keep_default_na=False,
                 na_values=[""],
             )

@@ -28,6 +28,7 @@ from marrowscope.io.annotations._boxcheck import (
     find_image,
     image_annotations,
     image_size,
+    read_text_file,
 )
 from marrowscope.io.atomic import write_text_atomic
 
@@ -96,7 +97,7 @@ def read_voc(
         w_txt, h_txt = _text(size, "width"), _text(size, "height")
         if w_txt and h_txt and float(w_txt) > 0 and float(h_txt) > 0:
             width, height = int(float(w_txt)), int(float(h_txt))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise InputError(path, f"<size> has a non-numeric width or height ({exc})") from exc
     if width is None and image_path.is_file():
         width, height = image_size(image_path)
@@ -169,7 +170,7 @@ def read_voc_folder(
         if not split_file.is_file():
             have = ", ".join(voc_splits(base)) or "none"
             raise InputError(split_file, f"no such split list (splits here: {have})")
-        ids = [ln.split()[0] for ln in split_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        ids = [ln.split()[0] for ln in read_text_file(split_file, "split list").splitlines() if ln.strip()]
         xmls = [ann_dir / f"{i}.xml" for i in ids]
         missing = [p for p in xmls if not p.is_file()]
         if missing:

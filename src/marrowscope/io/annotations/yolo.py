@@ -18,6 +18,7 @@ a label file has no boxes (Ultralytics' background image).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from marrowscope.io.annotations._boxcheck import (
     checked_box,
     image_annotations,
     image_size,
+    read_text_file,
 )
 from marrowscope.io.atomic import atomic_path, check_writable_target, claim_file, make_dirs, write_text_atomic
 
@@ -44,7 +46,7 @@ _SPLIT_ORDER = ("train", "val", "valid", "test")
 
 def _parse_names_yaml(path: Path) -> list[str] | None:
     """``names`` from a data.yaml (list or {index: name} mapping); ``None`` when absent."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "YAML file")
     try:
         import yaml
 
@@ -58,7 +60,10 @@ def _parse_names_yaml(path: Path) -> list[str] | None:
     names = data["names"]
     if isinstance(names, dict):
         try:
-            return [str(names[k]).strip() for k in sorted(names, key=int)]
+            keys = sorted(names, key=int)
+            if [int(k) for k in keys] != list(range(len(keys))):
+                raise ValueError("not 0..N-1")
+            return [str(names[k]).strip() for k in keys]
         except (TypeError, ValueError) as exc:
             raise InputError(path, "names: mapping keys must be class indices 0..N-1") from exc
     if isinstance(names, list):
@@ -75,7 +80,7 @@ def _tiny_yaml_names(text: str) -> dict[str, list[str]]:  # pragma: no cover - u
 
 
 def _read_classes_txt(path: Path) -> list[str]:
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    names = [ln.strip() for ln in read_text_file(path, "class list").splitlines() if ln.strip()]
     if not names:
         raise InputError(path, "classes.txt is empty: list one class name per line")
     return names
@@ -183,7 +188,7 @@ def read_yolo_file(
     width, height = image_size(ipath)
     cells: list[Cell] = []
     dropped = 0
-    lines = lpath.read_text(encoding="utf-8").splitlines() if lpath.is_file() else []
+    lines = read_text_file(lpath, "YOLO label file").splitlines() if lpath.is_file() else []
     for n, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
@@ -196,7 +201,7 @@ def read_yolo_file(
             raise InputError(
                 lpath, f"{where}: non-numeric value ({exc}); expected 'class cx cy w h'"
             ) from exc
-        if idx_f != int(idx_f) or not 0 <= int(idx_f) < len(classes):
+        if not math.isfinite(idx_f) or idx_f != int(idx_f) or not 0 <= int(idx_f) < len(classes):
             raise InputError(
                 lpath,
                 f"{where}: class index {parts[0]} is not in 0..{len(classes) - 1} "

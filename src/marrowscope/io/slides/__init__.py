@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,14 +19,46 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
+# A plain image is decoded whole into memory (PNG and JPEG have no tiles to read lazily): a slide-sized
+# image the user names is legitimate input, so Pillow's decompression-bomb guard (~179 Mpx) is replaced
+# by this bound: 2**29 px (e.g. 23170 x 23170, 1.6 GB as RGB). Larger scans belong in a tiled TIFF.
+MAX_IMAGE_PIXELS = 2**29
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _too_big(path: Path, size: tuple[int, int]) -> InputError:
+    w, h = size
+    return InputError(
+        path,
+        f"image is {w} x {h} px ({w * h:,} px), more than the {MAX_IMAGE_PIXELS:,} px a plain image may have "
+        "(it is decoded whole into memory); save it as a tiled pyramidal TIFF "
+        "(e.g. `vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg`) and analyse that",
+    )
+
+
 def _open_image(path: Path, mpp: float | None) -> ArraySlide:
+    """A PNG/JPEG/... file as an in-memory slide, up to :data:`MAX_IMAGE_PIXELS` (checked before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(path, f"cannot read this image ({e})") from e
+        with _PIL_LIMIT_LOCK:  # Pillow's limit is a module global: lifted only while this file is read
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                with Image.open(path) as img:
+                    if img.width * img.height > MAX_IMAGE_PIXELS:
+                        raise _too_big(path, img.size)
+                    img.load()
+                    rgb = img if img.mode == "RGB" else img.convert("RGB")
+                    arr = np.asarray(rgb)
+                    del rgb
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise InputError(path, f"cannot read this image ({type(e).__name__}: {e})") from e
+    except MemoryError as e:
+        raise InputError(path, "not enough memory to decode this image; save it as a tiled pyramidal "
+                               "TIFF and analyse that") from e
     return ArraySlide(arr, mpp=mpp, slide_id=path.stem, path=str(path), format="image")
 
 

@@ -6,10 +6,16 @@ All locations are level-0 pixels; the scale is always given as mpp (micrometres 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Resampled reads (overviews, thumbnails) hold at most about this much of a level at once: a level region
+# up to WHOLE_READ_PX pixels (4096^2: 50 MB RGB) is read in one piece, a larger one in chunks of CHUNK_PX^2.
+WHOLE_READ_PX = 4096 * 4096
+CHUNK_PX = 2048
 
 
 @dataclass(frozen=True)
@@ -65,31 +71,72 @@ class SlideReader(abc.ABC):
         """The level-0 box (x, y, width, height) resampled to ``mpp``.
 
         Reads from the best pyramid level and resizes; the result has
-        ``round(width * mpp0 / mpp)`` x ``round(height * mpp0 / mpp)`` pixels.
+        ``round(width * mpp0 / mpp)`` x ``round(height * mpp0 / mpp)`` pixels. Memory stays bounded
+        whatever the pyramid: a level region larger than :data:`WHOLE_READ_PX` (a whole-slide overview
+        from a slide without low-resolution levels) is read and resized piece by piece.
         """
-        from PIL import Image
-
         if self.info.mpp is None:
             raise ValueError(f"{self.info.path}: slide has no pixel size; pass --mpp")
         level = self.info.level_for_mpp(mpp)
         out_w = max(1, round(width * self.info.mpp / mpp))
         out_h = max(1, round(height * self.info.mpp / mpp))
-        lw = max(1, round(width / level.downsample))
-        lh = max(1, round(height / level.downsample))
-        arr = self.read_region(round(x), round(y), lw, lh, level=level.index)
-        if (lw, lh) == (out_w, out_h):
-            return arr
-        return np.asarray(Image.fromarray(arr).resize((out_w, out_h), Image.Resampling.BILINEAR))
+        return self.read_resampled(x, y, width, height, (out_w, out_h), level.index)
 
-    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """RGB thumbnail whose longer side is at most ``max_size`` pixels."""
+    def read_resampled(self, x: float, y: float, width: float, height: float, size: tuple[int, int],
+                       level: int) -> np.ndarray:
+        """The level-0 box (x, y, width, height) read from ``level`` and resized to ``size`` (w, h).
+
+        A level region up to :data:`WHOLE_READ_PX` pixels is read in one piece and resized (bilinear);
+        a larger one in chunks of about :data:`CHUNK_PX` level pixels, each with a margin wide enough
+        for the filter, so the result equals the one-piece resize while at most one chunk is held.
+        """
         from PIL import Image
 
-        level = self.info.levels[-1]
-        arr = self.read_region(0, 0, level.width, level.height, level=level.index)
-        img = Image.fromarray(arr)
-        img.thumbnail((max_size, max_size))
-        return np.asarray(img)
+        out_w, out_h = size
+        lv = self.info.levels[level]
+        lw = max(1, round(width / lv.downsample))
+        lh = max(1, round(height / lv.downsample))
+        if lw * lh <= WHOLE_READ_PX or (lw, lh) == (out_w, out_h):
+            arr = self.read_region(round(x), round(y), lw, lh, level=lv.index)
+            if (lw, lh) == (out_w, out_h):
+                return arr
+            return np.asarray(Image.fromarray(arr).resize((out_w, out_h), Image.Resampling.BILINEAR))
+        # level pixel (ox + i, oy + j) is the region's pixel (i, j), exactly as in the one-piece read
+        ox, oy = math.floor(round(x) / lv.downsample), math.floor(round(y) / lv.downsample)
+        fx, fy = lw / out_w, lh / out_h  # level pixels per output pixel
+        mx, my = math.ceil(fx) + 2, math.ceil(fy) + 2  # filter support when shrinking, with a spare pixel
+        step_x, step_y = max(1, int(CHUNK_PX // fx)), max(1, int(CHUNK_PX // fy))  # output px per chunk
+        out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+
+        def level0(level_px: int, origin: int) -> int:  # level-0 coordinate that read_region floors back
+            return math.ceil((origin + level_px) * lv.downsample - 1e-6)
+
+        for j0 in range(0, out_h, step_y):
+            j1 = min(out_h, j0 + step_y)
+            cy0 = max(0, math.floor(j0 * fy) - my)
+            cy1 = min(lh, math.ceil(j1 * fy) + my)
+            for i0 in range(0, out_w, step_x):
+                i1 = min(out_w, i0 + step_x)
+                cx0 = max(0, math.floor(i0 * fx) - mx)
+                cx1 = min(lw, math.ceil(i1 * fx) + mx)
+                chunk = self.read_region(level0(cx0, ox), level0(cy0, oy), cx1 - cx0, cy1 - cy0, lv.index)
+                box = (i0 * fx - cx0, j0 * fy - cy0, i1 * fx - cx0, j1 * fy - cy0)
+                part = Image.fromarray(chunk).resize((i1 - i0, j1 - j0), Image.Resampling.BILINEAR, box=box)
+                out[j0:j1, i0:i1] = np.asarray(part)
+        return out
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """RGB image of the whole slide whose longer side is at most ``max_size`` pixels (the slide's own
+        size if smaller), resampled from the coarsest level that is still at least that large."""
+        info = self.info
+        want = max(1, min(int(max_size), max(info.width, info.height)))
+        level = info.levels[0]
+        for lv in info.levels:
+            if max(lv.width, lv.height) >= want:
+                level = lv
+        scale = want / max(info.width, info.height)
+        size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+        return self.read_resampled(0, 0, info.width, info.height, size, level.index)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles."""

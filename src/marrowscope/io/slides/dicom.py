@@ -103,10 +103,21 @@ def _has_dicm_magic(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def check_not_empty(path: Path) -> None:
+    """InputError naming ``path`` when the file has no bytes at all (an interrupted copy or download)."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as e:
+        raise InputError(path, f"cannot read this file ({e.strerror or e})") from e
+    if empty:
+        raise InputError(path, "file is empty (0 bytes); remove it or copy it again")
+
+
 def read_header(path: Path) -> DicomFileHeader:
     """Read the sorting fields of one DICOM file; InputError if it is not a readable DICOM file."""
     import pydicom
 
+    check_not_empty(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
     except Exception as e:  # pydicom raises many types (struct.error, ...) on damaged headers
@@ -123,24 +134,27 @@ def read_header(path: Path) -> DicomFileHeader:
         v = ds.get(name)
         try:
             return int(v) if v is not None else 0
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return 0
 
-    image_type = ds.get("ImageType")
-    return DicomFileHeader(
-        path=path,
-        sop_class_uid=text("SOPClassUID"),
-        sop_instance_uid=text("SOPInstanceUID"),
-        series_uid=text("SeriesInstanceUID"),
-        study_uid=text("StudyInstanceUID"),
-        image_type=tuple(str(t) for t in image_type) if image_type is not None else (),
-        columns=number("TotalPixelMatrixColumns"),
-        rows=number("TotalPixelMatrixRows"),
-        container_id=text("ContainerIdentifier"),
-        patient_id=text("PatientID"),
-        series_description=text("SeriesDescription"),
-        modality=text("Modality"),
-    )
+    try:  # pydicom decodes values on first use: a damaged one raises here, not in the caller
+        image_type = ds.get("ImageType")
+        return DicomFileHeader(
+            path=path,
+            sop_class_uid=text("SOPClassUID"),
+            sop_instance_uid=text("SOPInstanceUID"),
+            series_uid=text("SeriesInstanceUID"),
+            study_uid=text("StudyInstanceUID"),
+            image_type=tuple(str(t) for t in image_type) if image_type is not None else (),
+            columns=number("TotalPixelMatrixColumns"),
+            rows=number("TotalPixelMatrixRows"),
+            container_id=text("ContainerIdentifier"),
+            patient_id=text("PatientID"),
+            series_description=text("SeriesDescription"),
+            modality=text("Modality"),
+        )
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"damaged DICOM header ({type(e).__name__}: {e}); re-download it") from e
 
 
 def scan_dicom(paths: Iterable[Path]) -> list[DicomFileHeader]:
@@ -273,6 +287,59 @@ def dicom_properties(ds: Any) -> dict[str, str]:
     return props
 
 
+_PLACEHOLDER_SPACING_MM = 1e-3  # 1 µm/px: only lets wsidicom order the levels; never reported as a size
+
+
+def _fill_missing_pixel_spacing(wsi_source: Any) -> None:
+    """Give every pyramid level of a slide without PixelSpacing a stand-in spacing in memory.
+
+    wsidicom needs a spacing to build the pyramid (``WsiDicomNoResolutionError`` otherwise); each
+    level gets the placeholder times its power-of-two downsample from the base width. The slide's
+    real pixel size comes from the user (``--mpp``); nothing is written to the files.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from wsidicom.metadata import ImageType
+
+    base_width = int(wsi_source.base_dataset.image_size.width)
+    for reader in wsi_source.readers:
+        ds = reader.dataset
+        if reader.image_type != ImageType.VOLUME or ds.pixel_spacing is not None:
+            continue
+        width = max(1, int(ds.image_size.width))
+        spacing = _PLACEHOLDER_SPACING_MM * 2 ** round(math.log2(max(base_width / width, 1.0)))
+        shared = ds.get("SharedFunctionalGroupsSequence") or DicomSequence([Dataset()])
+        ds.SharedFunctionalGroupsSequence = shared
+        measures = shared[0].get("PixelMeasuresSequence") or DicomSequence([Dataset()])
+        shared[0].PixelMeasuresSequence = measures
+        measures[0].PixelSpacing = [spacing, spacing]
+        for cached in ("pixel_measure", "pixel_spacing"):  # wsidicom caches these per dataset
+            ds.__dict__.pop(cached, None)
+
+
+def _open_wsidicom(files: Sequence[Path], label: str) -> tuple[Any, float | None]:
+    """(WsiDicom, the base level's µm/px from the header, None when it has no PixelSpacing)."""
+    quiet_dicom_imports()
+    from wsidicom import WsiDicom
+    from wsidicom.file import WsiDicomFileSource
+
+    source = None
+    try:
+        source = WsiDicomFileSource.open(files)
+        file_mpp = None
+        spacing = source.base_dataset.pixel_spacing
+        if spacing is None:
+            _fill_missing_pixel_spacing(source)
+        else:
+            file_mpp = float(spacing.width) * 1000.0
+        wsi = WsiDicom(source, True)
+    except Exception as e:  # wsidicom raises many types for damaged files
+        if source is not None:
+            source.close()
+        raise InputError(label, f"cannot open the DICOM slide ({type(e).__name__}: {e})") from e
+    return wsi, file_mpp
+
+
 class DicomSlide(SlideReader):
     """A DICOM WSI series opened with wsidicom (only its SM instances)."""
 
@@ -284,40 +351,58 @@ class DicomSlide(SlideReader):
     ) -> None:
         import pydicom
 
-        quiet_dicom_imports()
-        from wsidicom import WsiDicom
-
         headers = find_slide_files(source, series_uid)
         volumes = [h for h in headers if h.is_volume] or headers
         base = max(volumes, key=lambda h: (h.columns * h.rows, h.path.name))
         self._files = [h.path for h in headers]
         self._base_path = base.path
         label = str(source) if isinstance(source, Path) else str(base.path.parent)
-        try:
-            self._wsi = WsiDicom.open(self._files)
-        except Exception as e:  # wsidicom raises many types for damaged files
-            raise InputError(label, f"cannot open the DICOM slide ({type(e).__name__}: {e})") from e
+        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+            raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
+        self._wsi, file_mpp = _open_wsidicom(self._files, label)
         try:
             base_ds = pydicom.dcmread(base.path, stop_before_pixels=True)
-            base_mpp = float(self._wsi.levels.base_level.mpp.width)
+            props = dicom_properties(base_ds)  # decodes the values used (pydicom decodes on first use)
         except Exception as e:
             self._wsi.close()
             raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
+        self._setup(label, base_ds, file_mpp, mpp, base.path.stem, props)
+
+    def _setup(
+        self,
+        label: str,
+        base_ds: Any,
+        file_mpp: float | None,
+        mpp: float | None,
+        fallback_id: str,
+        props: dict[str, str] | None = None,
+    ) -> None:
+        """Levels and :class:`SlideInfo` of the open ``self._wsi`` (files or DICOMweb).
+
+        ``file_mpp`` is the header's base-level µm/px (None without PixelSpacing), ``mpp`` the user's.
+        """
         self._base_ds = base_ds
-        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
-            raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
-        the_mpp = float(mpp) if mpp is not None else base_mpp
+        if props is None:
+            props = dicom_properties(base_ds)
+        the_mpp = float(mpp) if mpp is not None else file_mpp
+        if the_mpp is None:
+            log.warning("%s: the DICOM header has no PixelSpacing; give the pixel size with --mpp (µm/px)",
+                        label)
         levels = []
         self._wsi_levels: list[int] = []
         for i, lvl in enumerate(self._wsi.levels):
             d = float(2**lvl.level)
-            levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, the_mpp * d))
+            level_mpp = None if the_mpp is None else the_mpp * d
+            levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, level_mpp))
             self._wsi_levels.append(int(lvl.level))
-        props = dicom_properties(base_ds)
-        props["marrowscope.mpp"] = repr(the_mpp)
-        props["marrowscope.dicom_mpp"] = repr(base_mpp)
+        if file_mpp is None:
+            props["marrowscope.mpp_missing"] = "the DICOM header has no PixelSpacing"
+        if the_mpp is not None:
+            props["marrowscope.mpp"] = repr(the_mpp)
+        if file_mpp is not None:
+            props["marrowscope.dicom_mpp"] = repr(file_mpp)
         cid = props.get("dicom.ContainerIdentifier", "")
-        slide_id = cid if cid and cid != "Unknown" else props.get("dicom.SeriesInstanceUID", base.path.stem)
+        slide_id = cid if cid and cid != "Unknown" else props.get("dicom.SeriesInstanceUID", fallback_id)
         self.info = SlideInfo(
             path=label,
             slide_id=slide_id,

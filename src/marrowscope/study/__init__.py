@@ -1,0 +1,1 @@
+"""The paper's study: patient splits, a fingerprinted stage runner, the results table (``reproduce``)."""
