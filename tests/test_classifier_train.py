@@ -102,7 +102,7 @@ def test_slide_cohort_dataset_and_evaluation(tmp_path):
     from marrowscope import taxonomy
     from marrowscope.data.classification_datasets import SOFT, load_slide_dataset
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
-    from marrowscope.eval.classification import evaluate_classifier
+    from marrowscope.engines.evaluate import evaluate_classifier
     from marrowscope.models.classifier import create_classifier
 
     generate_cohort(SynthConfig(n_patients=1, seed=3, slide_size=1536, roi_size=384, n_rois=1,
@@ -134,6 +134,7 @@ def test_cli_train_on_pbc_layout(tmp_path):
     assert clf.classes[0] == "promyelocyte" and clf.spec.scheme == "pbc_fine"
     assert clf.spec.params["scheme_def"]["mapping"]["segmented_basophil"] == "basophil"
     assert clf.temperature > 0 and clf.uncertain_threshold == 0.5
+    assert (clf.spec.training_data or "").startswith(f"pbc:{tmp_path / 'pbc'}: ")
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert set(split["train"]).isdisjoint(split["val"]) and len(split["train"]) + len(split["val"]) == 24
     assert main(args) == 0  # resumes: nothing left to train, finalises again

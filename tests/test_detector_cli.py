@@ -58,7 +58,7 @@ def test_train_detector_cli_tiny(tmp_path: Path) -> None:
     data = _yolo(tmp_path / "yolo")
     out = tmp_path / "run"
     rc = main(["train", "detector", "--dataset", f"yolo:{data}", "--out", str(out), "--epochs", "1",
-               "--batch-size", "2", "--val-fraction", "0.34", "--mpp", "0.3"])
+               "--batch-size", "2", "--val-fraction", "0.34", "--model-mpp", "0.3"])
     assert rc == 0
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     hist = json.loads((out / "history.json").read_text())

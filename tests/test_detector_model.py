@@ -92,7 +92,8 @@ def test_weights_round_trip_and_contract(tmp_path: Path) -> None:
 
 def test_load_rejects_classifier_weights(tmp_path: Path) -> None:
     p = tmp_path / "cls.pt"
-    save_weights(p, {"w": torch.zeros(1)}, WeightsSpec(task="classifier", arch="x", classes=("a",)))
+    save_weights(p, {"w": torch.zeros(1)}, WeightsSpec(task="classifier", arch="x", classes=("a",),
+                                                          mpp=0.5, input_size=64))
     with pytest.raises(InputError, match="classifier"):
         load_detector(p)
 

@@ -107,6 +107,12 @@ def assert_same_outputs(ref: Path, out: Path) -> None:
             assert _dicom_content(pa) == _dicom_content(pb), rel
         elif pa.suffix == ".parquet":
             pd.testing.assert_frame_equal(pd.read_parquet(pa), pd.read_parquet(pb))
+        elif pa.name.endswith(".sha256"):  # a weights sidecar: right for its own run's file
+            from marrowscope.models.weights import read_sidecar, sha256_file
+
+            for side in (pa, pb):
+                weights = side.with_name(side.name[: -len(".sha256")])
+                assert read_sidecar(weights) == sha256_file(weights), rel
         elif pa.suffix == ".pt":
             sa, sb = torch.load(pa, weights_only=True), torch.load(pb, weights_only=True)
             assert sa.get("spec") == sb.get("spec"), rel

@@ -145,3 +145,34 @@ class CellAnnotations:
             cells=tuple(replace(c, box=c.box.shifted(dx, dy)) for c in self.cells),
             regions=tuple(replace(r, box=r.box.shifted(dx, dy)) for r in self.regions),
         )
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes (N, 4) x1,y1,x2,y2 in level-0 pixels, scores (N,), labels (N,) indices into ``classes``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def above(self, threshold: float) -> Detections:
+        keep = self.scores >= threshold
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.classes)
+
+    def to_annotations(self, threshold: float = 0.0, **fields: object) -> CellAnnotations:
+        """The detections (score ≥ ``threshold``) as :class:`CellAnnotations` (label = class name)."""
+        d = self.above(threshold)
+        cells = tuple(
+            Cell(box=Box(*map(float, b)), label=self.classes[int(c)], cell_id=i, score=float(s))
+            for i, (b, s, c) in enumerate(zip(d.boxes, d.scores, d.labels, strict=True))
+            if b[2] > b[0] and b[3] > b[1]
+        )
+        return CellAnnotations(cells=cells, **fields)  # type: ignore[arg-type]
+
+    @staticmethod
+    def empty(classes: tuple[str, ...]) -> Detections:
+        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), classes)

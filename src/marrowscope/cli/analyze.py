@@ -28,15 +28,21 @@ _DX = typer.Option("diagnosis-synth", "--diagnosis", help="Diagnosis model: bund
 _TARGET = typer.Option(500, "--target-cells", min=1, help="Countable cells for the differential (ICSH: 500).")
 _SEED = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
                      help="Random seed (recorded in summary.json).")
+_DEVICE = typer.Option("auto", "--device", callback=params.device,
+                       help="Where the models run: auto (cuda when available), cpu, cuda, cuda:N or mps.")
+_THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's own).")
+_BATCH = typer.Option(4, "--batch-size", min=1, help="Tiles per detector call (larger is faster on a GPU).")
 
 
 def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, seed: int,
-            max_cells: int | None = None) -> AnalysisConfig:
+            max_cells: int | None = None, device: str = "auto", threads: int | None = None,
+            batch_size: int = 4) -> AnalysisConfig:
     from marrowscope.engines.pipeline import AnalysisConfig
 
     cfg = AnalysisConfig(detector=detector, classifier=classifier,
                          diagnosis=None if diagnosis.lower() == "none" else diagnosis,
-                         target_cells=target_cells, seed=seed)
+                         target_cells=target_cells, seed=seed, device=None if device == "auto" else device,
+                         threads=threads, batch_size=batch_size)
     return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
 
 
@@ -60,7 +66,8 @@ def analyze(
     max_cells: int = typer.Option(5000, "--max-cells", min=1,
                                   help="Most cells counted while a blast interval straddles a threshold."),
     mpp: float | None = typer.Option(None, "--mpp", callback=params.POSITIVE_FLOAT,
-                                     help="Pixel size in µm/px for slides that lack it."),
+                                     help="Pixel size in µm/px of slides that lack one (the slide's scale; "
+                                          "the models' own scales come from their weights)."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
     regions: str = typer.Option(
@@ -74,6 +81,9 @@ def analyze(
              "ray://HOST:10001 (docs/scale.md)."),
     ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", min=0.01,
                                    help="CPUs each Ray worker (one slide at a time) takes."),
+    device: str = _DEVICE,
+    threads: int | None = _THREADS,
+    batch_size: int = _BATCH,
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
@@ -84,7 +94,7 @@ def analyze(
 
     if regions not in ("annotated", "auto"):
         raise InputError("--regions", f"must be 'annotated' or 'auto', got {regions!r}")
-    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells)
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells, device, threads, batch_size)
     cfg = replace(cfg, use_annotated_rois=regions == "annotated")
     summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois,
                             ray=None if ray is None else _ray_config(ray, ray_cpus))
@@ -112,10 +122,12 @@ def demo(
     diagnosis: str = _DX,
     target_cells: int = _TARGET,
     seed: int = _SEED,
+    device: str = _DEVICE,
+    threads: int | None = _THREADS,
 ) -> None:
     """Write a synthetic slide with two annotated ROIs and analyse it with the bundled models."""
     from marrowscope.engines.demo import run_demo
 
-    cfg = _config(detector, classifier, diagnosis, target_cells, seed)
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, device=device, threads=threads)
     result = run_demo(out, cfg, seed=seed)
     typer.echo(str(result.report))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from marrowscope.cli import params
-from marrowscope.cli.app import evaluate_app, train_app
+from marrowscope.cli.app import evaluate_app, renamed_option, train_app
 
 _DATASET_HELP = ("FORMAT:PATH with FORMAT pbc, imagefolder, synth, cohort or reviewed (an analyze output "
                  "folder reviewed with `marrowscope review`).")
@@ -33,8 +33,11 @@ def train_classifier_cmd(
     arch: str = typer.Option("msresnet_s", "--arch", help=_ARCH_HELP),
     input_size: int = typer.Option(64, "--input-size", callback=params.at_least(8),
                                    help="Crop side in pixels (weights contract)."),
-    mpp: float = typer.Option(0.45, "--mpp", callback=params.POSITIVE_FLOAT,
-                              help="Crop scale in µm/px (weights contract)."),
+    model_mpp: float | None = typer.Option(
+        None, "--model-mpp", callback=params.POSITIVE_FLOAT,
+        help="µm/px of the model's crops (weights contract; default 0.45)."),
+    old_mpp: float | None = typer.Option(None, "--mpp", hidden=True, callback=params.POSITIVE_FLOAT,
+                                         help="Deprecated: --model-mpp."),
     epochs: int = typer.Option(50, "--epochs", callback=params.POSITIVE),
     batch_size: int = typer.Option(64, "--batch-size", callback=params.POSITIVE),
     lr: float = typer.Option(3e-3, "--lr", callback=params.POSITIVE_FLOAT),
@@ -60,6 +63,8 @@ def train_classifier_cmd(
     """Train a cell classifier (resumes from OUT/checkpoint.pt); under torchrun, on every process."""
     from marrowscope.engines.train_classifier import TrainConfig, train_from_dataset
 
+    mpp = renamed_option(old_mpp, model_mpp, "--mpp", "--model-mpp")
+    mpp = 0.45 if mpp is None else mpp
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, balance=balance, logit_adjust=logit_adjust,
                       seed=seed, num_threads=threads, device=device, max_minutes=max_minutes,
                       eval_every=eval_every, precision=_precision(precision))
@@ -87,7 +92,7 @@ def evaluate_classifier_cmd(
                                           help="µm/px of crop images (pbc: 0.1)."),
 ) -> None:
     """Score a classifier on a labelled dataset at the dataset's granularity."""
-    from marrowscope.eval.classification import evaluate_classifier
+    from marrowscope.engines.evaluate import evaluate_classifier
 
     rep = evaluate_classifier(weights, dataset, out, tta=tta, eval_scheme=scheme, src_mpp=src_mpp,
                               threshold=threshold, progress=True)

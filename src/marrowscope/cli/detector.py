@@ -7,23 +7,12 @@ from pathlib import Path
 import typer
 
 from marrowscope.cli import params
-from marrowscope.cli.app import evaluate_app, train_app
-from marrowscope.errors import InputError
+from marrowscope.cli.app import evaluate_app, renamed_option, train_app
 
 _DATASET_HELP = (
     "FORMAT:PATH[:EXTRA] with FORMAT voc, yolo, coco or cohort. EXTRA is a split for voc/yolo "
     "(e.g. yolo:TXL_PBC:val; default all splits) or the images folder for coco."
 )
-
-
-def _class_map(items: list[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for item in items:
-        name, sep, target = item.partition("=")
-        if not sep or not name:
-            raise InputError(item, "--class-map takes NAME=CLASS (or NAME= to drop the boxes)")
-        out[name] = target or None
-    return out
 
 
 @train_app.command("detector")
@@ -42,11 +31,14 @@ def train_detector_cmd(
     class_map: list[str] = typer.Option([], "--class-map", help="NAME=CLASS for dataset labels (repeatable)"),
     arch: str = typer.Option("fasterrcnn_mobilenet_v3_fpn", "--arch",
                              help="fasterrcnn_mobilenet_v3_fpn (CPU default) or fasterrcnn_resnet50_fpn."),
-    mpp: float = typer.Option(0.15, "--mpp", callback=params.POSITIVE_FLOAT,
-                              help="µm/px the model works at."),
+    model_mpp: float | None = typer.Option(
+        None, "--model-mpp", callback=params.POSITIVE_FLOAT,
+        help="µm/px the model works at (its weights' scale; default 0.15)."),
+    old_mpp: float | None = typer.Option(None, "--mpp", hidden=True, callback=params.POSITIVE_FLOAT,
+                                         help="Deprecated: --model-mpp."),
     input_mpp: float | None = typer.Option(
         None, "--input-mpp", callback=params.POSITIVE_FLOAT,
-        help="µm/px of images that carry no pixel size (default: taken at --mpp)."),
+        help="µm/px of images that carry no pixel size (default: taken at --model-mpp)."),
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="Epochs (default: the recipe's; 12 without a recipe)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -76,53 +68,20 @@ def train_detector_cmd(
     from dataclasses import replace
 
     from marrowscope.cli.classifier import _precision
-    from marrowscope.data import detection_datasets as dd
-    from marrowscope.engines.train_detector import (
-        DetectorTrainConfig,
-        blood_recipe_config,
-        synth_recipe_config,
-        train_detector,
-    )
+    from marrowscope.engines.detector_runs import DetectorRunRequest, parse_class_map, prepare_detector_run
+    from marrowscope.engines.train_detector import train_detector
 
-    mapping = _class_map(class_map)
-    if recipe == "blood":
-        if dataset:
-            raise InputError("--dataset", "--recipe blood brings its own data; leave out --dataset")
-        train, val = dd.blood_recipe_samples(data_root)
-        cfg = replace(blood_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes,
-                                          init_weights=str(init_weights) if init_weights else None),
-                      device=device)
-    elif recipe == "synth":
-        if len(dataset) != 1 or not dataset[0].startswith("cohort:"):
-            raise InputError("--dataset", "--recipe synth needs one --dataset cohort:DIR (synthetic cohort)")
-        samples = dd.load_detection_dataset(dataset[0], ("cell",))
-        train, val = dd.split_by_group(samples, 0.2, seed)
-        cfg = replace(synth_recipe_config(seed=seed, num_threads=threads, max_minutes=max_minutes),
-                      device=device, init_weights=str(init_weights) if init_weights else None)
-    elif recipe is not None:
-        raise InputError(recipe, "unknown recipe (available: blood, synth)")
-    else:
-        if not dataset:
-            raise InputError("--dataset", "give at least one --dataset FORMAT:PATH (or --recipe blood)")
-        names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else \
-            dd.dataset_classes(dataset[0])
-        samples = [s for d in dataset
-                   for s in dd.load_detection_dataset(d, names, mpp=input_mpp, mapping=mapping)]
-        if val_dataset:
-            train = samples
-            val = [s for d in val_dataset for s in dd.load_detection_dataset(d, names, mpp=input_mpp,
-                                                                             mapping=mapping)]
-        else:
-            train, val = dd.split_by_group(samples, val_fraction, seed)
-        cfg = DetectorTrainConfig(
-            classes=names, arch=arch, mpp=mpp, epochs=epochs or 12, batch_size=batch_size, lr=lr, seed=seed,
-            num_threads=threads, max_minutes=max_minutes, device=device,
-            backbone_weights=str(backbone_weights) if backbone_weights else None,
-            init_weights=str(init_weights) if init_weights else None,
-            spec_params={"default_input_mpp": input_mpp} if input_mpp else {},
-        )
-    if recipe is not None and epochs is not None:  # e.g. a longer schedule on a GPU
-        cfg = replace(cfg, epochs=epochs)
+    mpp = renamed_option(old_mpp, model_mpp, "--mpp", "--model-mpp")
+    run = prepare_detector_run(DetectorRunRequest(
+        datasets=tuple(dataset), val_datasets=tuple(val_dataset), recipe=recipe, data_root=data_root,
+        classes=tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None,
+        class_map=parse_class_map(class_map), arch=arch, model_mpp=0.15 if mpp is None else mpp,
+        input_mpp=input_mpp, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+        seed=seed, threads=threads, max_minutes=max_minutes, device=device,
+        init_weights=str(init_weights) if init_weights else None,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+    ))
+    train, val, cfg = run.train, run.val, run.config
     cfg = replace(cfg, precision=_precision(precision), workers=workers)
     typer.echo(f"training {cfg.arch} on {len(train)} images (validation {len(val)}), classes "
                f"{', '.join(cfg.classes)}, {cfg.epochs} epochs at {cfg.mpp} µm/px -> {out}", err=True)
@@ -153,17 +112,13 @@ def evaluate_detector_cmd(
                                       help="cpu or cuda (default: cuda when present)."),
 ) -> None:
     """AP@0.5, COCO AP@[.5:.95], per class, precision/recall at the threshold; writes OUT/metrics.json."""
-    from marrowscope.data.detection_datasets import load_detection_dataset
-    from marrowscope.eval.detection import evaluate_detector
-    from marrowscope.models.detector import load_detector
+    from marrowscope.engines.detector_runs import evaluate_detector_on_dataset, parse_class_map
 
-    det = load_detector(weights, device=device)
-    samples = load_detection_dataset(dataset, det.classes, mapping=_class_map(class_map))
-    if not samples:
-        raise InputError(dataset, "the dataset has no images")
-    m = evaluate_detector(det, samples, out, threshold=threshold, mpp=mpp, batch_size=batch_size,
-                          n_examples=examples, progress=True,
-                          context={"weights": str(weights), "dataset": dataset})
+    m = evaluate_detector_on_dataset(
+        weights, dataset, out, image_mpp=mpp,
+        threshold=threshold, class_map=parse_class_map(class_map), batch_size=batch_size, examples=examples,
+        device=device,
+    )
     per = ", ".join(f"{c} {v:.3f}" for c, v in m.ap50_per_class.items() if v == v)
     typer.echo(f"{m.n_images} images: AP@0.5 {m.ap50:.3f} ({per}); AP@[.5:.95] {m.ap:.3f}; "
                f"precision {m.precision:.3f}, recall {m.recall:.3f} at score {m.threshold:.2f}; wrote {out}")

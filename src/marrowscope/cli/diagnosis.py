@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -73,7 +72,7 @@ def evaluate_diagnosis_cmd(
     seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE, help="Random seed."),
 ) -> None:
     """Macro F1 with 95 % intervals, per-diagnosis F1 and the rule baseline (true / predicted counts)."""
-    from marrowscope.eval.diagnosis import evaluate_diagnosis, evaluate_trained_model, write_evaluation
+    from marrowscope.eval.diagnosis import evaluate_diagnosis, evaluate_model_file, write_evaluation
     from marrowscope.io.counts import predicted_counts_from_summaries, read_counts
 
     truth = read_counts(cohort)
@@ -81,20 +80,8 @@ def evaluate_diagnosis_cmd(
         typer.echo(f"note: {line}", err=True)
     pred = predicted_counts_from_summaries(predicted_counts) if predicted_counts is not None else None
     if model is not None:
-        from marrowscope.models.diagnosis import load_diagnosis_model
-        from marrowscope.models.registry import resolve_model
-
-        path, sha = resolve_model(model, task="diagnosis")
-        m = load_diagnosis_model(path, sha256=sha)
-        ext = evaluate_trained_model(m, truth, seed=seed)
-        extra: dict[str, Any] = {"model": str(model), "model_classes": list(m.classes)}
-        if pred is not None:
-            pext = evaluate_trained_model(m, pred.with_clinical_from(truth), seed=seed)
-            if pext.scored is not None:
-                extra["macro_f1_predicted_counts"] = pext.scored.macro_f1
-                extra["macro_f1_predicted_counts_ci"] = list(pext.scored.ci)
-        metrics_path = write_evaluation(out, external=ext, extra=extra)
-        for line in ext.messages:
+        metrics_path, notes = evaluate_model_file(model, truth, out, predicted=pred, seed=seed)
+        for line in notes:
             typer.echo(f"note: {line}", err=True)
     else:
         ev = evaluate_diagnosis(truth, pred, estimator=_estimator(estimator), n_splits=folds,

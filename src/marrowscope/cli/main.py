@@ -8,7 +8,7 @@ import traceback
 import click
 import typer
 
-from marrowscope.cli.app import STATE, app
+from marrowscope.cli.app import STATE, app, hoist_global_flags
 from marrowscope.errors import MarrowscopeError
 
 try:  # typer >= 0.29 bundles its own copy of click with its own exception classes
@@ -45,9 +45,10 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _register()
+    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         # without standalone mode, click returns the code of a ``typer.Exit(n)`` instead of exiting
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=args, prog_name="marrowscope", standalone_mode=False)
     except _EXITS as e:
         return int(e.exit_code or 0)
     except _CLICK_ERRORS as e:

@@ -3,7 +3,6 @@ with one line, e.g. ``Invalid value for '--epochs': must be at least 1, got 0``,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,26 +57,15 @@ POSITIVE_FLOAT = at_least(0.0, above=True)
 NON_NEGATIVE_FLOAT = at_least(0.0)
 PROBABILITY = between(0.0, 1.0)
 FRACTION = between(0.0, 1.0, open_high=True)
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
-
-
 def device(value: str | None) -> str | None:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a GPU that is not there is refused here, not later."""
-    if value is None:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``auto``: cuda when available); a GPU that is not there
+    is refused here, not later (:func:`marrowscope.runtime.resolve_device` does the check)."""
+    if value is None or value == "auto":
         return value
-    if not _DEVICE.match(value):
-        raise typer.BadParameter(f"{value!r} is not a device: use cpu or cuda (cuda:N for one GPU)")
-    if value.startswith("cuda"):
-        import torch
+    from marrowscope.errors import InputError
+    from marrowscope.runtime import resolve_device
 
-        if not torch.cuda.is_available():
-            raise typer.BadParameter("CUDA is not available on this machine; use --device cpu")
-        index = int(value.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise typer.BadParameter(f"no GPU {index} (this machine has {torch.cuda.device_count()})")
-    if value == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            raise typer.BadParameter("MPS is not available on this machine; use --device cpu")
-    return value
+    try:
+        return resolve_device(value)
+    except InputError as e:
+        raise typer.BadParameter(e.problem) from e

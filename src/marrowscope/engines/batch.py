@@ -40,6 +40,7 @@ from marrowscope.io.atomic import (
 from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
+from marrowscope.report.status import SlideStatus
 
 if TYPE_CHECKING:
     from marrowscope.engines.ray_runner import RayConfig
@@ -64,35 +65,6 @@ class SlideJob:
     rois_from: str | None = None
     csv_rois: tuple[Region, ...] = ()  # ROIs in the dataset CSV (MRXS) frame, shifted once opened
     roi_error: str | None = None  # the slide's ROI annotations could not be read: the slide fails
-
-
-@dataclass(frozen=True)
-class SlideStatus:
-    source: str
-    slide_id: str | None
-    status: str  # "done", "skipped" (done in an earlier run) or "failed"
-    reason: str | None = None
-    folder: str | None = None
-    n_counted: int | None = None
-    blast_fraction: float | None = None  # a fraction (0.2 = 20 %); cohort.csv shows blast_percent
-    blast_ci: tuple[float, float] | None = None
-    suggestion: str | None = None
-    suggestion_p: float | None = None
-    rule_baseline: str | None = None
-    flags: tuple[str, ...] = ()
-    rois_from: str | None = None
-    seconds: float | None = None
-    redone_because: str | None = None  # a finished folder was there but could not be reused: why
-    uncertain_between: tuple[str, str] | None = None  # the suggestion's headline is "uncertain between"
-    warnings: tuple[str, ...] = ()  # warning codes (summary.json ``warnings[].code``)
-    models: tuple[str, ...] = ()  # "task name (training data kind)" per model
-
-    @property
-    def headline(self) -> str:
-        """The suggestion as the report heads it ("uncertain between A and B" below the confidence)."""
-        if self.uncertain_between is not None:
-            return f"uncertain between {self.uncertain_between[0]} and {self.uncertain_between[1]}"
-        return self.suggestion or ""
 
 
 @dataclass(frozen=True)
@@ -217,11 +189,10 @@ def _folder_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
     try:
         return _dicom_jobs(folder)
     except InputError:
-        from marrowscope.io.slides import IMAGE_SUFFIXES
-        from marrowscope.io.slides.openslide_ import OPENSLIDE_SUFFIXES
+        from marrowscope.io.formats import SLIDE_FILE_SUFFIXES
 
         files = sorted(f for f in folder.iterdir()
-                       if f.is_file() and f.suffix.lower() in OPENSLIDE_SUFFIXES + IMAGE_SUFFIXES)
+                       if f.is_file() and f.suffix.lower() in SLIDE_FILE_SUFFIXES)
         if not files:
             raise
         return [SlideJob(str(f)) for f in files], []
@@ -230,6 +201,7 @@ def _folder_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
 def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[SlideStatus]]:
     """Slides to analyse, and sources (or DICOM files in a source folder) that could not be read, each
     with the reason naming the file."""
+    from marrowscope.io.formats import DICOM_SUFFIXES
     from marrowscope.io.slides.dicom import _has_dicm_magic
 
     jobs: list[SlideJob] = []
@@ -241,7 +213,7 @@ def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[Sl
                 found, unreadable = _folder_jobs(p)
                 jobs.extend(found)
                 bad.extend(unreadable)
-            elif p.is_file() and (p.suffix.lower() in (".dcm", ".dicom") or _has_dicm_magic(p)):
+            elif p.is_file() and (p.suffix.lower() in DICOM_SUFFIXES or _has_dicm_magic(p)):
                 jobs.extend(_dicom_file_jobs(p))
             elif not p.exists():
                 raise InputError(p, "no such file or folder")

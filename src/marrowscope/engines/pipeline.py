@@ -52,8 +52,10 @@ class AnalysisConfig:
     score_threshold: float | None = None  # None: the detector's own operating point
     uncertain_threshold: float | None = None  # None: the classifier's own
     tta: int = 4
-    batch_size: int = 4
+    batch_size: int = 4  # tiles per detector call
     seed: int = 0
+    device: str | None = None  # "cpu", "cuda", "cuda:1", "mps"; None: cuda when available
+    threads: int | None = None  # torch intra-op threads during the analysis (None: torch's default)
     use_annotated_rois: bool = True
     context_um: float = 25.0  # detection looks this far beyond each region (cells on its edge seen whole)
     fields: FieldSelectionConfig = field(default_factory=FieldSelectionConfig)
@@ -68,15 +70,19 @@ class Models:
     classifier: CellClassifier
     diagnosis: Any | None  # marrowscope.models.diagnosis.DiagnosisModel
     refs: tuple[ModelRef, ...]
+    device: str = "cpu"  # where the detector and classifier run (recorded in the run record)
 
 
 def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
-    """Load the three models named in ``cfg`` (bundled names or paths), with their hashes."""
+    """Load the three models named in ``cfg`` (bundled names or paths), with their hashes, on ``device``
+    (else ``cfg.device``, else cuda when available)."""
     from marrowscope.models.classifier import load_classifier
     from marrowscope.models.detector import load_detector
     from marrowscope.models.diagnosis import load_diagnosis_model
     from marrowscope.models.registry import resolve_model
+    from marrowscope.runtime import resolve_device
 
+    device = resolve_device(device or cfg.device)
     refs = []
     det = load_detector(cfg.detector, device=device)
     p, _ = resolve_model(cfg.detector, task="detector")
@@ -89,7 +95,7 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
         p, sha = resolve_model(cfg.diagnosis, task="diagnosis")
         diag = load_diagnosis_model(p, sha256=sha)
         refs.append(model_ref(str(cfg.diagnosis), "diagnosis", p))
-    return Models(det, clf, diag, tuple(refs))
+    return Models(det, clf, diag, tuple(refs), device=device)
 
 
 def model_ref(name: str, task: str, path: str | Path) -> ModelRef:
@@ -380,11 +386,22 @@ def analyze_slide(
     (more while the blast interval straddles a threshold, up to ``cfg.max_cells``).
 
     Raises :class:`InputError` for a slide without pixel size, without smear area, or without any
-    detected cell in the regions analysed.
+    detected cell in the regions analysed. Torch's global generator and thread count are the caller's
+    again afterwards (the analysis runs seeded with ``cfg.seed`` and on ``cfg.threads`` threads).
     """
-    import torch
+    from marrowscope.runtime import seeded, torch_threads
 
-    torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed), torch_threads(cfg.threads):
+        return _analyze_slide(slide, models, cfg, annotations, progress)
+
+
+def _analyze_slide(
+    slide: SlideReader,
+    models: Models,
+    cfg: AnalysisConfig,
+    annotations: CellAnnotations | None,
+    progress: Callable[[int, int], None] | None,
+) -> SlideResult:
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
     info = slide.info
@@ -478,6 +495,7 @@ def analyze_slide(
         run=RunRecord(
             marrowscope_version=__version__, python=py, platform=plat, packages=pkgs, models=models.refs,
             config=cfg.to_dict(), seed=cfg.seed, started=started, seconds=seconds, timings=timings,
+            device=models.device,
         ),
         warnings=tuple(warnings),
     )

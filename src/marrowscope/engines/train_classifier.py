@@ -36,6 +36,7 @@ from marrowscope.errors import InputError
 from marrowscope.io.atomic import prepare_output_dir, write_text_atomic
 from marrowscope.models.classifier import CellClassifier, create_classifier, save_classifier
 from marrowscope.models.weights import WeightsSpec
+from marrowscope.runtime import isolated_state
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def predict_logits(clf: CellClassifier, images: np.ndarray, batch_size: int = 25
     return torch.cat(out).numpy() if out else np.zeros((0, len(clf.classes)), dtype=np.float32)
 
 
+@isolated_state
 def train_classifier(
     spec: WeightsSpec, train: CropSet, val: CropSet | None, out_dir: str | Path, config: TrainConfig,
     *, resume: bool = True, progress: bool = True,
@@ -172,7 +174,7 @@ def train_classifier(
 
     if tuple(train.classes) != tuple(spec.classes):
         raise InputError("train", f"training classes {train.classes} differ from the spec {spec.classes}")
-    if train.images.shape[1] < int(spec.input_size or 0):
+    if train.images.shape[1] < spec.pixel_size:
         raise InputError("train", f"crops of {train.images.shape[1]} px are smaller than the input size "
                                   f"{spec.input_size}")
     out = prepare_output_dir(out_dir)
@@ -223,7 +225,7 @@ def train_classifier(
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     targets_all = torch.from_numpy(train.targets)
     kinds_all = torch.from_numpy(train.target_kind.astype(np.int64))
-    size = int(spec.input_size or 80)
+    size = spec.pixel_size
     t_start = time.time()
     finished = True
     for epoch in range(start_epoch, config.epochs):
@@ -384,10 +386,14 @@ def train_from_dataset(
         write_text_atomic(out / "split.json", json.dumps(
             {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
              "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
+    kind = "synthetic cohort (marrowscope synth), " if fmt == "synth" else ""
     return train_calibrated(train, val, out, scheme=sch, scheme_name=scheme_name, arch=arch, input_size=size,
                             mpp=m, config=cfg, eval_scheme=eval_scheme,
                             uncertain_threshold=uncertain_threshold, resume=resume, progress=progress,
-                            extra={"dataset": dataset})
+                            extra={"dataset": dataset}, training_data=(
+                                f"{kind}{dataset}: "
+                                f"{len(train)} training / {len(val)} validation crops (grouped split, "
+                                f"validation fraction {val_fraction}, seed {split_seed})"))
 
 
 def train_calibrated(
@@ -395,6 +401,7 @@ def train_calibrated(
     arch: str | None = None, input_size: int | None = None, mpp: float | None = None,
     config: TrainConfig | None = None, eval_scheme: str | None = None, uncertain_threshold: float = 0.5,
     resume: bool = True, progress: bool = True, extra: Mapping[str, Any] | None = None,
+    training_data: str | None = None,
 ) -> DatasetTrainResult:
     """Train on ``train`` crops (classes of ``scheme``), fit the temperature on ``val`` (8-view TTA) and
     write ``out_dir/classifier.pt`` (what :func:`train_from_dataset` and the ``reproduce`` study run)."""
@@ -441,6 +448,8 @@ def train_calibrated(
         metrics["temperature"] = temperature
         write_text_atomic(out / "val_metrics.json", json.dumps(metrics, indent=1) + "\n")
     clf = clf.with_params(temperature=temperature, uncertain_threshold=uncertain_threshold)
+    if training_data is not None:  # the weights say what they were trained on
+        clf = replace(clf, spec=replace(clf.spec, training_data=training_data))
     from marrowscope.engines.distributed import device_record
 
     save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "run": device_record(clf.device),

@@ -35,6 +35,7 @@ from marrowscope.models.detector import (
     save_detector,
 )
 from marrowscope.models.weights import WeightsSpec
+from marrowscope.runtime import isolated_state
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ def validate(model: Any, spec: WeightsSpec, val: Sequence[_Prepared], device: st
                                threshold=float(spec.params.get("operating_threshold", 0.5)))
 
 
+@isolated_state
 def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSample],
                    config: DetectorTrainConfig, out_dir: str | Path, *, resume: bool = True,
                    progress: bool = True) -> TrainResult:

@@ -22,7 +22,6 @@ import numpy as np
 
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import write_text_atomic
-from marrowscope.io.csvsafe import escape_row
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +158,15 @@ def evaluate_probabilities(
 
 def plot_confusion(report: ClassificationReport, path: str | Path, normalise: bool = True) -> Path:
     """Confusion-matrix figure (rows = truth, normalised per row) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure object: no pyplot, no process-wide backend switch
 
     from marrowscope.io.atomic import atomic_path
 
     cm = report.confusion.astype(np.float64)
     shown = cm / np.clip(cm.sum(axis=1, keepdims=True), 1, None) if normalise else cm
     k = len(report.classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k), dpi=110)
+    fig = Figure(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k), dpi=110)
+    ax = fig.subplots()
     ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else None)
     for i in range(k):
         for j in range(k):
@@ -184,7 +181,6 @@ def plot_confusion(report: ClassificationReport, path: str | Path, normalise: bo
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return Path(path)
 
 
@@ -296,79 +292,3 @@ def score_predictions(
 
     return replace(rep, extra={"excluded": excluded, "eval_scheme": eval_scheme,
                                "model_to_eval": dict(al.model_to_eval)})
-
-
-def evaluate_classifier(
-    weights: str | Path, dataset: str, out_dir: str | Path | None = None, *, tta: int = 8,
-    eval_scheme: str | None = None, src_mpp: float | None = None, threshold: float | None = None,
-    batch_size: int = 256, progress: bool = False,
-) -> ClassificationReport:
-    """Evaluate classifier ``weights`` (bundled name or file) on ``dataset`` (``FORMAT:PATH``).
-
-    ``pbc``: the ground truth is the ``label`` column (PBC's 8 groups) and predictions are summed
-    into them through scheme ``pbc8`` unless ``eval_scheme`` says otherwise; ``imagefolder``: labels
-    are taxonomy names or aliases; ``synth``/``cohort``: consensus-labelled cells cropped from slides.
-    Writes ``metrics.json`` and ``confusion.png`` to ``out_dir`` when given.
-    """
-    from marrowscope.data.classification_datasets import (
-        imagefolder_to_taxonomy,
-        parse_dataset_arg,
-        pbc_to_taxonomy,
-        scheme_of_spec,
-    )
-    from marrowscope.data.crops import PBC_MPP, images_to_contract
-    from marrowscope.engines.classify import classify_crops
-    from marrowscope.io.annotations.imagefolder import LabelledImage, read_image_folder
-    from marrowscope.models.classifier import load_classifier
-
-    clf = load_classifier(weights)
-    fmt, root = parse_dataset_arg(dataset)
-    model_scheme = scheme_of_spec(clf.spec)
-    if fmt in ("pbc", "imagefolder"):
-        items = read_image_folder(root)
-        if fmt == "pbc":
-            eval_scheme = eval_scheme or "pbc8"
-            # score against the dataset's own classes: the group label, not the finer file-name prefix
-            truth = [pbc_to_taxonomy(LabelledImage(it.path, it.label, None)) for it in items]
-            s_mpp: float | None = src_mpp or PBC_MPP
-        else:
-            truth = [imagefolder_to_taxonomy(it) for it in items]
-            s_mpp = src_mpp
-        crops = images_to_contract([it.path for it in items], src_mpp=s_mpp, mpp=clf.mpp,
-                                   size=clf.input_size, progress=progress)
-        ids = [str(it.path) for it in items]
-    else:
-        from marrowscope.data.classification_datasets import load_slide_dataset
-
-        cs, _ = load_slide_dataset(fmt, root, clf.classes, mpp=clf.mpp, size=clf.input_size,
-                                   scheme=model_scheme, progress=progress, keep_all=True)
-        crops, truth, ids = cs.images, list(cs.labels), list(cs.ids)
-    res = classify_crops(clf, crops, tta=tta, threshold=threshold, batch_size=batch_size)
-    report = score_predictions(res.probabilities, clf.classes, truth, eval_scheme=eval_scheme,
-                               model_scheme=model_scheme, uncertain=res.uncertain)
-    from dataclasses import replace
-
-    report = replace(report, extra={
-        **dict(report.extra), "weights": str(weights), "weights_sha256": clf.sha256, "dataset": dataset,
-        "tta": tta, "temperature": res.temperature, "uncertain_threshold": res.threshold,
-        "model_classes": list(clf.classes), "contract": {"input_size": clf.input_size, "mpp": clf.mpp},
-    })
-    if out_dir is not None:
-        write_report(report, out_dir)
-        _write_predictions(Path(out_dir) / "predictions.csv", ids, truth, res)
-    return report
-
-
-def _write_predictions(path: Path, ids: Sequence[str], truth: Sequence[str], res: Any) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "truth", "predicted", "confidence", *res.classes])
-    for i, (k, t) in enumerate(zip(ids, truth, strict=True)):
-        lab = res.labels[i]
-        probs = res.probabilities[i]
-        w.writerow(escape_row([k, t, lab if lab is not None else "uncertain", f"{probs.max():.4f}",
-                               *(f"{p:.4f}" for p in probs)]))
-    write_text_atomic(path, buf.getvalue())

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from marrowscope.cells import CellAnnotations
-from marrowscope.engines.detect import Detections
+from marrowscope.cells import CellAnnotations, Detections
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +188,12 @@ def bootstrap_ap(predictions: Sequence[Detections], truths: Sequence[CellAnnotat
 
 
 def plot_pr_curve(metrics: DetectionMetrics, path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure object: no pyplot, no process-wide backend switch
 
     from marrowscope.io.atomic import atomic_path
 
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.subplots()
     for c, curve in metrics.pr_curve_50.items():
         ap = metrics.ap50_per_class.get(c, float("nan"))
         if np.isfinite(ap):
@@ -206,12 +203,12 @@ def plot_pr_curve(metrics: DetectionMetrics, path: str | Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title(f"PR at IoU 0.5 — mean AP50 {metrics.ap50:.3f}")
-    ax.legend(loc="lower left", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return Path(path)
 
 
@@ -251,67 +248,3 @@ def input_mpp(sample_mpp: float | None, spec_params: dict[str, Any] | Any, model
         return float(sample_mpp)
     default = spec_params.get("default_input_mpp") if hasattr(spec_params, "get") else None
     return float(default) if default is not None else float(model_mpp)
-
-
-def evaluate_detector(
-    detector: Any,
-    samples: Sequence[Any],
-    out_dir: str | Path | None = None,
-    *,
-    threshold: float | None = None,
-    mpp: float | None = None,
-    batch_size: int = 4,
-    n_examples: int = 4,
-    progress: bool = False,
-    context: dict[str, Any] | None = None,
-    ci_groups: Sequence[str] | None = None,
-    n_boot: int = 200,
-    seed: int = 0,
-) -> DetectionMetrics:
-    """Run ``detector`` (a :class:`marrowscope.models.detector.Detector`) on every
-    :class:`~marrowscope.data.detection_datasets.DetectionSample` and score it.
-
-    ``mpp`` overrides the images' scale. ``ci_groups`` (one group, e.g. the patient, per sample) adds
-    percentile-bootstrap intervals over groups (``n_boot`` resamples). With ``out_dir``:
-    ``metrics.json``, ``pr_curve.png`` and ``examples/*.png`` (true boxes green, predictions in class
-    colours)."""
-    from marrowscope.engines.detect import detect_image
-
-    spec = detector.spec
-    thr = float(threshold if threshold is not None else spec.params.get("operating_threshold", 0.5))
-    preds: list[Detections] = []
-    truths: list[CellAnnotations] = []
-    examples: list[tuple[np.ndarray, CellAnnotations, Detections, str]] = []
-    it: Any = samples
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(samples, desc="evaluate", unit="img", mininterval=5)
-    for s in it:
-        image = s.load()
-        m = mpp if mpp is not None else input_mpp(s.mpp, spec.params, detector.mpp)
-        det = detect_image(image, detector, mpp=m, batch_size=batch_size)
-        truth = s.annotations
-        if truth.width is None or truth.height is None:
-            from dataclasses import replace
-
-            truth = replace(truth, width=image.shape[1], height=image.shape[0])
-        preds.append(det)
-        truths.append(truth)
-        if len(examples) < n_examples:
-            examples.append((image, truth, det, s.image_id))
-    metrics = evaluate_detections(preds, truths, detector.classes, threshold=thr)
-    if ci_groups is not None:
-        from dataclasses import replace as _replace
-
-        ci50, ci = bootstrap_ap(preds, truths, detector.classes, ci_groups, n_boot=n_boot, seed=seed)
-        metrics = _replace(metrics, ap50_ci=ci50, ap_ci=ci)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_metrics_json(metrics, out / "metrics.json", **(context or {}))
-        plot_pr_curve(metrics, out / "pr_curve.png")
-        for image, truth, det, image_id in examples:
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in image_id)[:80]
-            draw_boxes(image, truth, det, thr, out / "examples" / f"{safe}.png")
-    return metrics

@@ -399,3 +399,25 @@ def write_evaluation(
     path = out / "metrics.json"
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+def evaluate_model_file(
+    model: str | Path, truth: CountsTable, out_dir: str | Path, *, predicted: CountsTable | None = None,
+    seed: int = 0,
+) -> tuple[Path, tuple[str, ...]]:
+    """Score a trained diagnosis model (file or bundled name, hash-checked) on ``truth`` and, when given,
+    on the pipeline's ``predicted`` counts of the same patients; write ``out_dir/metrics.json``.
+    Returns the metrics path and the notes for the user."""
+    from marrowscope.models.diagnosis import load_diagnosis_model
+    from marrowscope.models.registry import resolve_model
+
+    path, sha = resolve_model(model, task="diagnosis")
+    m = load_diagnosis_model(path, sha256=sha)
+    ext = evaluate_trained_model(m, truth, seed=seed)
+    extra: dict[str, Any] = {"model": str(model), "model_classes": list(m.classes)}
+    if predicted is not None:
+        pext = evaluate_trained_model(m, predicted.with_clinical_from(truth), seed=seed)
+        if pext.scored is not None:
+            extra["macro_f1_predicted_counts"] = pext.scored.macro_f1
+            extra["macro_f1_predicted_counts_ci"] = list(pext.scored.ci)
+    return write_evaluation(out_dir, external=ext, extra=extra), tuple(ext.messages)

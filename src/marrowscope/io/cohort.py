@@ -36,12 +36,13 @@ from marrowscope.io.annotations.dicom_ann import (
     merge_sessions,
     read_dicom_ann,
 )
+from marrowscope.io.formats import IMAGE_SUFFIXES
 from marrowscope.io.slides.dicom import _has_dicm_magic, check_not_empty
 
 log = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = ("consensus", "unlabeled", "boxes", "automatic", "csv", "roi")
-_SKIP_SUFFIXES = frozenset({".csv", ".json", ".md", ".txt", ".png", ".jpg", ".jpeg", ".html", ".parquet"})
+_SKIP_SUFFIXES = frozenset({".csv", ".json", ".md", ".txt", ".html", ".parquet", *IMAGE_SUFFIXES})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from marrowscope.errors import InputError
+from marrowscope.io.formats import SLIDE_FILE_SUFFIXES
 from marrowscope.io.slides.base import SlideLevel
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,39 @@ def summarize_geojson(path: str | Path) -> AnnotationSummary:
     )
 
 
+#: columns of the dataset's own CSVs that marrowscope's cell table never has
+_DATASET_CSV_COLUMNS = frozenset({"original_consensus_label", "all_original_annotations"})
+
+
+def is_cell_table_columns(cols: set[str]) -> bool:
+    """Whether CSV columns are those of marrowscope's own cell table (``analyze``'s ``cells.csv``):
+    a ``label`` column and box columns, none of the dataset CSVs' own columns."""
+    return "label" in cols and {"x1", "y1", "x2", "y2"} <= cols and not cols & _DATASET_CSV_COLUMNS
+
+
+def summarize_cell_table(path: str | Path) -> AnnotationSummary:
+    """marrowscope's own cell table (``cells.parquet`` / ``cells.csv`` written by ``analyze``)."""
+    from marrowscope.io.annotations.table import read_cell_table_by_slide
+
+    p = Path(path)
+    per_slide = read_cell_table_by_slide(p)
+    counts: Counter[str] = Counter()
+    for ann in per_slide.values():
+        counts.update(ann.label_counts())
+    return AnnotationSummary(
+        path=str(p),
+        format="cell-table",
+        series_kind="automatic",
+        session=None,
+        n_cells=sum(len(a.cells) for a in per_slide.values()),
+        n_regions=sum(len(a.regions) for a in per_slide.values()),
+        label_counts=dict(sorted(counts.items())),
+        slide_ids=tuple(sorted(str(k) for k in per_slide if k is not None)),
+    )
+
+
 def summarize_csv(path: str | Path) -> AnnotationSummary:
-    """The dataset's cells CSV (labelled or detection-only) or ROI CSV."""
+    """The dataset's cells CSV (labelled or detection-only), its ROI CSV, or marrowscope's cell table."""
     import pandas as pd
 
     p = Path(path)
@@ -224,6 +256,8 @@ def summarize_csv(path: str | Path) -> AnnotationSummary:
         cols = set(pd.read_csv(p, nrows=0).columns)
     except (ValueError, OSError) as e:
         raise InputError(p, f"cannot read this CSV ({e})") from e
+    if is_cell_table_columns(cols):
+        return summarize_cell_table(p)
     if "roi_id" in cols and "cell_id" not in cols:
         from marrowscope.io.annotations.bmdeep_csv import read_rois_csv
 
@@ -399,10 +433,6 @@ def _csv_label_counts(root: Path) -> dict[str, int] | None:
 # ---------------------------------------------------------------------------------------- dispatch
 
 
-_SLIDE_SUFFIXES = (".mrxs", ".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".vms", ".vmu")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
 def inspect_path(path: str | Path, *, count_labels: bool = True, mpp: float | None = None) -> Summary:
     """Summarise what ``path`` holds (slide, annotation file or cohort folder)."""
     from marrowscope.io.slides.dicom import ANN_SOP_CLASS_UID, scan_dicom
@@ -433,7 +463,9 @@ def inspect_path(path: str | Path, *, count_labels: bool = True, mpp: float | No
         return summarize_geojson(p)
     if suffix == ".csv":
         return summarize_csv(p)
-    if suffix in _SLIDE_SUFFIXES or suffix in _IMAGE_SUFFIXES:
+    if suffix == ".parquet":
+        return summarize_cell_table(p)
+    if suffix in SLIDE_FILE_SUFFIXES:
         return summarize_slide(p, mpp=mpp)
     headers = scan_dicom([p])
     if not headers:
@@ -441,3 +473,11 @@ def inspect_path(path: str | Path, *, count_labels: bool = True, mpp: float | No
     if headers[0].is_slide:
         return summarize_slide(p, mpp=mpp)
     return summarize_dicom_ann(p)
+
+
+def format_summary(s: Summary) -> str:
+    """Human-readable text of a summary (what ``marrowscope info`` prints)."""
+    from marrowscope.io.inspect_text import format_summary as fmt
+
+    return fmt(s)
+

@@ -124,11 +124,11 @@ class CellClassifier:
 
     @property
     def input_size(self) -> int:
-        return int(self.spec.input_size or DEFAULT_INPUT_SIZE)
+        return self.spec.pixel_size
 
     @property
     def mpp(self) -> float:
-        return float(self.spec.mpp or DEFAULT_MPP)
+        return self.spec.pixel_mpp
 
     @property
     def temperature(self) -> float:
@@ -184,12 +184,13 @@ def make_spec(
 
 def create_classifier(spec: WeightsSpec, device: str = "cpu", seed: int = 0) -> CellClassifier:
     """A new randomly initialised classifier for ``spec`` (deterministic under ``seed``)."""
-    import torch
 
     if spec.task != "classifier":
         raise InputError(spec.arch, f"spec is for a {spec.task}, not a classifier")
-    torch.manual_seed(seed)
-    net = build_backbone(spec.arch, len(spec.classes), spec.params).to(device).eval()
+    from marrowscope.runtime import seeded
+
+    with seeded(seed):  # deterministic initialisation without touching the caller's generator
+        net = build_backbone(spec.arch, len(spec.classes), spec.params).to(device).eval()
     return CellClassifier(net=net, spec=spec, device=device)
 
 
@@ -231,4 +232,25 @@ def default_device() -> str:
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
+
+def export_classifier(
+    weights: str | Path, out_dir: str | Path, *, name: str, training_data: str, description: str = "",
+    sections: list[dict[str, Any]] | None = None, half: bool = True,
+) -> Path:
+    """Write a bundled classifier folder: ``<name>.pt`` (fp16 by default, ``training_data`` stored in
+    its spec), ``meta.json`` (written by code: sha256, classes, training data, metrics), ``metrics.json``
+    (``sections`` from ``evaluate classifier --out`` runs) and the generated block of ``card.md``."""
+    from marrowscope.models.registry import write_bundle
+
+    sd, spec, extra = load_weights(weights, task="classifier")
+    spec = replace(spec, training_data=training_data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"{name}.pt"
+    save_weights(file, sd, spec, half=half, extra=extra, sidecar=False)
+    write_bundle(out, name=name, task="classifier", file=file, classes=spec.classes,
+                 training_data=training_data, description=description, sections=sections,
+                 extra={"arch": spec.arch, "mpp": spec.mpp, "input_size": spec.input_size,
+                        "scheme": spec.scheme})
+    return file
 

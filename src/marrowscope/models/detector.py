@@ -96,7 +96,7 @@ def _fixed_scale_transform(spec: WeightsSpec) -> nn.Module:
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
             return image, target
 
-    size = int(spec.input_size or 512)
+    size = spec.pixel_size
     return FixedScaleTransform(
         min_size=size, max_size=size, image_mean=list(spec.mean), image_std=list(spec.std),
         size_divisible=32,
@@ -214,13 +214,11 @@ class Detector:
 
     @property
     def mpp(self) -> float:
-        if self.spec.mpp is None:
-            raise InputError(self.spec.arch, "detector weights carry no mpp")
-        return self.spec.mpp
+        return self.spec.pixel_mpp
 
     @property
     def tile_size(self) -> int:
-        return int(self.spec.input_size or 512)
+        return self.spec.pixel_size
 
     def __call__(self, tiles: Sequence[np.ndarray]) -> list[TilePrediction]:
         import torch
@@ -275,24 +273,25 @@ def with_params(spec: WeightsSpec, **params: Any) -> WeightsSpec:
 
 def export_detector(
     weights: str | Path, out_dir: str | Path, *, name: str, training_data: str, description: str = "",
-    metrics: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None, half: bool = True,
+    sections: list[dict[str, Any]] | None = None, params: Mapping[str, Any] | None = None, half: bool = True,
 ) -> Path:
-    """Write a bundled-model folder: ``<name>.pt`` (fp16 storage by default) and ``meta.json``.
+    """Write a bundled-model folder: ``<name>.pt`` (fp16 storage by default), ``meta.json``,
+    ``metrics.json`` (``sections``: the numbers of the ``evaluate detector --out`` runs, see
+    :func:`marrowscope.models.cards.section_from_eval`) and the generated block of ``card.md``.
 
-    ``params`` are merged into the weights' spec params (e.g. ``operating_threshold``). The model card
-    (``card.md``) is written by hand beside them."""
-    from marrowscope.models.weights import write_meta
+    ``params`` are merged into the weights' spec params (e.g. ``operating_threshold``);
+    ``training_data`` is also stored in the weights' spec."""
+    from marrowscope.models.registry import write_bundle
 
     sd, spec, extra = load_weights(weights, task="detector")
     if params:
         spec = with_params(spec, **params)
+    spec = replace(spec, training_data=training_data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     file = out / f"{name}.pt"
-    sha = save_weights(file, sd, spec, half=half, extra=extra)
-    write_meta(out / "meta.json", {
-        "name": name, "task": "detector", "file": file.name, "sha256": sha, "classes": list(spec.classes),
-        "training_data": training_data, "size_bytes": file.stat().st_size, "metrics": dict(metrics or {}),
-        "description": description, "arch": spec.arch, "mpp": spec.mpp, "tile_size": spec.input_size,
-    })
+    save_weights(file, sd, spec, half=half, extra=extra, sidecar=False)
+    write_bundle(out, name=name, task="detector", file=file, classes=spec.classes,
+                 training_data=training_data, description=description, sections=sections,
+                 extra={"arch": spec.arch, "mpp": spec.mpp, "tile_size": spec.input_size})
     return file

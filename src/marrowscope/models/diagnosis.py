@@ -632,12 +632,15 @@ def _reindex(frame: Any, columns: Sequence[str]) -> Any:
 
 
 def save_diagnosis_model(
-    estimator: BaseEstimator, path: str | Path, training_summary: Mapping[str, Any] | None = None
+    estimator: BaseEstimator, path: str | Path, training_summary: Mapping[str, Any] | None = None,
+    *, sidecar: bool = True,
 ) -> Path:
-    """Write a fitted estimator with its input columns, class order and training summary (skops)."""
+    """Write a fitted estimator with its input columns, class order and training summary (skops), and
+    (``sidecar``) its sha256 in ``<file>.sha256`` (a bundled model has it in ``meta.json`` instead)."""
     import skops.io as sio
 
     from marrowscope.io.atomic import atomic_path
+    from marrowscope.models.weights import write_sidecar
 
     check_is_fitted(estimator)
     classes = [str(c) for c in estimator.classes_]  # type: ignore[attr-defined]
@@ -654,20 +657,26 @@ def save_diagnosis_model(
     }
     with atomic_path(path) as tmp:
         sio.dump(payload, tmp)
+    if sidecar:
+        write_sidecar(path)
     return Path(path)
 
 
 def load_diagnosis_model(path: str | Path, sha256: str | None = None) -> DiagnosisModel:
-    """Load a model written by :func:`save_diagnosis_model`; refuse any type outside the allow-list."""
+    """Load a model written by :func:`save_diagnosis_model`; refuse any type outside the allow-list.
+
+    The file is checked against ``sha256`` (a bundled model's ``meta.json``) or else its sidecar
+    ``<file>.sha256``; a file with neither is refused."""
     import skops.io as sio
 
-    from marrowscope.models.weights import sha256_file
+    from marrowscope.models.weights import SIDECAR_SUFFIX, check_sha256, read_sidecar
 
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "diagnosis model file not found")
-    if sha256 is not None and sha256_file(p) != sha256:
-        raise InputError(p, "diagnosis model does not match its recorded sha256 (corrupt or replaced)")
+    expected = sha256 or read_sidecar(p)
+    if expected is not None:
+        check_sha256(p, expected, what="diagnosis model")
     try:
         untrusted = sio.get_untrusted_types(file=p)
     except Exception as e:  # noqa: BLE001 - not a skops file
@@ -684,6 +693,10 @@ def load_diagnosis_model(path: str | Path, sha256: str | None = None) -> Diagnos
         raise InputError(p, f"could not load diagnosis model ({type(e).__name__}: {e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(p, "not a marrowscope diagnosis model (missing format marker)")
+    if expected is None:
+        side = f"{p.name}{SIDECAR_SUFFIX}"
+        raise InputError(p, f"diagnosis model carries no sha256 (no {side} sidecar); "
+                            f"if you trust it, record one with 'sha256sum {p.name} > {side}'")
     est = payload["estimator"]
     classes = tuple(str(c) for c in payload["classes"])
     if tuple(str(c) for c in est.classes_) != classes:

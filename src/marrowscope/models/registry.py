@@ -65,7 +65,12 @@ def resolve_model(name_or_path: str | Path, task: str | None = None) -> tuple[Pa
     """Return ``(weights path, expected sha256 or None)`` for a bundled name or a file path.
 
     A bundled name always means the bundled file (a file of that name in the current folder does not
-    replace it); a file there is used when named as a path (``./detector-synth``)."""
+    replace it); a file there is used when named as a path (``./detector-synth``). For a path the
+    expected hash is the bundled model's (when the path is a bundled file) or the file's sidecar
+    ``<file>.sha256``; None when neither exists (the loaders then rely on the digest embedded in the
+    file, or refuse it)."""
+    from marrowscope.models.weights import read_sidecar
+
     if not is_explicit_path(name_or_path):
         for m in list_models():
             if m.name == str(name_or_path):
@@ -74,6 +79,35 @@ def resolve_model(name_or_path: str | Path, task: str | None = None) -> tuple[Pa
                 return m.path, m.sha256
     p = Path(name_or_path).expanduser()
     if p.is_file():
-        return p, None
+        for m in list_models():
+            if m.path.exists() and m.path.resolve() == p.resolve():
+                if task is not None and m.task != task:
+                    raise InputError(name_or_path, f"bundled model is a {m.task}, not a {task}")
+                return p, m.sha256
+        return p, read_sidecar(p)
     names = ", ".join(m.name for m in list_models() if task is None or m.task == task) or "none"
     raise InputError(name_or_path, f"no such file or bundled model (bundled: {names})")
+
+
+def write_bundle(
+    out_dir: str | Path, *, name: str, task: str, file: Path, classes: tuple[str, ...], training_data: str,
+    description: str = "", sections: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundled model's ``meta.json`` and ``metrics.json`` beside its weights ``file`` and render
+    the generated block of ``card.md`` (the hand-written rest of the card is kept; a stub is made
+    when there is none). ``sections``: card sections (see :mod:`marrowscope.models.cards`), e.g. from
+    :func:`marrowscope.models.cards.section_from_eval` over an ``evaluate --out`` metrics file."""
+    from marrowscope.io.atomic import write_text_atomic
+    from marrowscope.models.cards import METRICS_FILE, meta_metrics, sync_bundle
+    from marrowscope.models.weights import sha256_file, write_meta
+
+    out = Path(out_dir)
+    metrics = {"model": name, "sections": list(sections or [])}
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_meta(out / "meta.json", {
+        "name": name, "task": task, "file": file.name, "sha256": sha256_file(file), "classes": list(classes),
+        "training_data": training_data, "size_bytes": file.stat().st_size, "metrics": meta_metrics(metrics),
+        "description": description, **(extra or {}),
+    })
+    sync_bundle(out)
+    return out / "meta.json"

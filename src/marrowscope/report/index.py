@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from marrowscope import __version__, alerts
 from marrowscope.io.atomic import write_text_atomic
 from marrowscope.report.results import RESEARCH_NOTICE
-
-if TYPE_CHECKING:
-    from marrowscope.engines.batch import SlideStatus
+from marrowscope.report.status import SlideStatus
 
 
 def _meaning(code: str) -> str:

@@ -123,6 +123,7 @@ def _run(d: Mapping[str, Any]) -> RunRecord:
         started=str(d.get("started", "")),
         seconds=float(d.get("seconds", 0.0)),
         timings=dict(d.get("timings") or {}),
+        device=None if d.get("device") is None else str(d["device"]),
     )
 
 

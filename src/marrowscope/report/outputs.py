@@ -14,12 +14,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marrowscope import __version__
 from marrowscope.io.atomic import atomic_dir, normal_permissions
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.results import SlideResult
+
+if TYPE_CHECKING:
+    from marrowscope.io.annotations.dicom_ann_writer import Algorithm
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,14 @@ def slide_folder(out_dir: str | Path, slide_id: str) -> Path:
     return Path(out_dir) / safe_name(slide_id)
 
 
+def ann_models(result: SlideResult) -> list[Algorithm]:
+    """The models behind a predictions ANN (detector, classifier, diagnosis): name and the full sha256
+    of their weights, for its Algorithm Identification parameters and Contributing Equipment."""
+    from marrowscope.io.annotations.dicom_ann_writer import Algorithm
+
+    return [Algorithm(Path(m.name).name[:64], m.sha256, task=m.task) for m in result.run.models]
+
+
 def _write_ann(result: SlideResult, slide: SlideReader, path: Path) -> str | None:
     """Write the DICOM ANN; return None on success, else why it was not written."""
     base = getattr(slide, "base_dataset", None)
@@ -65,13 +76,13 @@ def _write_ann(result: SlideResult, slide: SlideReader, path: Path) -> str | Non
         return "no objects detected"
     from marrowscope.io.annotations.dicom_ann_writer import write_dicom_ann
 
-    models = ", ".join(f"{m.task} {m.name}" for m in result.run.models)
     try:
         write_dicom_ann(
             result.cells, path, source_image=base(), kind="automatic", generation="AUTOMATIC",
-            algorithm_name="marrowscope", algorithm_version=__version__,
+            algorithm_name="marrowscope", algorithm_version=__version__, models=ann_models(result),
             series_description="marrowscope cell predictions (research use only)",
-            software_versions=f"marrowscope {__version__} ({models})"[:64],
+            software_versions=[f"marrowscope {__version__}"]
+            + [f"{m.task} {m.name}"[:64] for m in ann_models(result)],
         )
     except Exception as e:  # noqa: BLE001 - a failed ANN must not lose the rest of the outputs
         log.warning("%s: DICOM ANN not written: %s", slide.info.slide_id, e)

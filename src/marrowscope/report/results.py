@@ -116,6 +116,7 @@ class RunRecord:
     started: str
     seconds: float
     timings: Mapping[str, float] = field(default_factory=dict)
+    device: str | None = None  # where the models ran: "cpu", "cuda", "cuda:1", ...
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class SlideResult:
                 "started": run.started,
                 "seconds": run.seconds,
                 "timings": dict(run.timings),
+                "device": run.device,
             },
         }
 

@@ -182,8 +182,8 @@ def _detector_stage(
 ) -> StageRecord:
     def run(folder: Path) -> dict[str, Any]:
         from marrowscope.data.detection_datasets import cohort_samples
+        from marrowscope.engines.evaluate import evaluate_detector
         from marrowscope.engines.train_detector import train_detector
-        from marrowscope.eval.detection import evaluate_detector
         from marrowscope.models.detector import load_detector
         from marrowscope.models.weights import sha256_file
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from marrowscope.cells import Box, Cell, CellAnnotations, Region
 from marrowscope.errors import InputError
+from marrowscope.io.formats import DATASET_IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES: tuple[str, ...] = DATASET_IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,105 @@ from marrowscope.io.annotations.dicom_ann import (
 from marrowscope.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+#: coding schemes outside the DICOM standard's own list that our instances use, declared in the
+#: CodingSchemeIdentificationSequence of each instance that uses them (PS3.3 C.12.1.1.4)
+EXTRA_CODING_SCHEMES: dict[str, dict[str, str]] = {
+    PRIVATE_SCHEME: {
+        "CodingSchemeName": "marrowscope private codes (prediction measurements and classes)",
+        "CodingSchemeResponsibleOrganization": "marrowscope",
+    },
+    "EFO": {
+        "CodingSchemeName": "Experimental Factor Ontology",
+        "CodingSchemeResponsibleOrganization": "EMBL-EBI",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A program or model that produced AUTOMATIC annotations: its name, version (for a model: the
+    full sha256 of its weights), task and free-text description."""
+
+    name: str
+    version: str
+    task: str | None = None  # "detector" | "classifier" | "diagnosis" for a model
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, v in (("name", self.name), ("version", self.version)):
+            if not v or len(v) > 64:
+                raise ValueError(f"algorithm {what} {v!r} must have 1 to 64 characters (DICOM LO)")
+
+
+def _algorithm_sequence(program: Algorithm, models: Sequence[Algorithm]) -> Any:
+    """The Annotation Group Algorithm Identification Sequence (one item, as the standard and highdicom's
+    reader require): the program, with each model as a parameter ``<task>=<name> sha256:<hash>``."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    params: dict[str, str] = {}
+    for i, m in enumerate(models):
+        key = m.task or f"model{i + 1}"
+        key = key if key not in params else f"{key}{i + 1}"
+        params[key] = f"{m.name} sha256:{m.version}"
+    return hd.AlgorithmIdentificationSequence(
+        name=program.name, family=codes.DCM.ArtificialIntelligence, version=program.version,
+        parameters=params or None, source="marrowscope",
+    )
+
+
+def _contributing_equipment(models: Sequence[Algorithm]) -> Any:
+    """SOP Common Contributing Equipment Sequence: one 'Processing Equipment' item per model, with the
+    model's name and the full sha256 of its weights as its software version."""
+    from pydicom.sequence import Sequence as DcmSequence
+
+    items = []
+    for m in models:
+        item = Dataset()
+        purpose = Dataset()
+        purpose.CodeValue, purpose.CodingSchemeDesignator = "109102", "DCM"
+        purpose.CodeMeaning = "Processing Equipment"
+        item.PurposeOfReferenceCodeSequence = DcmSequence([purpose])
+        item.Manufacturer = "marrowscope"
+        item.ManufacturerModelName = m.name
+        item.SoftwareVersions = m.version
+        desc = f"{m.task} model" if m.task else "model"
+        item.ContributionDescription = (f"{desc}; {m.description}" if m.description else desc)[:1024]
+        items.append(item)
+    return DcmSequence(items)
+
+
+def _used_schemes(ds: Dataset) -> set[str]:
+    found: set[str] = set()
+
+    def visit(d: Dataset) -> None:
+        for elem in d:
+            if elem.keyword == "CodingSchemeDesignator" and elem.value:
+                found.add(str(elem.value))
+            elif elem.VR == "SQ":
+                for item in elem.value:
+                    visit(item)
+
+    visit(ds)
+    return found
+
+
+def declare_coding_schemes(ds: Dataset) -> None:
+    """Add a CodingSchemeIdentificationSequence item for every non-standard scheme ``ds`` uses."""
+    from pydicom.sequence import Sequence as DcmSequence
+
+    used = sorted(_used_schemes(ds) & set(EXTRA_CODING_SCHEMES))
+    if not used:
+        return
+    items = []
+    for designator in used:
+        item = Dataset()
+        item.CodingSchemeDesignator = designator
+        for k, v in EXTRA_CODING_SCHEMES[designator].items():
+            setattr(item, k, v)
+        items.append(item)
+    ds.CodingSchemeIdentificationSequence = DcmSequence(items)
 
 
 def hex_to_cielab(color: str) -> tuple[float, float, float]:
@@ -209,8 +309,9 @@ def write_dicom_ann(
     series_description: str | None = None,
     manufacturer: str = "marrowscope",
     manufacturer_model_name: str = "marrowscope",
-    software_versions: str | None = None,
+    software_versions: str | Sequence[str] | None = None,
     device_serial_number: str = "0",
+    models: Sequence[Algorithm] = (),
 ) -> Path:
     """Write one ANN instance (RECTANGLE graphics, 2D pixel coordinates) referencing ``source_image``.
 
@@ -219,10 +320,14 @@ def write_dicom_ann(
     written: ``roi`` the regions; ``session`` (with ``session=k``) the k-th session label of cells
     that have one; ``consensus`` the labels; ``unlabeled`` every box as ``haematological_structure``;
     ``automatic`` predictions (``generation`` AUTOMATIC, ``algorithm_name`` required), with
-    ``Cell.score`` and ``Cell.probabilities`` stored as measurements.
+    ``Cell.score`` and ``Cell.probabilities`` stored as measurements. ``models`` (AUTOMATIC only) are the
+    models behind the predictions: each is named with its weights' sha256 in the parameters of the
+    Algorithm Identification item (``algorithm_name``/``algorithm_version``) and as one item of the
+    Contributing Equipment Sequence. ``software_versions``
+    may be several values (DICOM VM 1-n, 64 characters each). Non-standard coding schemes used are
+    declared in the CodingSchemeIdentificationSequence.
     """
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     import marrowscope
 
@@ -237,10 +342,7 @@ def write_dicom_ann(
     if gen != "MANUAL":
         if not algorithm_name:
             raise ValueError("AUTOMATIC annotations need algorithm_name (and algorithm_version)")
-        algo = hd.AlgorithmIdentificationSequence(
-            name=algorithm_name, family=codes.DCM.ArtificialIntelligence,
-            version=algorithm_version or "unknown",
-        )
+        algo = _algorithm_sequence(Algorithm(algorithm_name, algorithm_version or "unknown"), models)
     for attr in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
         if attr not in source_image:
             raise ValueError(f"source_image lacks {attr}: pass the base-level SM header of the slide")
@@ -301,17 +403,32 @@ def write_dicom_ann(
         instance_number=1,
         manufacturer=manufacturer,
         manufacturer_model_name=manufacturer_model_name,
-        software_versions=software_versions or f"marrowscope {marrowscope.__version__}",
+        software_versions=_software_versions(software_versions, marrowscope.__version__),
         device_serial_number=device_serial_number,
         series_description=series_description or desc,
     )
     if trial_id is not None:
+        # Clinical Trial Series module: the coordinating center name is Type 2 (present, may be empty)
+        obj.ClinicalTrialCoordinatingCenterName = ""
         obj.ClinicalTrialSeriesID = trial_id
+    if models and gen != "MANUAL":
+        obj.ContributingEquipmentSequence = _contributing_equipment(models)
+    declare_coding_schemes(obj)
     out = Path(out_path)
     with atomic_path(out) as tmp:
         obj.save_as(tmp, enforce_file_format=True)
     log.info("wrote %s ANN with %d groups to %s", kind, len(groups), out)
     return out
+
+
+def _software_versions(given: str | Sequence[str] | None, version: str) -> str | tuple[str]:
+    values = [given] if isinstance(given, str) else list(given or [f"marrowscope {version}"])
+    for v in values:
+        if len(v) > 64:
+            raise ValueError(f"software version {v!r} is longer than DICOM's 64 characters (LO): pass "
+                             "several shorter values instead")
+    # several values are a list (pydicom's multi-value); highdicom's annotation says str | tuple[str]
+    return values[0] if len(values) == 1 else values  # type: ignore[return-value]
 
 
 def write_dataset_series(

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from marrowscope.errors import InputError
+from marrowscope.io.formats import DATASET_IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = frozenset(DATASET_IMAGE_SUFFIXES)
 MANIFEST_NAME = "manifest.csv"
 _PREFIX_RE = re.compile(r"^([A-Za-z]+)_\d+$")
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from marrowscope.errors import InputError
+from marrowscope.io.formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, OPENSLIDE_SUFFIXES
 from marrowscope.io.slides.array import ArraySlide
 from marrowscope.io.slides.base import SlideInfo, SlideLevel, SlideReader
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 # A plain image is decoded whole into memory (PNG and JPEG have no tiles to read lazily): a slide-sized
@@ -122,7 +121,7 @@ def open_slide(
             if h.is_slide and h.series_uid == header.series_uid:
                 same.append(p)
         return DicomSlide(same or [path], mpp=mpp, series_uid=header.series_uid)
-    from marrowscope.io.slides.openslide_ import OPENSLIDE_SUFFIXES, open_vendor_slide
+    from marrowscope.io.slides.openslide_ import open_vendor_slide
 
     if suffix in OPENSLIDE_SUFFIXES:
         return open_vendor_slide(path, mpp)

@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 
 from marrowscope.errors import InputError, MissingDependencyError
+from marrowscope.io.formats import TIFF_SUFFIXES
 from marrowscope.io.slides.base import SlideInfo, SlideLevel, SlideReader
 
 log = logging.getLogger(__name__)
 
-OPENSLIDE_SUFFIXES = (".mrxs", ".svs", ".ndpi", ".tif", ".tiff", ".scn", ".bif", ".vms", ".vmu", ".svslide")
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".bif")
 
 
 def _mpp_from_properties(props: dict[str, str]) -> float | None:
