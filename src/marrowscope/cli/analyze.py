@@ -10,10 +10,11 @@ import typer
 
 from marrowscope.cli import params
 from marrowscope.cli.app import app
-from marrowscope.errors import MarrowscopeError
+from marrowscope.errors import InputError, MarrowscopeError
 
 if TYPE_CHECKING:
     from marrowscope.engines.pipeline import AnalysisConfig
+    from marrowscope.engines.ray_runner import RayConfig
 
 class SlidesFailed(MarrowscopeError):
     """Some slides of a batch failed (the others were analysed); exit status 1."""
@@ -45,6 +46,15 @@ def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, s
     return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
 
 
+def _ray_config(address: str, cpus_per_worker: float) -> RayConfig:
+    from marrowscope.engines.ray_runner import RayConfig
+
+    if address not in ("auto", "local") and Path(address).exists():
+        raise InputError(address, "--ray takes the cluster address (auto, local or HOST:PORT), not a slide; "
+                                  "e.g. --ray auto")
+    return RayConfig(address=address, cpus_per_worker=cpus_per_worker)
+
+
 @app.command("analyze")
 def analyze(
     slides: list[Path] = typer.Argument(..., help="Slides: DICOM folders or files, MRXS/SVS/TIFF, images."),
@@ -60,6 +70,17 @@ def analyze(
                                           "the models' own scales come from their weights)."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
+    regions: str = typer.Option(
+        "annotated", "--regions",
+        help="'annotated': a slide's annotated ROIs (its DICOM ANN ROI series, the cohort's ROI CSV or "
+             "--rois), automatic monolayer fields where it has none; 'auto': automatic fields always."),
+    ray: str | None = typer.Option(
+        None, "--ray", metavar="auto|local|ADDRESS",
+        help="Spread the slides over a Ray cluster (pip install 'marrowscope\\[ray]'): 'auto' (RAY_ADDRESS, "
+             "a cluster started on this machine, else a local one), 'local', or the head's HOST:PORT or "
+             "ray://HOST:10001 (docs/scale.md)."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", min=0.01,
+                                   help="CPUs each Ray worker (one slide at a time) takes."),
     device: str = _DEVICE,
     threads: int | None = _THREADS,
     batch_size: int = _BATCH,
@@ -71,8 +92,12 @@ def analyze(
     """
     from marrowscope.engines.batch import analyze_batch
 
+    if regions not in ("annotated", "auto"):
+        raise InputError("--regions", f"must be 'annotated' or 'auto', got {regions!r}")
     cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells, device, threads, batch_size)
-    summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois)
+    cfg = replace(cfg, use_annotated_rois=regions == "annotated")
+    summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois,
+                            ray=None if ray is None else _ray_config(ray, ray_cpus))
     for s in summary.slides:
         if s.status == "failed":
             typer.echo(f"FAILED  {s.slide_id or s.source}: {s.reason}", err=True)

@@ -19,13 +19,24 @@ def _kind_weights(labelled: float, detection_only: float, roi_only: float) -> di
     return {k: v for k, v in weights.items() if v > 0}
 
 
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
+        w = int(parts[0])
+        return w, int(parts[-1])
+    raise InputError("--slide-size", f"give a side in px (6144) or WIDTHxHEIGHT (180000x60000), got {text!r}")
+
+
 @app.command("synth")
 def synth(
     patients: int = typer.Option(6, "--patients", "-n", help="Number of patients (one slide each)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (built beside it, moved into place)."),
     seed: int = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
                              help="Random seed: same seed and settings, same cohort."),
-    slide_size: int = typer.Option(6144, "--slide-size", help="Slide width and height in px."),
+    slide_size: str = typer.Option(
+        "6144", "--slide-size",
+        help="Slide side in px, or WIDTHxHEIGHT (e.g. 180000x60000, the real slides' size: written tile by "
+             "tile in bounded memory, as are all slides over 16384 x 16384 px)."),
     roi_size: int = typer.Option(2048, "--roi-size", help="ROI side in px (2048 in the real data)."),
     rois: int = typer.Option(2, "--rois", help="ROIs per slide."),
     cells_per_roi: int = typer.Option(120, "--cells-per-roi", help="Boxed objects placed per ROI."),
@@ -42,8 +53,9 @@ def synth(
     """Write a synthetic cohort: DICOM WSI + ANN series, dataset CSVs, clinical CSV, truth record."""
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
 
+    width, height = _size(slide_size)
     limits = (
-        ("--patients", patients, 1), ("--slide-size", slide_size, 64), ("--roi-size", roi_size, 32),
+        ("--patients", patients, 1), ("--slide-size", min(width, height), 64), ("--roi-size", roi_size, 32),
         ("--rois", rois, 0), ("--cells-per-roi", cells_per_roi, 0), ("--workers", workers, 1),
     )  # fmt: skip
     for flag, value, lowest in limits:
@@ -53,7 +65,8 @@ def synth(
         config = SynthConfig(
             n_patients=patients,
             seed=seed,
-            slide_size=slide_size,
+            slide_size=width,
+            slide_height=None if height == width else height,
             roi_size=roi_size,
             n_rois=rois,
             cells_per_roi=cells_per_roi,

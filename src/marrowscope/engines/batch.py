@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marrowscope.alerts import warning_codes
 from marrowscope.cells import CellAnnotations, Region
@@ -41,6 +41,9 @@ from marrowscope.io.csvsafe import escape_row
 from marrowscope.io.slides.base import SlideReader
 from marrowscope.report.outputs import SUMMARY, slide_folder, write_slide_outputs
 from marrowscope.report.status import SlideStatus
+
+if TYPE_CHECKING:
+    from marrowscope.engines.ray_runner import RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +349,12 @@ def _decide(out_dir: Path, sid: str, slide_fp: Mapping[str, Any], settings: Mapp
     return _Verdict(folder, reuse=done, rois_from=rois.get("from") if rois else _AUTOMATIC)
 
 
+def _chosen_rois(job: SlideJob, sid: str, by_slide: RoiMap, for_all: tuple[Region, ...],
+                 cfg: AnalysisConfig) -> tuple[CellAnnotations | None, str | None]:
+    """:func:`_pick_rois`, or none with ``--regions auto`` (automatic fields even where ROIs exist)."""
+    return _pick_rois(job, sid, by_slide, for_all) if cfg.use_annotated_rois else (None, None)
+
+
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
                 mpp: float | None, by_slide: RoiMap,
                 for_all: tuple[Region, ...], progress: bool = False,
@@ -355,7 +364,7 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
     ids = dict(model_ids or {})
 
     def settings(sid: str) -> dict[str, Any]:
-        rois, src = _pick_rois(job, sid, by_slide, for_all)
+        rois, src = _chosen_rois(job, sid, by_slide, for_all, cfg)
         return fp.settings_fingerprint(cfg.to_dict(), mpp, fp.rois_signature(rois, src), ids)
 
     if job.slide_id is not None and job.slide_files:  # DICOM: decided before opening the slide
@@ -370,7 +379,7 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
         if v.reuse is not None:
             return _status_from_summary(job, v.reuse, "skipped", v.folder, v.rois_from)
         check_replaceable_dir(v.folder)  # e.g. an MRXS data folder named like the slide: before the work
-        raw, rois_from = _pick_rois(job, sid, by_slide, for_all)
+        raw, rois_from = _chosen_rois(job, sid, by_slide, for_all, cfg)
         rois = _in_slide_frame(raw, slide)
         from tqdm import tqdm
 
@@ -390,13 +399,41 @@ def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: C
     return replace(st, redone_because=v.redo)
 
 
-# ------------------------------------------------------------------------------------------------ the batch
-
-
 class _ModelsUnavailable(Exception):
+    """Stops the whole batch with ``error``: no models, or outputs that cannot be written."""
+
     def __init__(self, error: InputError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def run_slide(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
+              mpp: float | None, by_slide: RoiMap, for_all: tuple[Region, ...],
+              progress: bool = False, model_ids: Mapping[str, str] | None = None) -> SlideStatus:
+    """:func:`analyze_one` with the batch's failure isolation: any error of this slide becomes a
+    ``failed`` status with its reason (and time). ``_ModelsUnavailable`` (no models, or an output disk
+    that is full or read-only: no batch) propagates. The one per-slide function of the serial batch and
+    of the Ray workers."""
+    t0 = time.perf_counter()
+    try:
+        st = analyze_one(job, out_dir, cfg, get_models, mpp, by_slide, for_all, progress=progress,
+                         model_ids=model_ids)
+    except _ModelsUnavailable:
+        raise
+    except InputError as e:
+        st = SlideStatus(job.source, job.slide_id, "failed", str(e))
+    except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
+        log.debug("slide %s failed", job.source, exc_info=True)
+        if (full := write_probe(out_dir)) is not None:  # the output disk, not the slide: stop here
+            raise _ModelsUnavailable(_cannot_write(out_dir, full)) from e
+        st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
+    if st.status == "failed":
+        log.warning("%s", st.reason)
+        st = replace(st, seconds=time.perf_counter() - t0)
+    return st
+
+
+# ------------------------------------------------------------------------------------------------ the batch
 
 
 def analyze_batch(
@@ -408,12 +445,14 @@ def analyze_batch(
     *,
     models: Models | None = None,
     progress: bool = True,
+    ray: RayConfig | None = None,
 ) -> BatchSummary:
     """Analyse every slide in ``sources`` into ``out_dir`` (see the module docstring).
 
     ``mpp`` overrides every slide's pixel size; ``rois`` is a ROI CSV (by slide id) or a GeoJSON file
     whose regions are counted instead of the slide's own. ``models``: already loaded models (else the
-    ones named in ``cfg`` are loaded once, when the first slide needs them).
+    ones named in ``cfg`` are loaded once, when the first slide needs them). ``ray``: run the slides on
+    a Ray cluster (:mod:`marrowscope.engines.ray_runner`) instead of one after another here.
     """
     cfg = cfg or AnalysisConfig()
     out = prepare_output_dir(out_dir)  # a read-only or foreign --out is found before any slide
@@ -434,27 +473,27 @@ def analyze_batch(
                 raise _ModelsUnavailable(e) from e
         return loaded[0]
 
+    if ray is not None:  # the same run_slide on Ray workers; statuses in job order, as below
+        from marrowscope.engines.ray_runner import run_on_ray
+
+        listed = list(statuses)
+
+        def record(done: Sequence[SlideStatus]) -> None:
+            _write_batch_level(out, listed + list(done), cfg, final=False)
+
+        statuses = listed + run_on_ray(jobs, out, cfg, mpp, by_slide, for_all, ray, models=models,
+                                       model_ids=ids, progress=progress, on_progress=record)
+        jobs = []
     from tqdm import tqdm
 
     bar = tqdm(jobs, desc="slides", unit="slide", disable=not progress or not jobs)
     for job in bar:
         bar.set_postfix_str(job.slide_id or Path(job.source).name)
-        t0 = time.perf_counter()
         try:
-            st = analyze_one(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress,
-                             model_ids=ids)
+            st = run_slide(job, out, cfg, get_models, mpp, by_slide, for_all, progress=progress,
+                           model_ids=ids)
         except _ModelsUnavailable as e:
             raise e.error from None
-        except InputError as e:
-            st = SlideStatus(job.source, job.slide_id, "failed", str(e))
-        except Exception as e:  # noqa: BLE001 - one bad slide must not stop the batch
-            log.debug("slide %s failed", job.source, exc_info=True)
-            if (full := write_probe(out)) is not None:  # the output disk, not the slide: stop here
-                raise _cannot_write(out, full) from e
-            st = SlideStatus(job.source, job.slide_id, "failed", f"{type(e).__name__}: {e}")
-        if st.status == "failed":
-            log.warning("%s", st.reason)
-            st = replace(st, seconds=time.perf_counter() - t0)
         statuses.append(st)
         _write_batch_level(out, statuses, cfg, final=False)
     _write_batch_level(out, statuses, cfg, final=True)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SLIDE_KINDS: tuple[str, ...] = ("labelled", "detection_only", "roi_only")
 RECORD_NAME = "synth_record.json"
 RECORD_FORMAT = "marrowscope-synth-record/1"
+STREAM_ABOVE_PX = 16384 * 16384  # larger slides are never held in memory (the real ones: ~180k x 60k px)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class SynthConfig:
     jpeg_quality: int = 90
     first_cell_id: int = 1
     raw_token_rate: float = 0.5  # share of eligible session labels written as raw "other:..." CSV tokens
+    slide_height: int | None = None  # None: square slides of slide_size
+    stream: bool | None = None  # compose and write tile by tile; None: for slides over STREAM_ABOVE_PX
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of each slide in px."""
+        return self.slide_size, self.slide_height or self.slide_size
+
+    @property
+    def streamed(self) -> bool:
+        """Slides this large are composed and written tile by tile (:mod:`marrowscope.data.synth.big`)."""
+        w, h = self.size
+        return self.stream if self.stream is not None else w * h > STREAM_ABOVE_PX
 
     def __post_init__(self) -> None:
         if self.n_patients < 1:
@@ -74,8 +88,8 @@ class SynthConfig:
 
     def field_config(self) -> FieldConfig:
         return FieldConfig(
-            width=self.slide_size,
-            height=self.slide_size,
+            width=self.size[0],
+            height=self.size[1],
             roi_size=self.roi_size,
             n_rois=self.n_rois,
             cells_per_roi=self.cells_per_roi,
@@ -84,6 +98,9 @@ class SynthConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        for k in ("slide_height", "stream"):
+            if d[k] is None:
+                del d[k]  # records of earlier cohorts read as before
         d["kind_weights"] = dict(self.kind_weights)
         d["diagnosis_weights"] = None if self.diagnosis_weights is None else dict(self.diagnosis_weights)
         d["expert_accuracy"] = list(self.expert_accuracy)
@@ -190,7 +207,26 @@ def _make_slide(cfg: SynthConfig, index: int, diagnosis: str, kind: str, root: P
 
     prng = np.random.default_rng([cfg.seed, 1, index])
     p = sample_patient(diagnosis, prng, hard_case_rate=cfg.hard_case_rate)
-    fld = render_field(p.composition, cfg.field_config(), prng)
+    if cfg.streamed:
+        from marrowscope.data.synth.big import StreamedSmear
+        from marrowscope.io.slides.dicom_writer import write_dicom_wsi_tiles
+
+        w, h = cfg.size
+        smear = StreamedSmear(p.composition, w, h, prng, field_size=cfg.roi_size,
+                              cells_per_field=cfg.cells_per_roi, mpp=cfg.mpp, n_rois=cfg.n_rois)
+        fld = SmearField(image=np.zeros((0, 0, 3), np.uint8), cells=smear.roi_cells, rois=smear.rois,
+                         stain=smear.stain, mpp=cfg.mpp)
+        n_levels = cfg.n_levels
+        while max(w, h) / 4 ** (n_levels - 1) > 4096:  # a coarsest level small enough for an overview
+            n_levels += 1
+
+        def write(folder: Path, **kw: Any) -> Any:
+            return write_dicom_wsi_tiles(smear.read, w, h, folder, **{**kw, "n_levels": n_levels})
+    else:
+        fld = render_field(p.composition, cfg.field_config(), prng)
+
+        def write(folder: Path, **kw: Any) -> Any:
+            return write_dicom_wsi(fld.image, folder, **kw)
     bx = int(prng.integers(1, 40)) * 1024 + int(prng.integers(0, 1024))
     by = int(prng.integers(1, 120)) * 1024 + int(prng.integers(0, 1024))
     cells, true_labels, n_sessions = _annotated_cells(
@@ -207,8 +243,7 @@ def _make_slide(cfg: SynthConfig, index: int, diagnosis: str, kind: str, root: P
         "openslide.objective-power": "40",
         "marrowscope.synthetic": "true",
     }
-    ref = write_dicom_wsi(
-        fld.image,
+    ref = write(
         root / "dicom" / p.patient_id / study_uid / f"SM_{sm_uid}",
         mpp=cfg.mpp,
         slide_id=p.slide_id,

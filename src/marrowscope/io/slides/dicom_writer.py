@@ -16,7 +16,7 @@ import logging
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,51 +108,81 @@ def padded_size(width: int, height: int, n_levels: int) -> tuple[int, int]:
     return math.ceil(width / m) * m, math.ceil(height / m) * m
 
 
-def _levels(image: np.ndarray, n_levels: int) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
-    """(level image, padded level size (h, w)) per level; level 0 is the input itself (not copied)."""
-    pw, ph = padded_size(image.shape[1], image.shape[0], n_levels)
-    level = image
-    yield level, (ph, pw)
-    for i in range(1, n_levels):
-        f = LEVEL_FACTOR**i
-        level = reduce_by(level, LEVEL_FACTOR, (ph // f, pw // f))
-        yield level, (ph // f, pw // f)
+TileReader = Callable[[int, int, int, int], np.ndarray]
+"""``read(x, y, width, height)`` -> (height, width, 3) uint8 RGB level-0 pixels of that region."""
+
+_IN_MEMORY_BYTES = 512 * 2**20  # a coarser level larger than this is kept in a file (np.memmap), not RAM
+
+
+def _blank(shape: tuple[int, ...], scratch: Path | None, name: str) -> np.ndarray:
+    """A white (h, w, 3) uint8 array: in memory, or a temporary memory-mapped file when large."""
+    if scratch is None or math.prod(shape) <= _IN_MEMORY_BYTES:
+        return np.full(shape, 255, dtype=np.uint8)
+    arr = np.lib.format.open_memmap(scratch / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
+    arr[:] = 255
+    return arr
+
+
+def _white_pad(t: np.ndarray, tile: int) -> np.ndarray:
+    if t.shape[:2] != (tile, tile):
+        full = np.full((tile, tile, 3), 255, dtype=np.uint8)
+        full[: t.shape[0], : t.shape[1]] = t
+        return full
+    return np.ascontiguousarray(t)
 
 
 def _tiles(level: np.ndarray, shape: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
     """Row-major tiles of ``level`` seen as padded with white to ``shape`` (tifffile tile iterator)."""
-    h, w = level.shape[:2]
     for y in range(0, shape[0], tile):
         for x in range(0, shape[1], tile):
-            t = level[y : y + tile, x : x + tile]
-            if t.shape[:2] != (tile, tile):
-                full = np.full((tile, tile, 3), 255, dtype=np.uint8)
-                full[: t.shape[0], : t.shape[1]] = t
-                t = full
-            yield np.ascontiguousarray(t)
+            yield _white_pad(level[y : y + tile, x : x + tile], tile)
 
 
-def _write_tiff(image: np.ndarray, path: Path, *, mpp: float, tile_size: int, n_levels: int) -> None:
-    """Losslessly compressed (zstd) tiled pyramid: the only lossy step is wsidicomizer's JPEG."""
+def _write_tiff(read: TileReader, width: int, height: int, path: Path, *, mpp: float, tile_size: int,
+                n_levels: int) -> None:
+    """Losslessly compressed (zstd) tiled pyramid: the only lossy step is wsidicomizer's JPEG.
+
+    Level 0 is read tile by tile from ``read`` (row-major) and each tile's 4x box-reduction goes into
+    level 1 as it passes, so level 0 is never held whole; each coarser level is reduced from the one
+    above (a temporary file beside ``path`` where it is large)."""
     import tifffile
+    from PIL import Image
 
     res = 1e4 / mpp  # pixels per centimetre
-    with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tw:
-        for i, (level, shape) in enumerate(_levels(image, n_levels)):
+    pw, ph = padded_size(width, height, n_levels)
+    t = tile_size
+    nxt = _blank((ph // LEVEL_FACTOR, pw // LEVEL_FACTOR, 3), path.parent, "level1") if n_levels > 1 else None
+    q = t // LEVEL_FACTOR
+
+    def level0() -> Iterator[np.ndarray]:
+        for y in range(0, ph, t):
+            for x in range(0, pw, t):
+                w, h = min(t, width - x), min(t, height - y)
+                blank = w <= 0 or h <= 0
+                tile = np.full((t, t, 3), 255, np.uint8) if blank else _white_pad(read(x, y, w, h), t)
+                if nxt is not None:
+                    # PIL's reduce is the box mean (rounded), as reduce_by: tiles are multiples of 4
+                    ly, lx = y // LEVEL_FACTOR, x // LEVEL_FACTOR
+                    small = np.asarray(Image.fromarray(tile).reduce(LEVEL_FACTOR))
+                    # (the last row and column of tiles reach past the padded size)
+                    nxt[ly : ly + q, lx : lx + q] = small[: nxt.shape[0] - ly, : nxt.shape[1] - lx]
+                yield tile
+
+    def page(tiles: Iterator[np.ndarray], shape: tuple[int, int], i: int) -> None:
+        f = LEVEL_FACTOR**i
+        tw.write(tiles, shape=(*shape, 3), dtype=np.uint8, tile=(t, t), compression="zstd",
+                 compressionargs={"level": 1}, photometric="rgb", subfiletype=0 if i == 0 else 1,
+                 resolution=(res / f, res / f), resolutionunit="CENTIMETER", metadata=None)
+
+    with tifffile.TiffWriter(path, bigtiff=pw * ph * 3 > 2**31) as tw:
+        page(level0(), (ph, pw), 0)
+        level = nxt
+        for i in range(1, n_levels):
+            assert level is not None
             f = LEVEL_FACTOR**i
-            tw.write(
-                _tiles(level, shape, tile_size),
-                shape=(*shape, 3),
-                dtype=np.uint8,
-                tile=(tile_size, tile_size),
-                compression="zstd",
-                compressionargs={"level": 1},
-                photometric="rgb",
-                subfiletype=0 if i == 0 else 1,
-                resolution=(res / f, res / f),
-                resolutionunit="CENTIMETER",
-                metadata=None,
-            )
+            page(_tiles(level, (ph // f, pw // f), t), (ph // f, pw // f), i)
+            if i + 1 < n_levels:
+                level = reduce_by(level, LEVEL_FACTOR, (ph // (f * LEVEL_FACTOR), pw // (f * LEVEL_FACTOR)))
 
 
 def _header_dataset(
@@ -243,6 +273,36 @@ def write_dicom_wsi(
     stored as JSON in the header; when not
     given, mpp and zero bounds are stored.
     """
+    rgb = as_rgb_uint8(image, Path(out_dir))
+    return write_dicom_wsi_tiles(
+        lambda x, y, w, h: rgb[y : y + h, x : x + w], rgb.shape[1], rgb.shape[0], out_dir, mpp=mpp,
+        slide_id=slide_id, patient_id=patient_id, study_uid=study_uid, tile_size=tile_size, n_levels=n_levels,
+        jpeg_quality=jpeg_quality, openslide_properties=openslide_properties, patient_age=patient_age,
+        patient_sex=patient_sex, series_uid=series_uid)
+
+
+def write_dicom_wsi_tiles(
+    read: TileReader,
+    width: int,
+    height: int,
+    out_dir: Path,
+    *,
+    mpp: float,
+    slide_id: str,
+    patient_id: str,
+    study_uid: str | None = None,
+    tile_size: int = 256,
+    n_levels: int = 3,
+    jpeg_quality: int = 90,
+    openslide_properties: Mapping[str, str] | None = None,
+    patient_age: str | None = None,
+    patient_sex: str | None = None,
+    series_uid: str | None = None,
+) -> DicomSlideRef:
+    """Write a ``width`` x ``height`` slide whose level-0 pixels come from ``read(x, y, w, h)`` as a DICOM
+    WSI series, without ever holding the image: level 0 is asked for tile by tile (row-major, each tile
+    once) and the coarser levels are built as it passes (in temporary files beside ``out_dir`` where
+    large). Everything else as :func:`write_dicom_wsi`, which calls this with slices of its array."""
     from marrowscope.io.slides.dicom import quiet_dicom_imports
 
     quiet_dicom_imports()
@@ -250,7 +310,8 @@ def write_dicom_wsi(
     from wsidicomizer import WsiDicomizer
 
     out_dir = Path(out_dir)
-    rgb = as_rgb_uint8(image, out_dir)
+    if width < 1 or height < 1:
+        raise InputError(out_dir, f"slide size must be positive, got {width} x {height}")
     if not (mpp > 0 and math.isfinite(mpp)):
         raise InputError(out_dir, f"pixel size must be a positive number of µm/px, got {mpp}")
     if n_levels < 1:
@@ -259,7 +320,7 @@ def write_dicom_wsi(
         raise InputError(out_dir, f"jpeg_quality must be 1..100, got {jpeg_quality}")
     if tile_size < 16 or tile_size % 16:
         raise InputError(out_dir, f"tile_size must be a positive multiple of 16, got {tile_size}")
-    w, h = padded_size(rgb.shape[1], rgb.shape[0], n_levels)
+    w, h = padded_size(width, height, n_levels)
     study_uid = study_uid or deterministic_uid("study", patient_id, slide_id)
     series_uid = series_uid or deterministic_uid("series", patient_id, slide_id)
     props = {
@@ -283,7 +344,7 @@ def write_dicom_wsi(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".wsi-tiff-", dir=out_dir.parent) as tmp:
         tiff = Path(tmp) / f"{slide_id}.tif"
-        _write_tiff(rgb, tiff, mpp=mpp, tile_size=tile_size, n_levels=n_levels)
+        _write_tiff(read, width, height, tiff, mpp=mpp, tile_size=tile_size, n_levels=n_levels)
         with atomic_dir(out_dir) as staging:
             WsiDicomizer.convert(
                 tiff,
