@@ -134,10 +134,7 @@ class SlideWorker:
 
     def __init__(self, cfg: AnalysisConfig, models: Models | None, device: str | None,
                  threads: int | None) -> None:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        self._threads = threads  # torch threads per slide (set around each call, restored after)
         self._cfg = cfg
         self._models = models
         self._device = device
@@ -161,10 +158,12 @@ class SlideWorker:
             for_all: tuple[Region, ...], model_ids: Mapping[str, str]) -> SlideStatus | tuple[str, str]:
         """The slide's status, or (what, why) of an error that stops the whole batch (a full disk)."""
         from marrowscope.engines.batch import _ModelsUnavailable, run_slide
+        from marrowscope.runtime import torch_threads
 
         try:
-            return run_slide(job, Path(out_dir), self._cfg, self._get_models, mpp, by_slide, for_all,
-                             model_ids=model_ids)
+            with torch_threads(self._threads):
+                return run_slide(job, Path(out_dir), self._cfg, self._get_models, mpp, by_slide, for_all,
+                                 model_ids=model_ids)
         except _ModelsUnavailable as e:
             return e.error.path, e.error.problem
 
