@@ -2,7 +2,8 @@
 time they add up to for a 48-patient cohort and for the real dataset (an extrapolation, printed as such).
 
 Measured (each with the library functions the stages call):
-- ROI cache: seconds and bytes per ROI (2048 px at 0.11 µm/px + 25 µm margin, at 0.25 and 0.45 µm/px);
+- ROI cache: seconds and bytes per ROI (2048 px at 0.11 µm/px; at 0.25 µm/px without a margin and at
+  0.45 µm/px with 25 µm, webp90);
 - detector: seconds per training step of the default schedule (synth recipe: 4 crops of 384 px at
   0.25 µm/px, MobileNetV3-FPN), timed over one epoch;
 - classifier: seconds per training step (64 crops, msresnet_s at 64 px), timed over one epoch;
@@ -60,12 +61,16 @@ def main() -> None:
     entries = discover_cohort(cohort).patients
     d = ReproduceConfig()
     t0 = time.perf_counter()
-    store = build_roi_cache(entries, work / "patches", mpps=(d.detector.mpp, d.classifier_mpp))
+    # as the reproduce stages build it: detector ROIs without a margin, classifier ROIs with one
+    build_roi_cache(entries, work / "patches", mpps=(d.detector.mpp,), context_um=0.0, codec=d.cache_codec)
+    store = build_roi_cache(
+        entries, work / "patches", mpps=(d.classifier_mpp,), context_um=d.context_um, codec=d.cache_codec
+    )
     n_rois = len(store.find(mpp=d.detector.mpp))
     cache_s = time.perf_counter() - t0
     cache_bytes = sum(e.nbytes for e in store.entries.values())
 
-    samples = cohort_samples(cohort, ("cell",), cache=store, cache_mpp=d.detector.mpp)
+    samples = cohort_samples(cohort, ("cell",), cache=store, cache_mpp=d.detector.mpp, cache_context_um=0.0)
     det_cfg = replace(
         d.detector, epochs=1, eval_every=99, bn_images=0, num_threads=args.threads, device="cpu"
     )

@@ -384,6 +384,7 @@ def load_image_dataset(
 def load_slide_dataset(
     fmt: str, root: str | Path, classes: Sequence[str], *, mpp: float, size: int, scheme: Any = None,
     progress: bool = False, keep_all: bool = False, soft_sessions: bool = True, cache: Any = None,
+    rois_only: bool = False,
 ) -> tuple[CropSet, dict[str, int]]:
     """Consensus-labelled cells of a cohort folder (``cohort``: an IDC download + dataset CSVs;
     ``synth``: the synthetic cohort in the same layout), cropped from the slides at the contract.
@@ -393,7 +394,8 @@ def load_slide_dataset(
     consensus label gives the target. Cells labelled ``no_consensus_found`` or without a label are
     skipped and counted. ``keep_all`` keeps cells whose label maps to no class (all-zero target rows),
     for evaluation, where they are reported. ``cache`` (a :class:`~marrowscope.data.patches.PatchStore`):
-    crops come from its ROI patches (the slide is opened only for a slide with cells outside them).
+    crops come from its ROI patches (the slide is opened only for cells outside them); with ``rois_only``
+    such cells are skipped instead (counted as ``(outside the cached ROIs)``), so only the ROIs are read.
     """
     from tqdm import tqdm
 
@@ -426,6 +428,7 @@ def load_slide_dataset(
             skipped["(slide without consensus)"] = skipped.get("(slide without consensus)", 0) + 1
             continue
         keep = []
+        mine: list[tuple[np.ndarray, int, str, str]] = []  # target row, kind, label, id of each kept cell
         for cell in ann.cells:
             lab = cell.label
             if lab is None or lab == "no_consensus_found":
@@ -445,21 +448,34 @@ def load_slide_dataset(
             else:
                 row, kind = t if t is not None else (soft, SOFT)  # type: ignore[assignment]
             keep.append(cell)
+            cid = cell.cell_id if cell.cell_id is not None else len(ids) + len(mine)
+            mine.append((row, kind, lab, f"{entry.patient_id}/{cid}"))
+        if not keep:
+            continue
+        if cache is not None:
+            crops, found = cache.crops_in_rois(keep, slide_id=entry.slide_id, mpp=mpp, size=size)
+        else:
+            crops, found = np.empty((len(keep), size, size, 3), dtype=np.uint8), np.zeros(len(keep), bool)
+        if not found.all() and cache is not None and rois_only:
+            n_out = int((~found).sum())
+            skipped["(outside the cached ROIs)"] = skipped.get("(outside the cached ROIs)", 0) + n_out
+            keep = [c for c, f in zip(keep, found, strict=True) if f]
+            mine = [m for m, f in zip(mine, found, strict=True) if f]
+            crops, found = crops[found], found[found]
+        if not found.all():  # cells outside the cached ROIs (or no cache): from the slide
+            if cache is not None:
+                log.info("%s: %d cell(s) outside the cached ROIs; read from the slide", entry.slide_id,
+                         int((~found).sum()))
+            with open_slide(list(entry.slide_files)) as slide:
+                rest = [c for c, f in zip(keep, found, strict=True) if not f]
+                crops[~found] = crops_from_slide(slide, rest, mpp=mpp, size=size)
+        for row, kind, lab, crop_id in mine:
             rows.append(row)
             kinds.append(kind)
             labels.append(lab)
             groups.append(pi)
-            ids.append(f"{entry.patient_id}/{cell.cell_id if cell.cell_id is not None else len(ids)}")
-        if keep:
-            crops = None
-            if cache is not None:
-                try:
-                    crops = cache.crops(keep, slide_id=entry.slide_id, mpp=mpp, size=size)
-                except KeyError as e:
-                    log.info("%s; its crops are read from the slide", e)
-            if crops is None:
-                with open_slide(list(entry.slide_files)) as slide:
-                    crops = crops_from_slide(slide, keep, mpp=mpp, size=size)
+            ids.append(crop_id)
+        if len(crops):
             images.append(crops)
     if not rows:
         raise InputError(root, f"no labelled cell maps to the classes {list(classes)} (skipped: {skipped})")

@@ -271,11 +271,10 @@ def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
                                       extra={"patient_id": entry.patient_id, "roi": str((x1, y1, x2, y2))})
             cached = None
             if cache is not None and cache_mpp is not None:
-                from marrowscope.data.patches import patch_key, slide_fingerprint
+                from marrowscope.data.patches import slide_fingerprint
 
-                key = patch_key(slide_fingerprint(entry), rb.as_tuple(), cache_mpp,
-                                _CACHE_CONTEXT_UM if cache_context_um is None else cache_context_um)
-                cached = cache.entries.get(key)
+                cached = cache.lookup(slide_fingerprint(entry), rb.as_tuple(), cache_mpp,
+                                      _CACHE_CONTEXT_UM if cache_context_um is None else cache_context_um)
             if cached is not None:
                 f = 1.0 / cached.scale
                 wx, wy, ww, wh = cached.roi_window()

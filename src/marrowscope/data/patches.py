@@ -1,28 +1,38 @@
 """ROI patch cache: each annotated ROI (plus a context margin) read once from its slide at the µm/px a
-model needs, stored as a plain ``.npy`` array with a JSON index; training and evaluation read the cache.
+model needs, stored compressed with a JSON index; training and evaluation read the cache.
 
     store = build_roi_cache(cohort.patients, "OUT/patches", mpps=(0.25, 0.45))
     samples = cohort_samples(root, ("cell",), cache=store)      # detector ROIs from the cache
     crops = store.crops(cells, mpp=0.45, size=80)                 # classifier crops from the cache
 
 Layout: ``ROOT/index.json`` (one entry per patch: patient, slide, ROI box in level-0 px, the level-0
-position of the patch's first pixel, its mpp and shape, file, bytes, and a fingerprint of the slide it
-was read from) and ``ROOT/<key>.npy`` (H, W, 3) uint8, memory-mapped on read. The key hashes the slide
-fingerprint, the ROI box, the mpp and the margin, so a changed slide or setting is a new patch and a
-cache can be shared by runs and stages. Writes are atomic: an interrupted build leaves complete patches
-and an index that lists only them.
+position of the patch's first pixel, its mpp and shape, codec, file, bytes, and a fingerprint of the
+slide it was read from) and ``ROOT/<key>.<ext>`` (H, W, 3) uint8. The key hashes the slide fingerprint,
+the ROI box, the mpp, the margin and the codec, so a changed slide or setting is a new patch and a cache
+can be shared by runs and stages. Writes are atomic: an interrupted build leaves complete patches and an
+index that lists only them.
+
+Codecs (:data:`CODECS`): ``webp90`` (the default: lossy WebP at quality 90), ``jpegNN`` (JPEG at quality
+NN, 4:2:0), ``png`` (lossless) and, read only, ``npy`` (the raw arrays of version-1 caches). The slides
+are JPEG already (the dataset's frames: JPEG Baseline 4:2:2, ~18:1), so a lossless cache of their
+decoded pixels at a model's scale is larger than the frames it replaces; lossy WebP at quality 90 keeps
+the patch within ~40 dB PSNR of the direct read (a little closer than JPEG q90 4:2:0) at ~60 % of JPEG's
+bytes (``benchmarks/bench_patch_cache.py`` measures both; docs/reproduction.md). ``png`` serves where the
+pixels must stay exact (the level-0 ROIs of an ROI-only download).
 
 A patch covers the ROI plus ``context_um`` on each side (clipped to the slide), so cells on the ROI edge
-keep their context in classifier crops and detector inputs.
+keep their context in classifier crops; detector inputs need no margin (``context_um=0``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +45,48 @@ from marrowscope.io.atomic import atomic_path, write_text_atomic
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
-VERSION = 1
+VERSION = 2
+READS_VERSIONS = (1, 2)  # version 1: raw .npy patches (codec "npy")
+DEFAULT_CODEC = "webp90"
+CODECS = ("webpNN", "jpegNN", "png", "npy (read only)")
+_EXT = {"webp": "webp", "jpeg": "jpg", "png": "png", "npy": "npy"}
+
+
+def _parse_codec(codec: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(webp|jpeg)(\d{1,3})|(png)|(npy)", codec)
+    if m is None or (m.group(2) is not None and not 1 <= int(m.group(2)) <= 100):
+        raise InputError(codec, "unknown patch codec; use webpNN or jpegNN (NN: quality 1-100) or png")
+    if m.group(1):
+        return m.group(1), int(m.group(2))
+    return (m.group(3) or m.group(4)), 0
+
+
+def encode_patch(array: np.ndarray, codec: str) -> bytes:
+    """``array`` (H, W, 3) uint8 as the bytes of a ``codec`` file (see :data:`CODECS`)."""
+    from PIL import Image
+
+    name, quality = _parse_codec(codec)
+    arr = np.ascontiguousarray(array[..., :3], dtype=np.uint8)
+    buf = io.BytesIO()
+    if name == "npy":
+        np.save(buf, arr)
+    elif name == "png":
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    elif name == "webp":
+        Image.fromarray(arr).save(buf, format="WEBP", quality=quality, method=4)
+    else:
+        Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_patch(data: bytes, codec: str) -> np.ndarray:
+    """The (H, W, 3) uint8 array of a patch file's bytes."""
+    from PIL import Image
+
+    if _parse_codec(codec)[0] == "npy":
+        return np.asarray(np.load(io.BytesIO(data)))
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 @dataclass(frozen=True)
@@ -50,8 +101,9 @@ class PatchEntry:
     width: int
     height: int
     file: str  # relative to the store
-    nbytes: int
+    nbytes: int  # bytes of the file
     source: str  # fingerprint of the slide read
+    codec: str = "npy"  # see CODECS (version-1 indexes have no codec: raw .npy)
 
     @property
     def scale(self) -> float:
@@ -82,15 +134,17 @@ def slide_fingerprint(entry: Any) -> str:
     return h.hexdigest()[:20]
 
 
-def patch_key(source: str, roi: Sequence[float], mpp: float, context_um: float) -> str:
+def patch_key(
+    source: str, roi: Sequence[float], mpp: float, context_um: float, codec: str = DEFAULT_CODEC
+) -> str:
     text = json.dumps(
-        [VERSION, source, [round(float(v), 3) for v in roi], round(mpp, 6), round(context_um, 3)]
+        [VERSION, source, [round(float(v), 3) for v in roi], round(mpp, 6), round(context_um, 3), codec]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 class PatchStore:
-    """The cache folder (see the module docstring). ``bytes_read`` counts the patch bytes read."""
+    """The cache folder (see the module docstring). ``bytes_read`` counts the patch file bytes read."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -102,11 +156,11 @@ class PatchStore:
                 d = json.loads(path.read_text())
             except ValueError as e:
                 raise InputError(path, f"patch cache index is not valid JSON ({e}); remove the folder") from e
-            if d.get("version") != VERSION:
+            if d.get("version") not in READS_VERSIONS:
                 raise InputError(
                     path,
                     f"patch cache version {d.get('version')} (this version reads "
-                    f"{VERSION}); use a new cache folder",
+                    f"{', '.join(map(str, READS_VERSIONS))}); use a new cache folder",
                 )
             for row in d["patches"]:
                 pe = PatchEntry(**{**row, "roi": tuple(row["roi"]), "origin": tuple(row["origin"])})
@@ -131,11 +185,26 @@ class PatchStore:
         ]
         return sorted(out, key=lambda e: (e.slide_id, e.roi))
 
-    def add(self, entry: PatchEntry, array: np.ndarray) -> None:
-        with atomic_path(self.root / entry.file, suffix=".npy.part") as tmp, open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array, dtype=np.uint8))
+    def lookup(
+        self, source: str, roi: Sequence[float], mpp: float, context_um: float
+    ) -> PatchEntry | None:
+        """The patch of ``roi`` at ``mpp`` with ``context_um`` in any codec (the default one first)."""
+        codecs = [DEFAULT_CODEC, *sorted({e.codec for e in self.entries.values()} - {DEFAULT_CODEC})]
+        for c in codecs:
+            e = self.entries.get(patch_key(source, roi, mpp, context_um, c))
+            if e is not None:
+                return e
+        return None
+
+    def add(self, entry: PatchEntry, array: np.ndarray) -> PatchEntry:
+        """Encode ``array`` with ``entry.codec`` into ``entry.file``; returns the entry with its size."""
+        data = encode_patch(array, entry.codec)
+        with atomic_path(self.root / entry.file, suffix=".part") as tmp:
+            Path(tmp).write_bytes(data)
+        entry = replace(entry, nbytes=len(data))
         self.entries[entry.key] = entry
         self._write_index()
+        return entry
 
     def _write_index(self) -> None:
         doc = {
@@ -145,43 +214,51 @@ class PatchStore:
         write_text_atomic(self.root / INDEX, json.dumps(doc, indent=1) + "\n")
 
     def read(self, entry: PatchEntry | str) -> np.ndarray:
-        """The whole patch (memory-mapped, read-only)."""
+        """The whole patch, decoded."""
         e = self.entries[entry] if isinstance(entry, str) else entry
-        arr = np.load(self.root / e.file, mmap_mode="r")
-        self.bytes_read += e.nbytes
-        return arr
+        data = (self.root / e.file).read_bytes()
+        self.bytes_read += len(data)
+        return decode_patch(data, e.codec)
 
     def roi_image(self, entry: PatchEntry) -> np.ndarray:
-        """The ROI alone (margin cut off), in RAM."""
+        """The ROI alone (margin cut off)."""
         x, y, w, h = entry.roi_window()
-        arr = np.load(self.root / entry.file, mmap_mode="r")
-        self.bytes_read += h * entry.width * 3  # the rows of the window are what the mapping touches
-        return np.array(arr[y : y + h, x : x + w])
+        return np.ascontiguousarray(self.read(entry)[y : y + h, x : x + w])
 
     def crops(self, cells: Iterable[Cell | Box], *, slide_id: str, mpp: float, size: int) -> np.ndarray:
         """Classifier crops (same contract as :func:`marrowscope.data.crops.crops_from_slide`) of a slide's
         cells, each cut from the cached patch of the ROI that holds its centre (finest patch not coarser
         than ``mpp``). A cell in no cached ROI raises :class:`KeyError`."""
+        out, found = self.crops_in_rois(cells, slide_id=slide_id, mpp=mpp, size=size)
+        if not found.all():
+            raise KeyError(f"{slide_id}: {int((~found).sum())} cell(s) in no cached ROI at <= {mpp} µm/px")
+        return out
+
+    def crops_in_rois(
+        self, cells: Iterable[Cell | Box], *, slide_id: str, mpp: float, size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`crops`, plus a mask of the cells found in a cached ROI; the crops of the others are
+        left white (255) for the caller to fill (e.g. from the slide) or drop."""
         from marrowscope.data.crops import crop_at
         from marrowscope.io.slides.array import ArraySlide
 
         patches = [e for e in self.find(slide_id=slide_id) if e.mpp <= mpp + 1e-9]
         readers: dict[str, ArraySlide] = {}
         boxes = [c.box if isinstance(c, Cell) else c for c in cells]
-        out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
+        out = np.full((len(boxes), size, size, 3), 255, dtype=np.uint8)
+        found = np.zeros(len(boxes), dtype=bool)
         for k, b in enumerate(boxes):
             cx, cy = b.center
             inside = [e for e in patches if e.contains(cx, cy)]
             if not inside:
-                raise KeyError(
-                    f"{slide_id}: no cached ROI at <= {mpp} µm/px holds the cell at ({cx:.0f}, {cy:.0f})"
-                )
+                continue
             e = max(inside, key=lambda p: p.mpp)
             if e.key not in readers:
-                readers[e.key] = ArraySlide(np.asarray(self.read(e)), mpp=e.mpp, slide_id=e.key, levels=1)
+                readers[e.key] = ArraySlide(self.read(e), mpp=e.mpp, slide_id=e.key, levels=1)
             px, py = e.to_patch(cx, cy)
             out[k] = crop_at(readers[e.key], px, py, mpp=mpp, size=size)
-        return out
+            found[k] = True
+        return out, found
 
 
 def _rois_of(entry: Any) -> tuple[Any, ...]:
@@ -207,10 +284,12 @@ def add_slide_rois(
     mpps: Sequence[float],
     context_um: float = 25.0,
     pairs: bool = False,
+    codec: str = DEFAULT_CODEC,
 ) -> list[PatchEntry]:
     """Read ``regions`` (level-0 ROIs of the open ``slide``, any :class:`SlideReader`, e.g. a DICOMweb
-    one) plus ``context_um`` at each of ``mpps`` into ``store``; patches already there are skipped.
-    ``pairs``: ``regions`` and ``mpps`` are zipped instead of crossed."""
+    one) plus ``context_um`` at each of ``mpps`` into ``store`` as ``codec`` files; patches already there
+    are skipped. ``pairs``: ``regions`` and ``mpps`` are zipped instead of crossed."""
+    _parse_codec(codec)
     info = slide.info
     if info.mpp is None:
         raise InputError(slide_id, "slide has no pixel size; the ROI cache needs one")
@@ -219,12 +298,15 @@ def add_slide_rois(
     added = []
     for region, m in todo:
         b = region.box
-        key = patch_key(source, b.as_tuple(), m, context_um)
+        key = patch_key(source, b.as_tuple(), m, context_um, codec)
         if key in store:
             continue
         x0, y0 = max(0.0, b.x1 - margin0), max(0.0, b.y1 - margin0)
         x1, y1 = min(float(info.width), b.x2 + margin0), min(float(info.height), b.y2 + margin0)
-        x0, y0 = float(np.floor(x0)), float(np.floor(y0))
+        # start on the pixel grid of the level the resampled read uses (a level-0 position inside a
+        # level pixel would shift the patch by up to a level pixel against its recorded origin)
+        ds = float(info.level_for_mpp(m).downsample) if abs(m - info.mpp) >= 1e-9 else 1.0
+        x0, y0 = float(np.floor(x0 / ds) * ds), float(np.floor(y0 / ds) * ds)
         if abs(m - info.mpp) < 1e-9:  # the slide's own scale: plain level-0 pixels
             arr = slide.read_region(int(x0), int(y0), int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0)), level=0)
         else:
@@ -240,12 +322,12 @@ def add_slide_rois(
             level0_mpp=float(info.mpp),
             width=int(arr.shape[1]),
             height=int(arr.shape[0]),
-            file=f"{key}.npy",
-            nbytes=int(arr.nbytes),
+            file=f"{key}.{_EXT[_parse_codec(codec)[0]]}",
+            nbytes=0,
             source=source,
+            codec=codec,
         )
-        store.add(entry, arr)
-        added.append(entry)
+        added.append(store.add(entry, arr))
     return added
 
 
@@ -255,11 +337,12 @@ def build_roi_cache(
     *,
     mpps: Sequence[float],
     context_um: float = 25.0,
+    codec: str = DEFAULT_CODEC,
     progress: bool = False,
 ) -> PatchStore:
     """Read every ROI of the cohort ``entries`` (:class:`~marrowscope.io.cohort.PatientEntry`) once per
-    ``mpps`` into the store at ``root``; patches already there are kept (an interrupted build resumes).
-    A slide without ROIs is logged and skipped."""
+    ``mpps`` into the store at ``root`` as ``codec`` files; patches already there are kept (an
+    interrupted build resumes). A slide without ROIs is logged and skipped."""
     from tqdm import tqdm
 
     from marrowscope.io.slides import open_slide
@@ -276,7 +359,7 @@ def build_roi_cache(
             (r, m)
             for r in rois
             for m in mpps
-            if patch_key(source, r.box.as_tuple(), m, context_um) not in store
+            if patch_key(source, r.box.as_tuple(), m, context_um, codec) not in store
         ]
         if not todo:
             continue
@@ -291,6 +374,7 @@ def build_roi_cache(
                 mpps=[m for _, m in todo],
                 context_um=context_um,
                 pairs=True,
+                codec=codec,
             )
     return store
 
@@ -301,6 +385,7 @@ def cache_summary(store: PatchStore) -> Mapping[str, Any]:
         by_mpp.setdefault(e.mpp, []).append(e)
     return {
         "n_patches": len(store),
+        "codecs": sorted({e.codec for e in store.entries.values()}),
         "bytes": sum(e.nbytes for e in store.entries.values()),
         "by_mpp": {
             str(m): {"n": len(v), "bytes": sum(e.nbytes for e in v)} for m, v in sorted(by_mpp.items())

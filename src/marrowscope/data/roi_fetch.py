@@ -1,8 +1,8 @@
 """ROI-only download: a cohort's annotation series and only the ROI regions of its slides, over DICOMweb.
 
     OUT/dicom/<PatientID>/<Study>/ANN_<Series>/*.dcm   every annotation series (as ``marrowscope fetch``)
-    OUT/rois/index.json, OUT/rois/<key>.npy            each ROI + ``context_um`` at the slide's own µm/px
-                                                        and at each extra ``mpps`` (a patch cache)
+    OUT/rois/index.json, OUT/rois/<key>.png|.webp      each ROI + ``context_um`` at the slide's own µm/px
+                                                        (lossless PNG) and at each extra ``mpps`` (webp90)
     OUT/rois/slides/<SeriesUID>.json                    the slide's base-level header (no pixels)
 
 Only the frames under the ROIs are requested (wsidicom's DICOMweb client fetches frames by number), so a
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from marrowscope.data.patches import PatchStore, add_slide_rois
+from marrowscope.data.patches import DEFAULT_CODEC, PatchStore, add_slide_rois
 from marrowscope.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -96,16 +96,18 @@ def fetch_rois(
                     )
                     + "\n",
                 )
-                add_slide_rois(
-                    store,
-                    slide,
-                    patient_id=pid,
-                    slide_id=slide.info.slide_id,
-                    source=f"dicomweb:{sm.series_uid}",
-                    regions=regions,
-                    mpps=(float(slide.info.mpp or 0.0), *mpps),
-                    context_um=context_um,
-                )
+                for scales, codec in (((float(slide.info.mpp or 0.0),), "png"), (tuple(mpps), DEFAULT_CODEC)):
+                    add_slide_rois(
+                        store,
+                        slide,
+                        patient_id=pid,
+                        slide_id=slide.info.slide_id,
+                        source=f"dicomweb:{sm.series_uid}",
+                        regions=regions,
+                        mpps=scales,
+                        context_um=context_um,
+                        codec=codec,
+                    )
             finally:
                 slide.close()
     for w in warnings:

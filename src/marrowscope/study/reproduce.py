@@ -78,7 +78,8 @@ class ReproduceConfig:
     diagnosis: DiagnosisStudyConfig = field(default_factory=DiagnosisStudyConfig)
     n_boot_models: int = 200  # bootstrap resamples of test patients for the detector/classifier CIs
     analysis_tta: int = 4
-    context_um: float = 25.0  # margin around each ROI in the patch cache
+    context_um: float = 25.0  # margin around each ROI in the classifier's patches (detector's: none)
+    cache_codec: str = "webp90"  # how the patch cache stores pixels (marrowscope.data.patches.CODECS)
     cache_dir: str = ""  # the ROI patch cache (default OUT/patches; not part of any fingerprint)
     quick: bool = False
 
@@ -162,17 +163,22 @@ def _split_inputs(split: PatientSplit, inputs: StudyInputs) -> dict[str, Any]:
     return {"split": dict(sorted(split.assignment.items())), "files": inputs.fingerprint_of(pats)}
 
 
-def _cache(inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, progress: bool) -> Any:
-    """The ROI patch cache of the split's patients at the detector's and classifier's scales (built on
-    first use; patches already there are reused)."""
+def _cache(
+    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, progress: bool, *, mpp: float,
+    context_um: float,
+) -> Any:
+    """The ROI patch cache of the split's patients at ``mpp`` with a ``context_um`` margin (built on
+    first use; patches already there are reused). The detector reads its ROIs without a margin; the
+    classifier's crops need one around cells on an ROI's edge."""
     from marrowscope.data.patches import build_roi_cache
 
     entries = [e for e in inputs.cohort.patients if e.patient_id in split.assignment]
     return build_roi_cache(
         entries,
         Path(cfg.cache_dir),
-        mpps=(cfg.detector.mpp, cfg.classifier_mpp),
-        context_um=cfg.context_um,
+        mpps=(mpp,),
+        context_um=context_um,
+        codec=cfg.cache_codec,
         progress=progress,
     )
 
@@ -191,9 +197,9 @@ def _detector_stage(
             inputs.root,
             ("cell",),
             patients=tuple(split.assignment),
-            cache=_cache(inputs, split, cfg, progress),
+            cache=_cache(inputs, split, cfg, progress, mpp=cfg.detector.mpp, context_um=0.0),
             cache_mpp=cfg.detector.mpp,
-            cache_context_um=cfg.context_um,
+            cache_context_um=0.0,
         )
         parts = {
             s: [x for x in samples if split.assignment.get(x.group) == s] for s in ("train", "val", "test")
@@ -241,7 +247,8 @@ def _detector_stage(
         **_split_inputs(split, inputs),
         "config": _shape(cfg.detector),
         "n_boot": cfg.n_boot_models,
-        "context_um": cfg.context_um,
+        "context_um": 0.0,
+        "cache_codec": cfg.cache_codec,
     }
     return runner.run("detector", stage_inputs, run)
 
@@ -303,7 +310,10 @@ def _classifier_stage(
             scheme=sch,
             progress=progress,
             keep_all=True,
-            cache=_cache(inputs, split, cfg, progress),
+            cache=_cache(
+                inputs, split, cfg, progress, mpp=cfg.classifier_mpp, context_um=cfg.context_um
+            ),
+            rois_only=True,
         )
         pats = [_patient_of(i) for i in data.ids]
         where = np.array([split.assignment.get(p, "") for p in pats])
@@ -390,6 +400,8 @@ def _classifier_stage(
         "mpp": cfg.classifier_mpp,
         "n_boot": cfg.n_boot_models,
         "context_um": cfg.context_um,
+        "cache_codec": cfg.cache_codec,
+        "cells": "in the ROIs",
     }
     return runner.run("classifier", stage_inputs, run)
 
