@@ -12,13 +12,13 @@ the ROI box, the mpp, the margin and the codec, so a changed slide or setting is
 can be shared by runs and stages. Writes are atomic: an interrupted build leaves complete patches and an
 index that lists only them.
 
-Codecs (:data:`CODECS`): ``webp90`` (the default: lossy WebP at quality 90), ``jpegNN`` (JPEG at quality
-NN, 4:2:0), ``png`` (lossless) and, read only, ``npy`` (the raw arrays of version-1 caches). The slides
-are JPEG already (the dataset's frames: JPEG Baseline 4:2:2, ~18:1), so a lossless cache of their
-decoded pixels at a model's scale is larger than the frames it replaces; lossy WebP at quality 90 keeps
-the patch within ~40 dB PSNR of the direct read (a little closer than JPEG q90 4:2:0) at ~60 % of JPEG's
-bytes (``benchmarks/bench_patch_cache.py`` measures both; docs/reproduction.md). ``png`` serves where the
-pixels must stay exact (the level-0 ROIs of an ROI-only download).
+Codecs (:data:`marrowscope.io.patch_codec.CODECS`): ``webp90`` (the default: lossy WebP at quality
+90), ``jpegNN`` (JPEG at quality NN, 4:2:0), ``png`` (lossless) and, read only, ``npy`` (the raw arrays
+of version-1 caches). The slides are JPEG already (the dataset's frames: JPEG Baseline 4:2:2, ~18:1),
+so a lossless cache of their decoded pixels at a model's scale is larger than the frames it replaces;
+lossy WebP at quality 90 keeps each patch within ~38-40 dB PSNR of the direct read (closer than JPEG
+q90) at ~65 % of JPEG's bytes (``benchmarks/bench_patch_cache.py`` measures both; docs/reproduction.md).
+``png`` serves where the pixels must stay exact (the level-0 ROIs of an ROI-only download).
 
 A patch covers the ROI plus ``context_um`` on each side (clipped to the slide), so cells on the ROI edge
 keep their context in classifier crops; detector inputs need no margin (``context_um=0``).
@@ -27,10 +27,8 @@ keep their context in classifier crops; detector inputs need no margin (``contex
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,52 +39,13 @@ import numpy as np
 from marrowscope.cells import Box, Cell
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import atomic_path, write_text_atomic
+from marrowscope.io.patch_codec import DEFAULT_CODEC, EXT, decode_patch, encode_patch, parse_codec
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
 VERSION = 2
 READS_VERSIONS = (1, 2)  # version 1: raw .npy patches (codec "npy")
-DEFAULT_CODEC = "webp90"
-CODECS = ("webpNN", "jpegNN", "png", "npy (read only)")
-_EXT = {"webp": "webp", "jpeg": "jpg", "png": "png", "npy": "npy"}
-
-
-def _parse_codec(codec: str) -> tuple[str, int]:
-    m = re.fullmatch(r"(webp|jpeg)(\d{1,3})|(png)|(npy)", codec)
-    if m is None or (m.group(2) is not None and not 1 <= int(m.group(2)) <= 100):
-        raise InputError(codec, "unknown patch codec; use webpNN or jpegNN (NN: quality 1-100) or png")
-    if m.group(1):
-        return m.group(1), int(m.group(2))
-    return (m.group(3) or m.group(4)), 0
-
-
-def encode_patch(array: np.ndarray, codec: str) -> bytes:
-    """``array`` (H, W, 3) uint8 as the bytes of a ``codec`` file (see :data:`CODECS`)."""
-    from PIL import Image
-
-    name, quality = _parse_codec(codec)
-    arr = np.ascontiguousarray(array[..., :3], dtype=np.uint8)
-    buf = io.BytesIO()
-    if name == "npy":
-        np.save(buf, arr)
-    elif name == "png":
-        Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
-    elif name == "webp":
-        Image.fromarray(arr).save(buf, format="WEBP", quality=quality, method=4)
-    else:
-        Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def decode_patch(data: bytes, codec: str) -> np.ndarray:
-    """The (H, W, 3) uint8 array of a patch file's bytes."""
-    from PIL import Image
-
-    if _parse_codec(codec)[0] == "npy":
-        return np.asarray(np.load(io.BytesIO(data)))
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 @dataclass(frozen=True)
@@ -289,7 +248,7 @@ def add_slide_rois(
     """Read ``regions`` (level-0 ROIs of the open ``slide``, any :class:`SlideReader`, e.g. a DICOMweb
     one) plus ``context_um`` at each of ``mpps`` into ``store`` as ``codec`` files; patches already there
     are skipped. ``pairs``: ``regions`` and ``mpps`` are zipped instead of crossed."""
-    _parse_codec(codec)
+    parse_codec(codec)
     info = slide.info
     if info.mpp is None:
         raise InputError(slide_id, "slide has no pixel size; the ROI cache needs one")
@@ -322,7 +281,7 @@ def add_slide_rois(
             level0_mpp=float(info.mpp),
             width=int(arr.shape[1]),
             height=int(arr.shape[0]),
-            file=f"{key}.{_EXT[_parse_codec(codec)[0]]}",
+            file=f"{key}.{EXT[parse_codec(codec)[0]]}",
             nbytes=0,
             source=source,
             codec=codec,

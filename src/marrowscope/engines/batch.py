@@ -203,13 +203,25 @@ def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[Sl
     with the reason naming the file."""
     from marrowscope.io.formats import DICOM_SUFFIXES
     from marrowscope.io.slides.dicom import _has_dicm_magic
+    from marrowscope.io.slides.roi_patches import is_roi_header
 
     jobs: list[SlideJob] = []
     bad: list[SlideStatus] = []
+    downloads: dict[Path, list[SlideJob]] = {}  # ROI-only downloads, discovered once each
     for s in sources:
         p = Path(s)
         try:
-            if p.is_dir():
+            if p.is_file() and is_roi_header(p):  # a slide of an ROI-only download: rois/slides/<uid>.json
+                root = p.parent.parent.parent
+                if root not in downloads:
+                    found, unreadable = _dicom_jobs(root)
+                    downloads[root] = found
+                    bad.extend(unreadable)
+                mine = [j for j in downloads[root] if j.slide_files == (str(p),)]
+                if not mine:
+                    raise InputError(p, "this slide of the ROI-only download was not found in its folder")
+                jobs.extend(mine)
+            elif p.is_dir():
                 found, unreadable = _folder_jobs(p)
                 jobs.extend(found)
                 bad.extend(unreadable)

@@ -6,6 +6,7 @@ Layout (docs/annotations-dicom.md)::
     DIR/dicom/<PatientID>/<StudyInstanceUID>/ANN_<SeriesInstanceUID>/*.dcm   ROI, Session k, Consensus, ...
     DIR/csv/cells_labelled.csv, cells_detection_only.csv, rois.csv          (MRXS frame)
     DIR/csv/clinical.csv                                                     (semicolon)
+    DIR/rois/slides/<SeriesInstanceUID>.json + DIR/rois/index.json           an ROI-only download's slides
 
 Slides and annotation series are found by their DICOM headers, never by folder names; an ANN series
 belongs to the slide whose SM series UID it references. CSVs are recognised by their header row.
@@ -242,6 +243,26 @@ def _scan_dicom(
     return slides, anns, unreadable
 
 
+def _add_roi_only_slides(root: Path, slides: dict[str, _SlideAcc], unreadable: list[UnreadableFile]) -> None:
+    """The slides of an ROI-only download (``rois/slides/<uid>.json`` headers, no SM files; see
+    :mod:`marrowscope.io.slides.roi_patches`) whose series has no SM files in the folder."""
+    from marrowscope.io.slides.roi_patches import is_roi_header, read_roi_header
+
+    for p in sorted((root / "rois" / "slides").glob("*.json")):
+        if not is_roi_header(p) or p.stem in slides:
+            continue
+        try:
+            ds = read_roi_header(p)
+            if str(ds.get("SOPClassUID", "")) != SM_SOP_CLASS_UID:
+                raise InputError(p, "ROI-only slide header is not a slide (SM) header")
+            acc = slides[str(ds.get("SeriesInstanceUID", "") or p.stem)]
+            acc.files.append(str(p))
+            acc.base = _BaseHeader.of(ds)
+            acc.base_size = acc.base.width * acc.base.height
+        except InputError as e:
+            unreadable.append(UnreadableFile(str(p), e.problem))
+
+
 # ------------------------------------------------------------------------------------------------ CSVs
 
 
@@ -324,6 +345,7 @@ def discover_cohort(folder: str | Path, *, read_csvs: bool = True) -> Cohort:
     problems: list[str] = []
     dicom_root = root / "dicom" if (root / "dicom").is_dir() else root
     slides, anns, unreadable = _scan_dicom(dicom_root)
+    _add_roi_only_slides(root, slides, unreadable)
     if not slides:
         what = f"{len(anns)} annotation series but " if anns else ""
         bad = ""

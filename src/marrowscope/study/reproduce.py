@@ -433,7 +433,10 @@ def _diagnosis_stage(
             seed=cfg.seed,
         )
         entries = [e for e in inputs.cohort.patients if e.patient_id in split.assignment]
-        sources = [str(Path(e.slide_files[0]).parent) for e in entries]
+        # a slide's SM series folder; in an ROI-only download its header (rois/slides/<uid>.json)
+        sources = [
+            f if f.endswith(".json") else str(Path(f).parent) for f in (e.slide_files[0] for e in entries)
+        ]
         summary = analyze_batch(
             sources, folder / "analyze", acfg, models=load_models(acfg, device=device), progress=progress
         )

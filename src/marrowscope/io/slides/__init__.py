@@ -78,14 +78,19 @@ def open_slide(
     ``source`` may be: a folder of DICOM files (searched recursively; only the whole-slide image
     instances are used, annotation objects beside them are ignored; a folder holding several slides
     needs ``series_uid``), one DICOM file (its slide's instances are taken from the same folder), a
-    list of DICOM files, an MRXS/SVS/NDPI/TIFF file (OpenSlide, tiffslide fallback for TIFF), a
-    PNG/JPEG image, or an RGB array. ``mpp`` sets the pixel size (µm/px), overriding the file's.
+    list of DICOM files, the slide header of an ROI-only download (``rois/slides/<uid>.json``, see
+    :mod:`marrowscope.io.slides.roi_patches`), an MRXS/SVS/NDPI/TIFF file (OpenSlide, tiffslide
+    fallback for TIFF), a PNG/JPEG image, or an RGB array. ``mpp`` sets the pixel size (µm/px),
+    overriding the file's.
     """
     if isinstance(source, np.ndarray):
         return ArraySlide(source, mpp=mpp)
     if isinstance(source, (list, tuple)):
         from marrowscope.io.slides.dicom import DicomSlide
+        from marrowscope.io.slides.roi_patches import RoiPatchSlide, is_roi_header
 
+        if len(source) == 1 and is_roi_header(source[0]):  # the slide of an ROI-only download
+            return RoiPatchSlide(source[0], mpp=mpp)
         return DicomSlide([Path(p) for p in source], mpp=mpp, series_uid=series_uid)
     if not isinstance(source, (str, Path)):
         raise InputError(repr(source)[:80], f"cannot open a slide from a {type(source).__name__}")
@@ -101,6 +106,10 @@ def open_slide(
         raise InputError(path, "file is empty")
     if suffix in IMAGE_SUFFIXES:
         return _open_image(path, mpp)
+    from marrowscope.io.slides.roi_patches import RoiPatchSlide, is_roi_header
+
+    if is_roi_header(path):
+        return RoiPatchSlide(path, mpp=mpp)
     if _is_dicom_file(path):
         from marrowscope.io.slides.dicom import DicomSlide, read_header
 
