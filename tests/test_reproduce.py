@@ -47,8 +47,12 @@ def test_quick_reproduction_table_and_skips(cohort8: Path, tmp_path: Path, capsy
     md = (out / "reproduction.md").read_text()
     assert "| Detection AP@0.5 (test patients' ROIs) | 0.960 |" in md and "## Run record" in md
     assert (out / "splits.csv").read_text().startswith("patient_id,diagnosis,split\n")
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "detection_ap50" in printed and "paper 0.96" in printed
+    # a diagnosis with fewer patients than folds: a warning naming them (8 patients, 4 diagnoses, 3 folds)
+    assert "only 2 patient(s) (" in captured.err and "for 3 cross-validation folds; fewer folds are used" \
+        in captured.err
 
     t0 = time.perf_counter()  # unchanged inputs and config: every stage is skipped
     again = reproduce(cohort8, out, ReproduceConfig.quick_config(), progress=False)
@@ -80,3 +84,44 @@ def test_interrupted_training_resumes_and_bad_input_names_the_patient(cohort8: P
     assert any(w.startswith(f"patient {gone}: no row in the clinical table") for w in res.warnings)
     assert gone not in res.records["split"].result["assignment"]
     assert (Path(rec.folder) / "stage.json").is_file()  # the detector trained before is still there
+
+
+def test_torchrun_trains_the_models_with_two_gloo_processes(cohort8: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m marrowscope reproduce``: both ranks train each model stage (DDP,
+    gloo on the CPU) with the optimizer steps of one process; rank 0 evaluates and writes; a rerun skips."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "marrowscope", "reproduce", "--data", str(cohort8), "--out", str(out), "--quick",
+           "--stages", "detector,classifier", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes the tables)
+    quick = ReproduceConfig.quick_config()
+    det = json.loads(next((out / "detector").glob("*/stage.json")).read_text())["result"]
+    clf = json.loads(next((out / "classifier").glob("*/stage.json")).read_text())["result"]
+    assert det["train_processes"] == 2 and clf["train_processes"] == 2
+    det_dir = next((out / "detector").glob("*/train"))
+    last = torch.load(det_dir / "last.pt", map_location="cpu", weights_only=False)
+    d = quick.detector
+    assert last["global_step"] == max(1, det["n_images"]["train"] * d.repeats // d.batch_size) * d.epochs
+    best = torch.load(det_dir / "best.pt", map_location="cpu", weights_only=False)
+    assert best["extra"]["run"]["world_size"] == 2  # written by rank 0 of the two
+    ck = torch.load(next((out / "classifier").glob("*/train/checkpoint.pt")), map_location="cpu",
+                    weights_only=False)
+    c = quick.classifier
+    assert int(ck["opt"]["state"][0]["step"]) == max(1, clf["n_cells"]["train"] // c.batch_size) * c.epochs
+    doc = json.loads((out / "reproduction.json").read_text())
+    assert doc["detection_ap50"] is not None and doc["classification_macro_f1"] is not None
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stage detector    skipped" in again.stdout and "stage classifier  skipped" in again.stdout

@@ -59,6 +59,8 @@ def reproduce_cmd(
         device=device,
         threads=threads,
     )
+    if res is None:  # torchrun: a rank other than 0, done once the models are trained
+        return
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
     r = res.results

@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -183,39 +184,66 @@ def _cache(
     )
 
 
+def _detector_parts(
+    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, store: Any
+) -> dict[str, list[Any]]:
+    """The ROIs of the train/val/test patients as detector samples, from the patch cache."""
+    from marrowscope.data.detection_datasets import cohort_samples
+
+    samples = cohort_samples(
+        inputs.root,
+        ("cell",),
+        patients=tuple(split.assignment),
+        cache=store,
+        cache_mpp=cfg.detector.mpp,
+        cache_context_um=0.0,
+    )
+    parts = {s: [x for x in samples if split.assignment.get(x.group) == s] for s in ("train", "val", "test")}
+    for s in ("train", "test"):
+        if not parts[s]:
+            raise InputError(
+                inputs.root,
+                f"no ROI with boxes for the {s} patients "
+                f"({', '.join(split.patients(s))}); check their ANN series",
+            )
+    return parts
+
+
+def _train_detector(
+    parts: Mapping[str, list[Any]], cfg: ReproduceConfig, folder: Path, progress: bool
+) -> Any:
+    from marrowscope.engines.train_detector import train_detector
+
+    res = train_detector(
+        parts["train"], parts["val"], cfg.detector, folder / "train", resume=True, progress=progress
+    )
+    if not res.finished or res.best_weights is None:
+        raise InputError(folder, "detector training stopped before the end; run the same command again")
+    return res
+
+
+def _detector_inputs(inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig) -> dict[str, Any]:
+    return {
+        **_split_inputs(split, inputs),
+        "config": _shape(cfg.detector),
+        "n_boot": cfg.n_boot_models,
+        "context_um": 0.0,
+        "cache_codec": cfg.cache_codec,
+    }
+
+
 def _detector_stage(
-    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, runner: StageRunner, progress: bool
+    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, runner: StageRunner, progress: bool,
+    world_size: int = 1,
 ) -> StageRecord:
     def run(folder: Path) -> dict[str, Any]:
-        from marrowscope.data.detection_datasets import cohort_samples
         from marrowscope.engines.evaluate import evaluate_detector
-        from marrowscope.engines.train_detector import train_detector
         from marrowscope.models.detector import load_detector
         from marrowscope.models.weights import sha256_file
 
-        samples = cohort_samples(
-            inputs.root,
-            ("cell",),
-            patients=tuple(split.assignment),
-            cache=_cache(inputs, split, cfg, progress, mpp=cfg.detector.mpp, context_um=0.0),
-            cache_mpp=cfg.detector.mpp,
-            cache_context_um=0.0,
-        )
-        parts = {
-            s: [x for x in samples if split.assignment.get(x.group) == s] for s in ("train", "val", "test")
-        }
-        for s in ("train", "test"):
-            if not parts[s]:
-                raise InputError(
-                    inputs.root,
-                    f"no ROI with boxes for the {s} patients "
-                    f"({', '.join(split.patients(s))}); check their ANN series",
-                )
-        res = train_detector(
-            parts["train"], parts["val"], cfg.detector, folder / "train", resume=True, progress=progress
-        )
-        if not res.finished or res.best_weights is None:
-            raise InputError(folder, "detector training stopped before the end; run the same command again")
+        store = _cache(inputs, split, cfg, progress, mpp=cfg.detector.mpp, context_um=0.0)
+        parts = _detector_parts(inputs, split, cfg, store)
+        res = _train_detector(parts, cfg, folder, progress)
         det = load_detector(str(res.best_weights), device=cfg.detector.device)
         m = evaluate_detector(
             det,
@@ -241,16 +269,10 @@ def _detector_stage(
             "weights_sha256": sha256_file(res.best_weights),
             "train_seconds": res.train_seconds,
             "epochs": len(res.history),
+            "train_processes": world_size,
         }
 
-    stage_inputs = {
-        **_split_inputs(split, inputs),
-        "config": _shape(cfg.detector),
-        "n_boot": cfg.n_boot_models,
-        "context_um": 0.0,
-        "cache_codec": cfg.cache_codec,
-    }
-    return runner.run("detector", stage_inputs, run)
+    return runner.run("detector", _detector_inputs(inputs, split, cfg), run)
 
 
 def _patient_of(crop_id: str) -> str:
@@ -287,61 +309,96 @@ def _bootstrap_classification(
     return {"macro_f1_ci": ci(f1s), "macro_auc_ci": ci(aucs), "balanced_accuracy_ci": ci(bals)}
 
 
+def _classifier_data(
+    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, store: Any, progress: bool
+) -> tuple[Any, dict[str, int], dict[str, Any], np.ndarray]:
+    """The consensus-labelled cells inside the ROIs (crops from the patch cache): the whole set, the
+    skipped labels, the train/val parts and the test indices."""
+    from marrowscope import taxonomy
+    from marrowscope.data.classification_datasets import load_slide_dataset
+
+    sch = taxonomy.load_scheme(cfg.scheme)
+    data, skipped = load_slide_dataset(
+        "cohort",
+        inputs.root,
+        sch.classes,
+        mpp=cfg.classifier_mpp,
+        size=round(cfg.classifier_input_size * 1.25),
+        scheme=sch,
+        progress=progress,
+        keep_all=True,
+        cache=store,
+        rois_only=True,
+    )
+    pats = [_patient_of(i) for i in data.ids]
+    where = np.array([split.assignment.get(p, "") for p in pats])
+    mapped = data.targets.sum(axis=1) > 0
+    parts = {s: data.subset(np.nonzero((where == s) & mapped)[0]) for s in ("train", "val")}
+    test_idx = np.nonzero(where == "test")[0]
+    for s, n in (("train", len(parts["train"])), ("test", len(test_idx))):
+        if n == 0:
+            raise InputError(
+                inputs.root,
+                f"no consensus-labelled cell for the {s} patients "
+                f"({', '.join(split.patients(s))}); check their consensus series",
+            )
+    return data, skipped, parts, test_idx
+
+
+def _train_classifier(
+    inputs: StudyInputs, parts: Mapping[str, Any], cfg: ReproduceConfig, folder: Path, progress: bool
+) -> Any:
+    from marrowscope import taxonomy
+    from marrowscope.engines.train_classifier import train_calibrated
+
+    res = train_calibrated(
+        parts["train"],
+        parts["val"],
+        folder / "train",
+        scheme=taxonomy.load_scheme(cfg.scheme),
+        arch=cfg.classifier_arch,
+        input_size=cfg.classifier_input_size,
+        mpp=cfg.classifier_mpp,
+        config=cfg.classifier,
+        resume=True,
+        progress=progress,
+        extra={"dataset": f"cohort:{inputs.root}", "study": "reproduce"},
+    )
+    if not res.train.finished:
+        raise InputError(folder, "classifier training stopped before the end; run the same command again")
+    return res
+
+
+def _classifier_inputs(inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig) -> dict[str, Any]:
+    return {
+        **_split_inputs(split, inputs),
+        "config": _shape(cfg.classifier),
+        "scheme": cfg.scheme,
+        "arch": cfg.classifier_arch,
+        "input_size": cfg.classifier_input_size,
+        "mpp": cfg.classifier_mpp,
+        "n_boot": cfg.n_boot_models,
+        "context_um": cfg.context_um,
+        "cache_codec": cfg.cache_codec,
+        "cells": "in the ROIs",
+    }
+
+
 def _classifier_stage(
-    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, runner: StageRunner, progress: bool
+    inputs: StudyInputs, split: PatientSplit, cfg: ReproduceConfig, runner: StageRunner, progress: bool,
+    world_size: int = 1,
 ) -> StageRecord:
     def run(folder: Path) -> dict[str, Any]:
-        from marrowscope import taxonomy
-        from marrowscope.data.classification_datasets import load_slide_dataset, scheme_of_spec
+        from marrowscope.data.classification_datasets import scheme_of_spec
         from marrowscope.engines.classify import classify_crops
-        from marrowscope.engines.train_classifier import train_calibrated
         from marrowscope.eval.classification import score_predictions, write_report
         from marrowscope.models.classifier import load_classifier
         from marrowscope.models.weights import sha256_file
 
-        sch = taxonomy.load_scheme(cfg.scheme)
         size = cfg.classifier_input_size
-        data, skipped = load_slide_dataset(
-            "cohort",
-            inputs.root,
-            sch.classes,
-            mpp=cfg.classifier_mpp,
-            size=round(size * 1.25),
-            scheme=sch,
-            progress=progress,
-            keep_all=True,
-            cache=_cache(
-                inputs, split, cfg, progress, mpp=cfg.classifier_mpp, context_um=cfg.context_um
-            ),
-            rois_only=True,
-        )
-        pats = [_patient_of(i) for i in data.ids]
-        where = np.array([split.assignment.get(p, "") for p in pats])
-        mapped = data.targets.sum(axis=1) > 0
-        parts = {s: data.subset(np.nonzero((where == s) & mapped)[0]) for s in ("train", "val")}
-        test_idx = np.nonzero(where == "test")[0]
-        for s, n in (("train", len(parts["train"])), ("test", len(test_idx))):
-            if n == 0:
-                raise InputError(
-                    inputs.root,
-                    f"no consensus-labelled cell for the {s} patients "
-                    f"({', '.join(split.patients(s))}); check their consensus series",
-                )
-        res = train_calibrated(
-            parts["train"],
-            parts["val"],
-            folder / "train",
-            scheme=sch,
-            arch=cfg.classifier_arch,
-            input_size=size,
-            mpp=cfg.classifier_mpp,
-            config=cfg.classifier,
-            resume=True,
-            progress=progress,
-            extra={"dataset": f"cohort:{inputs.root}", "study": "reproduce"},
-        )
-        if not res.train.finished:
-            raise InputError(folder, "classifier training stopped before the end; run the same command again")
+        store = _cache(inputs, split, cfg, progress, mpp=cfg.classifier_mpp, context_um=cfg.context_um)
+        data, skipped, parts, test_idx = _classifier_data(inputs, split, cfg, store, progress)
+        res = _train_classifier(inputs, parts, cfg, folder, progress)
         clf = load_classifier(str(res.weights), device=cfg.classifier.device)
         test = data.subset(test_idx)
         import torch
@@ -389,21 +446,10 @@ def _classifier_stage(
             "weights_sha256": sha256_file(res.weights),
             "temperature": res.temperature,
             "epochs": res.train.epochs_done,
+            "train_processes": world_size,
         }
 
-    stage_inputs = {
-        **_split_inputs(split, inputs),
-        "config": _shape(cfg.classifier),
-        "scheme": cfg.scheme,
-        "arch": cfg.classifier_arch,
-        "input_size": cfg.classifier_input_size,
-        "mpp": cfg.classifier_mpp,
-        "n_boot": cfg.n_boot_models,
-        "context_um": cfg.context_um,
-        "cache_codec": cfg.cache_codec,
-        "cells": "in the ROIs",
-    }
-    return runner.run("classifier", stage_inputs, run)
+    return runner.run("classifier", _classifier_inputs(inputs, split, cfg), run)
 
 
 def _diagnosis_stage(
@@ -488,6 +534,70 @@ def _diagnosis_stage(
     return runner.run("diagnosis", stage_inputs, run)
 
 
+# ------------------------------------------------------------------------------------------------ torchrun
+
+
+def _split_only(inputs: StudyInputs, cfg: ReproduceConfig, splits_file: Path | None) -> PatientSplit:
+    """The split the split stage makes (it is deterministic), without writing anything."""
+    given = read_splits(splits_file, known=inputs.diagnoses) if splits_file is not None else None
+    split = given or split_patients(inputs.diagnoses, replace(cfg.split, seed=cfg.seed))
+    split.check()
+    return split
+
+
+def _distributed_training(
+    inputs: StudyInputs,
+    split: PatientSplit,
+    cfg: ReproduceConfig,
+    runner: StageRunner,
+    wanted: set[str],
+    ctx: Any,
+    progress: bool,
+) -> None:
+    """Under torchrun: every rank trains the model stages not done yet, with DistributedDataParallel (the
+    training loops shard each global batch; rank 0 writes the checkpoints). Rank 0 builds the patch
+    cache first while the others wait. Evaluation is left to rank 0, which then runs the stages as one
+    process and finds the training finished in the stages' folders (an interrupted run resumes from the
+    same checkpoints on every rank)."""
+    from marrowscope.data.patches import PatchStore
+
+    todo = [
+        s
+        for s, fn in (("detector", _detector_inputs), ("classifier", _classifier_inputs))
+        if s in wanted and runner.done(s, fn(inputs, split, cfg)) is None
+    ]
+    scales = {"detector": (cfg.detector.mpp, 0.0), "classifier": (cfg.classifier_mpp, cfg.context_um)}
+    if ctx.is_main:
+        for s in todo:
+            _cache(inputs, split, cfg, progress, mpp=scales[s][0], context_um=scales[s][1])
+    ctx.barrier()  # the others read the cache rank 0 built
+    store = PatchStore(cfg.cache_dir)
+    for s in todo:
+        if s == "detector":
+            folder = runner.folder(s, _detector_inputs(inputs, split, cfg))
+            _train_detector(_detector_parts(inputs, split, cfg, store), cfg, folder, progress and ctx.is_main)
+        else:
+            folder = runner.folder(s, _classifier_inputs(inputs, split, cfg))
+            parts = _classifier_data(inputs, split, cfg, store, False)[2]
+            _train_classifier(inputs, parts, cfg, folder, progress and ctx.is_main)
+        ctx.barrier()  # rank 0 has written the weights (the classifier's calibrated ones too)
+
+
+@contextmanager
+def _as_one_process() -> Iterator[None]:
+    """Rank 0 after the distributed training: the training loops see a single process (no collective
+    calls while the other ranks are gone)."""
+    import os
+
+    saved = os.environ.get("WORLD_SIZE")
+    os.environ["WORLD_SIZE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["WORLD_SIZE"] = saved
+
+
 # ------------------------------------------------------------------------------------------------ driver
 
 
@@ -517,19 +627,14 @@ def reproduce(
     device: str | None = None,
     threads: int = 1,
     progress: bool = True,
-) -> StudyResult:
-    """Run (or resume) the study on the cohort folder ``data`` into ``out``; see the module docstring."""
+) -> StudyResult | None:
+    """Run (or resume) the study on the cohort folder ``data`` into ``out``; see the module docstring.
+    Under ``torchrun`` the training stages use every process (:func:`_distributed_training`); the
+    processes other than rank 0 return None once the models are trained."""
     import os
 
     from marrowscope.models.detector import default_device
-    from marrowscope.study.table import write_tables
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise InputError(
-            "torchrun",
-            "reproduce runs in one process; train its models on several GPUs with "
-            "`torchrun ... -m marrowscope train ...` (docs/reproduction.md)",
-        )
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise InputError("--stages", f"unknown stage(s) {', '.join(bad)}; choose from {', '.join(STAGES)}")
@@ -541,20 +646,54 @@ def reproduce(
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     inputs = inspect_inputs(data)
-    warnings = list(inputs.warnings)
     runner = StageRunner(out_dir)
     wanted = set(stages)
     for s in stages:  # a stage needs the ones before it: run them too (skipped when already done)
         wanted.update(NEEDS[s])
-    split_rec, split = _split_stage(inputs, cfg, Path(splits_file) if splits_file else None, out_dir, runner)
+    split_file = Path(splits_file) if splits_file else None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # torchrun: all ranks train the models, then rank 0 alone runs the stages
+        from marrowscope.engines.distributed import distributed_context
+
+        ctx = distributed_context(dev)
+        if ctx.is_main:
+            _split_stage(inputs, cfg, split_file, out_dir, runner)
+        split = _split_only(inputs, cfg, split_file)
+        _distributed_training(inputs, split, cfg, runner, wanted, ctx, progress)
+        if not ctx.is_main:
+            return None
+        with _as_one_process():
+            return _run_stages(
+                inputs, cfg, split_file, out_dir, runner, wanted, dev, progress, t0, data, world
+            )
+    return _run_stages(inputs, cfg, split_file, out_dir, runner, wanted, dev, progress, t0, data, 1)
+
+
+def _run_stages(
+    inputs: StudyInputs,
+    cfg: ReproduceConfig,
+    split_file: Path | None,
+    out_dir: Path,
+    runner: StageRunner,
+    wanted: set[str],
+    dev: str,
+    progress: bool,
+    t0: float,
+    data: str | Path,
+    world: int,
+) -> StudyResult:
+    from marrowscope.study.table import write_tables
+
+    warnings = list(inputs.warnings)
+    split_rec, split = _split_stage(inputs, cfg, split_file, out_dir, runner)
     warnings += _fold_warnings(split, cfg.diagnosis.folds)
     for w in warnings[len(inputs.warnings) :]:
         log.warning("%s", w)
     records: dict[str, StageRecord] = {"split": split_rec}
     if "detector" in wanted:
-        records["detector"] = _detector_stage(inputs, split, cfg, runner, progress)
+        records["detector"] = _detector_stage(inputs, split, cfg, runner, progress, world)
     if "classifier" in wanted:
-        records["classifier"] = _classifier_stage(inputs, split, cfg, runner, progress)
+        records["classifier"] = _classifier_stage(inputs, split, cfg, runner, progress, world)
     if "diagnosis" in wanted:
         records["diagnosis"] = _diagnosis_stage(
             inputs, split, records["detector"], records["classifier"], cfg, runner, dev, progress
