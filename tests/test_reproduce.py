@@ -86,9 +86,21 @@ def test_interrupted_training_resumes_and_bad_input_names_the_patient(cohort8: P
     assert (Path(rec.folder) / "stage.json").is_file()  # the detector trained before is still there
 
 
+_KILL_AFTER_FIRST_CHECKPOINT = """
+import os, signal
+_replace = os.replace
+def replace(src, dst, *a, **k):
+    _replace(src, dst, *a, **k)
+    if str(dst).endswith("checkpoint.pt") and os.environ.get("RANK") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)  # rank 0 dies right after the classifier's first checkpoint
+os.replace = replace
+"""
+
+
 def test_torchrun_trains_the_models_with_two_gloo_processes(cohort8: Path, tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2 -m marrowscope reproduce``: both ranks train each model stage (DDP,
-    gloo on the CPU) with the optimizer steps of one process; rank 0 evaluates and writes; a rerun skips."""
+    gloo on the CPU) with the optimizer steps of one process; rank 0 evaluates and writes. Rank 0
+    SIGKILLed after the classifier's first epoch: the rerun resumes there on both ranks; a third skips."""
     import os
     import subprocess
     import sys
@@ -102,22 +114,33 @@ def test_torchrun_trains_the_models_with_two_gloo_processes(cohort8: Path, tmp_p
            "--stages", "detector,classifier", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_KILL_AFTER_FIRST_CHECKPOINT)
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**env, "PYTHONPATH": f"{hook}{os.pathsep}{env['PYTHONPATH']}"})
+    assert killed.returncode != 0 and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    ck_path = next((out / "classifier").glob("*/train/checkpoint.pt"))
+    before = torch.load(ck_path, map_location="cpu", weights_only=False)
+    assert before["epoch"] == 1 and not list((out / "classifier").glob("*/stage.json"))
+
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes the tables)
     quick = ReproduceConfig.quick_config()
     det = json.loads(next((out / "detector").glob("*/stage.json")).read_text())["result"]
-    clf = json.loads(next((out / "classifier").glob("*/stage.json")).read_text())["result"]
-    assert det["train_processes"] == 2 and clf["train_processes"] == 2
+    stage = json.loads(next((out / "classifier").glob("*/stage.json")).read_text())
+    clf = stage["result"]
+    assert det["train_processes"] == 2 and clf["train_processes"] == 2 and stage["resumed"]
     det_dir = next((out / "detector").glob("*/train"))
     last = torch.load(det_dir / "last.pt", map_location="cpu", weights_only=False)
     d = quick.detector
     assert last["global_step"] == max(1, det["n_images"]["train"] * d.repeats // d.batch_size) * d.epochs
     best = torch.load(det_dir / "best.pt", map_location="cpu", weights_only=False)
     assert best["extra"]["run"]["world_size"] == 2  # written by rank 0 of the two
-    ck = torch.load(next((out / "classifier").glob("*/train/checkpoint.pt")), map_location="cpu",
-                    weights_only=False)
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
     c = quick.classifier
+    assert ck["epoch"] == 2 and ck["history"][0] == before["history"][0]  # resumed, not restarted
     assert int(ck["opt"]["state"][0]["step"]) == max(1, clf["n_cells"]["train"] // c.batch_size) * c.epochs
     doc = json.loads((out / "reproduction.json").read_text())
     assert doc["detection_ap50"] is not None and doc["classification_macro_f1"] is not None

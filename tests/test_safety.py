@@ -107,6 +107,28 @@ def test_writers_refuse_a_foreign_file_and_keep_their_own(tmp_path: Path) -> Non
     assert atomic.owns_folder(new.parent) and (tmp_path / "fresh" / atomic.MARKER).is_file()
 
 
+
+def test_a_file_renamed_into_place_just_before_a_kill_is_still_ours(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A process killed right after renaming its file into place (e.g. a checkpoint) leaves a file that
+    its rerun may replace (found by a SIGKILL of ``reproduce`` under torchrun after the first checkpoint)."""
+    target = tmp_path / "user" / "checkpoint.pt"
+    target.parent.mkdir()
+    real_replace = os.replace
+
+    def replace_then_die(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        if Path(dst) == target:
+            raise SystemExit("killed")  # stands for SIGKILL: nothing after the rename runs
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_die)
+    with pytest.raises(SystemExit):
+        atomic.write_text_atomic(target, "epoch 1")
+    monkeypatch.undo()
+    assert target.read_text() == "epoch 1"
+    atomic.write_text_atomic(target, "epoch 2")  # the rerun replaces its own checkpoint
+    assert target.read_text() == "epoch 2"
+
+
 # ------------------------------------------------------------------------------------------------ point 2
 
 

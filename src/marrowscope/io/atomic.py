@@ -172,8 +172,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         _refuse_foreign_file(target)  # nothing foreign appeared there in the meantime
         if tmp_path.exists():
             tmp_path.chmod(0o666 & ~_umask())
+        claim_file(target)  # before the rename: a kill between the two must not leave it unclaimed
         os.replace(tmp_path, target)
-        claim_file(target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
