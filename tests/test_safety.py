@@ -129,6 +129,23 @@ def test_a_file_renamed_into_place_just_before_a_kill_is_still_ours(tmp_path: Pa
     assert target.read_text() == "epoch 2"
 
 
+
+def test_two_processes_preparing_one_folder_do_not_trip_each_other(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """torchrun ranks prepare the same training folder at once: one's stale-temporary sweep must not
+    remove the other's live write probe (found by ``torchrun ... reproduce``: "cannot write to this
+    output folder (No such file or directory)")."""
+    out = tmp_path / "train"
+    real_fsync = os.fsync
+
+    def other_rank_sweeps(fd: int) -> None:
+        real_fsync(fd)
+        atomic.remove_stale_parts(out)  # the other rank's prepare_output_dir, while the probe exists
+
+    monkeypatch.setattr(atomic.os, "fsync", other_rank_sweeps)
+    assert atomic.prepare_output_dir(out) == out
+    assert not list(out.glob(".write-test.*"))
+
+
 # ------------------------------------------------------------------------------------------------ point 2
 
 

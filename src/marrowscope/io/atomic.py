@@ -317,11 +317,12 @@ def write_probe(folder: str | os.PathLike[str]) -> OSError | None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=PART, dir=folder)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # live: another process cleaning the folder leaves it alone
             os.write(fd, b"ok")
             os.fsync(fd)
         finally:
             os.close(fd)
-            os.unlink(probe)
+            Path(probe).unlink(missing_ok=True)  # (or it took it in the instant before the lock)
     except OSError as e:
         return e
     return None
