@@ -61,7 +61,7 @@ def main() -> None:
         generate_cohort(SynthConfig(n_patients=args.slides, seed=7, slide_size=args.slide_size,
                                     roi_size=args.roi_size, n_rois=1, cells_per_roi=args.cells_per_roi,
                                     kind_weights={"roi_only": 1.0}), cohort)
-    cfg = AnalysisConfig()
+    cfg = AnalysisConfig.synthetic()  # synthetic slides: the synthetic-only models
     load0 = os.getloadavg()
     walls: dict[str, float] = {}
 

@@ -104,7 +104,8 @@ def main() -> None:
     t0 = time.perf_counter()
     sources = [str(Path(e.slide_files[0]).parent) for e in entries[:2]]
     analyze_batch(
-        sources, work / "analyze", AnalysisConfig(diagnosis=None, tta=d.analysis_tta), progress=False
+        sources, work / "analyze", AnalysisConfig.synthetic(diagnosis=None, tta=d.analysis_tta),
+        progress=False
     )
     per_roi_analysis = (time.perf_counter() - t0) / (2 * 2)
 

@@ -138,3 +138,66 @@ def test_cli_train_on_pbc_layout(tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert set(split["train"]).isdisjoint(split["val"]) and len(split["train"]) + len(split["val"]) == 24
     assert main(args) == 0  # resumes: nothing left to train, finalises again
+
+
+def test_init_from_weights_with_other_classes_maps_the_head_by_name():
+    from marrowscope.engines.train_classifier import init_state_from
+    from marrowscope.errors import InputError
+    from marrowscope.models.classifier import create_classifier
+
+    small = create_classifier(make_spec(CLASSES, input_size=16, mpp=0.5, scheme=None), seed=1)
+    big_classes = ("myeloblast", "monocyte", "plasma_cell", "lymphocyte", "segmented_neutrophil")
+    big = create_classifier(make_spec(big_classes, input_size=16, mpp=0.5, scheme=None), seed=2)
+    fresh = {k: v.clone() for k, v in big.net.state_dict().items()}
+    assert init_state_from(big.net, small.net, CLASSES, big_classes) == 3
+    got, init = big.net.state_dict(), small.net.state_dict()
+    head = [k for k in got if got[k].ndim >= 1 and got[k].shape[0] == len(big_classes)]
+    assert head  # the last Linear layer's weight and bias
+    for k in got:
+        if k in head:
+            for new_i, old_i in ((1, 1), (3, 0), (4, 3)):  # monocyte, lymphocyte, segmented_neutrophil
+                assert torch.equal(got[k][new_i], init[k][old_i].float()), k
+            for new_i in (0, 2):  # classes the initial weights lack keep the fresh initialisation
+                assert torch.equal(got[k][new_i], fresh[k][new_i]), k
+        else:
+            assert torch.equal(got[k], init[k].float() if init[k].is_floating_point() else init[k]), k
+    other = create_classifier(make_spec(("myeloblast", "plasma_cell"), input_size=16, mpp=0.5, scheme=None))
+    with pytest.raises(InputError, match="share no class"):
+        init_state_from(other.net, small.net, CLASSES, ("myeloblast", "plasma_cell"))
+
+
+def test_cli_train_on_real_crops_and_the_synthetic_cohort(tmp_path):
+    """Two datasets (a PBC folder + a synthetic cohort): bmdeep33 classes, each split on its own (the
+    PBC part of the split is the one PBC alone gets), ``missing`` keeps only synthetic cells of classes
+    PBC lacks, and a PBC-class model starts the run (its head mapped by class name)."""
+    from marrowscope import taxonomy
+    from marrowscope.cli.main import main
+    from marrowscope.data.classification_datasets import PBC_CLASSES
+    from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
+    from marrowscope.models.classifier import create_classifier
+    from test_classifier_data import _write_pbc_folder
+
+    _write_pbc_folder(tmp_path / "pbc", n_per=4)
+    generate_cohort(SynthConfig(n_patients=1, seed=3, slide_size=1536, roi_size=384, n_rois=1,
+                                cells_per_roi=14), tmp_path / "synth")
+    init = create_classifier(make_spec(PBC_CLASSES, input_size=16, mpp=0.45, scheme=None))
+    save_classifier(tmp_path / "pbc.pt", init)
+    common = ["--input-size", "16", "--batch-size", "8", "--eval-every", "1", "--epochs", "1"]
+    assert main(["train", "classifier", "--dataset", f"pbc:{tmp_path / 'pbc'}", "--out",
+                 str(tmp_path / "alone"), *common]) == 0
+    args = ["train", "classifier", "--dataset", f"pbc:{tmp_path / 'pbc'}", "--dataset",
+            f"synth:{tmp_path / 'synth'}", "--out", str(tmp_path / "mix"), "--synthetic-classes", "missing",
+            "--init-weights", str(tmp_path / "pbc.pt"), *common]
+    assert main(args) == 0
+    clf = load_classifier(tmp_path / "mix" / "classifier.pt")
+    assert clf.classes == taxonomy.load_scheme("bmdeep33").classes
+    split = json.loads((tmp_path / "mix" / "split.json").read_text())
+    alone = json.loads((tmp_path / "alone" / "split.json").read_text())
+    pbc_val = [i for i in split["val"] if i.startswith(str(tmp_path / "pbc"))]
+    assert sorted(pbc_val) == sorted(alone["val"])
+    assert set(split["train"]).isdisjoint(split["val"])
+    n_syn = split["per_dataset"][f"synth:{tmp_path / 'synth'}"]
+    assert n_syn["train"] + n_syn["val"] > 0
+    assert split["unmapped"][f"synth:{tmp_path / 'synth'}"]["(class covered by real data)"] > 0
+    assert "synthetic cohort" in (clf.spec.training_data or "") and "pbc:" in (clf.spec.training_data or "")
+    assert main([*args[:-len(common)], "--synthetic-classes", "some"]) != 0

@@ -129,3 +129,34 @@ def test_info_reads_our_own_cell_table_and_webp(tmp_path: Path, capsys: pytest.C
     Image.fromarray(np.full((16, 24, 3), 200, np.uint8)).save(webp)
     rc, out, err = _run(["info", str(webp), "--json"], capsys)
     assert rc == 0 and json.loads(out)["width"] == 24, err
+
+
+def test_analyze_runs_the_real_slide_classifier_by_default_and_records_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No --classifier: classifier-marrow (for real slides) runs and summary.json says so; the
+    ``synthetic_model`` warning appears only when a synthetic-only model ran."""
+    from marrowscope.engines.pipeline import REAL_SLIDE_MODELS
+    from marrowscope.models.detector import build_detector, detector_spec, save_detector
+
+    dspec = detector_spec(["cell"], mpp=0.5, tile_size=256, fpn_channels=16, representation_size=32,
+                          detections_per_img=15, operating_threshold=0.0)
+    save_detector(tmp_path / "det.pt", build_detector(dspec), dspec)
+    img = tmp_path / "in" / "s.png"
+    img.parent.mkdir()
+    Image.fromarray(smear_image(width=512, height=256)).save(img)
+    common = ["--mpp", "0.5", "--detector", str(tmp_path / "det.pt"), "--device", "cpu", "--threads", "1",
+              "--target-cells", "5"]
+    for out, extra in (("a", ["--diagnosis", "none"]), ("b", ["--diagnosis", "none", "--classifier",
+                                                              "classifier-synth"])):
+        rc, _, err = _run(["analyze", str(img), "--out", str(tmp_path / out), *common, *extra], capsys)
+        assert rc == 0, err
+    a = json.loads((tmp_path / "a" / "s" / "summary.json").read_text())
+    models = {m["task"]: m for m in a["run"]["models"]}
+    assert models["classifier"]["name"] == REAL_SLIDE_MODELS["classifier"] == "classifier-marrow"
+    assert models["classifier"]["training_data_kind"] == "mixed" and "diagnosis" not in models
+    assert a["run"]["config"]["classifier"] == "classifier-marrow"
+    assert "synthetic_model" not in {w["code"] for w in a["warnings"]}
+    b = json.loads((tmp_path / "b" / "s" / "summary.json").read_text())
+    assert {m["task"]: m["name"] for m in b["run"]["models"]}["classifier"] == "classifier-synth"
+    syn = [w for w in b["warnings"] if w["code"] == "synthetic_model"]
+    assert len(syn) == 1 and "classifier classifier-synth" in syn[0]["message"]

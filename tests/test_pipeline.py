@@ -230,3 +230,54 @@ def test_a_slide_with_only_level_0_says_so_in_the_summary(models) -> None:  # no
     pyramid = ArraySlide(smear_image(), mpp=0.25, slide_id="pyr")
     codes = [w.code for w in analyze_slide(pyramid, models, _cfg(target_cells=5)).warnings]
     assert "no_low_res_level" not in codes
+
+
+class _BloodLikeDetector(BlobDetector):
+    """The blob detector with a blood detector's classes: the first half of the blobs of each tile are
+    called WBC, the rest RBC (as ``detector-blood`` has WBC, RBC and Platelet boxes)."""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return ("WBC", "RBC", "Platelet")
+
+    def __call__(self, tiles):  # noqa: ANN001, ANN204
+        out = []
+        for p in super().__call__(tiles):
+            lab = np.zeros(len(p.boxes), dtype=np.int64)
+            lab[len(lab) // 2:] = 1
+            out.append(type(p)(p.boxes, p.scores, lab))
+        return out
+
+
+def test_only_nucleated_boxes_of_a_multi_class_detector_are_classified(models) -> None:  # noqa: ANN001
+    from marrowscope.engines.pipeline import nucleated_class_indices
+
+    assert nucleated_class_indices(("WBC", "RBC", "Platelet")) == [0]
+    assert nucleated_class_indices(("cell",)) == [0] and nucleated_class_indices(("a", "b")) == [0, 1]
+    slide = smear_slide()
+    one = analyze_slide(slide, models, _cfg(target_cells=5), annotations=two_rois())
+    blood = replace(models, detector=_BloodLikeDetector())
+    r = analyze_slide(slide, blood, _cfg(target_cells=5), annotations=two_rois())
+    assert 0 < len(r.cells) < len(one.cells)  # the RBC boxes are not cells to classify and count
+    assert {c.box for c in r.cells} < {c.box for c in one.cells}
+
+
+def test_analyze_defaults_are_the_real_slide_models_and_the_demo_names_the_synthetic_ones() -> None:
+    from marrowscope.engines.pipeline import REAL_SLIDE_MODELS, SYNTHETIC_MODELS
+    from marrowscope.models.registry import list_models
+
+    cfg = AnalysisConfig()
+    assert (cfg.detector, cfg.classifier, cfg.diagnosis) == (
+        REAL_SLIDE_MODELS["detector"], REAL_SLIDE_MODELS["classifier"], REAL_SLIDE_MODELS["diagnosis"])
+    kinds = {m.name: json_kind(m.path) for m in list_models()}
+    assert kinds[cfg.detector] == "real" and kinds[cfg.classifier] in ("real", "mixed")
+    syn = AnalysisConfig.synthetic(target_cells=7)
+    assert (syn.detector, syn.classifier, syn.target_cells) == (
+        SYNTHETIC_MODELS["detector"], SYNTHETIC_MODELS["classifier"], 7)
+    assert kinds[syn.detector] == kinds[syn.classifier] == "synthetic"
+
+
+def json_kind(weights) -> str:  # noqa: ANN001
+    import json
+
+    return str(json.loads((weights.parent / "meta.json").read_text())["training_data_kind"])

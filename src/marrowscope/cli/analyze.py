@@ -23,9 +23,14 @@ class SlidesFailed(MarrowscopeError):
     exit_code = 1
 
 
-_DET = typer.Option("detector-synth", "--detector", help="Detector: bundled name or weights file.")
-_CLF = typer.Option("classifier-synth", "--classifier", help="Cell classifier: bundled name or weights file.")
-_DX = typer.Option("diagnosis-synth", "--diagnosis", help="Diagnosis model: bundled name, file, or 'none'.")
+# analyze's defaults are the models for real slides (engines.pipeline.REAL_SLIDE_MODELS), the demo's the
+# synthetic-only ones (SYNTHETIC_MODELS); None here means "the command's default set"
+_DET = typer.Option(None, "--detector", help="Detector: bundled name or weights file (analyze: "
+                    "detector-blood, for real slides; demo: detector-synth).")
+_CLF = typer.Option(None, "--classifier", help="Cell classifier: bundled name or weights file (analyze: "
+                    "classifier-marrow, for real slides; demo: classifier-synth).")
+_DX = typer.Option(None, "--diagnosis", help="Diagnosis model: bundled name, file, or 'none' (default: "
+                   "diagnosis-synth, the only one, trained on synthetic counts).")
 _TARGET = typer.Option(500, "--target-cells", min=1, help="Countable cells for the differential (ICSH: 500).")
 _SEED = typer.Option(0, "--seed", callback=params.NON_NEGATIVE,
                      help="Random seed (recorded in summary.json).")
@@ -38,12 +43,15 @@ _PRECISION = typer.Option("auto", "--precision", callback=params.one_of(*PRECISI
                                "GPU supports it, else fp32), fp32 or bf16 (docs/benchmarks.md, speed).")
 
 
-def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, seed: int,
+def _config(detector: str | None, classifier: str | None, diagnosis: str | None, target_cells: int, seed: int,
             max_cells: int | None = None, device: str = "auto", threads: int | None = None,
-            batch_size: int = 4, precision: str = "auto") -> AnalysisConfig:
-    from marrowscope.engines.pipeline import AnalysisConfig
+            batch_size: int = 4, precision: str = "auto", synthetic: bool = False) -> AnalysisConfig:
+    from marrowscope.engines.pipeline import REAL_SLIDE_MODELS, SYNTHETIC_MODELS, AnalysisConfig
 
-    cfg = AnalysisConfig(detector=detector, classifier=classifier,
+    default = SYNTHETIC_MODELS if synthetic else REAL_SLIDE_MODELS
+    diagnosis = diagnosis or default["diagnosis"]
+    cfg = AnalysisConfig(detector=detector or default["detector"],
+                         classifier=classifier or default["classifier"],
                          diagnosis=None if diagnosis.lower() == "none" else diagnosis,
                          target_cells=target_cells, seed=seed, device=None if device == "auto" else device,
                          threads=threads, batch_size=batch_size, precision=precision)
@@ -63,9 +71,9 @@ def _ray_config(address: str, cpus_per_worker: float) -> RayConfig:
 def analyze(
     slides: list[Path] = typer.Argument(..., help="Slides: DICOM folders or files, MRXS/SVS/TIFF, images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one subfolder per slide)."),
-    detector: str = _DET,
-    classifier: str = _CLF,
-    diagnosis: str = _DX,
+    detector: str | None = _DET,
+    classifier: str | None = _CLF,
+    diagnosis: str | None = _DX,
     target_cells: int = _TARGET,
     max_cells: int = typer.Option(5000, "--max-cells", min=1,
                                   help="Most cells counted while a blast interval straddles a threshold."),
@@ -123,17 +131,19 @@ def analyze(
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder."),
-    detector: str = _DET,
-    classifier: str = _CLF,
-    diagnosis: str = _DX,
+    detector: str | None = _DET,
+    classifier: str | None = _CLF,
+    diagnosis: str | None = _DX,
     target_cells: int = _TARGET,
     seed: int = _SEED,
     device: str = _DEVICE,
     threads: int | None = _THREADS,
 ) -> None:
-    """Write a synthetic slide with two annotated ROIs and analyse it with the bundled models."""
+    """Write a synthetic slide with four annotated ROIs and analyse it with the synthetic-only models
+    (detector-synth, classifier-synth, diagnosis-synth; the report names them)."""
     from marrowscope.engines.demo import run_demo
 
-    cfg = _config(detector, classifier, diagnosis, target_cells, seed, device=device, threads=threads)
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, device=device, threads=threads,
+                  synthetic=True)
     result = run_demo(out, cfg, seed=seed)
     typer.echo(str(result.report))

@@ -27,7 +27,9 @@ def _precision(value: str) -> str:
 
 @train_app.command("classifier")
 def train_classifier_cmd(
-    dataset: str = typer.Option(..., "--dataset", help=_DATASET_HELP),
+    dataset: list[str] = typer.Option(..., "--dataset", help=_DATASET_HELP + " Repeat to train on several "
+                                      "(e.g. real PBC crops and the synthetic cohort); each is split on "
+                                      "its own."),
     out: Path = typer.Option(..., "--out", help="Output folder (checkpoints, classifier.pt, metrics)."),
     scheme: str | None = typer.Option(None, "--scheme", help="Class scheme (default: bmdeep33; pbc: the "
                                       "taxonomy classes PBC covers)."),
@@ -65,6 +67,10 @@ def train_classifier_cmd(
     init_weights: str | None = typer.Option(None, "--init-weights", help="Fine-tune these weights (bundled "
                                             "name or file; same architecture and classes)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (mixed precision)."),
+    synthetic_classes: str = typer.Option("all", "--synthetic-classes",
+                                          callback=params.one_of("all", "missing"),
+                                          help="With several datasets: all (every synthetic cell) or "
+                                          "missing (only synthetic cells of classes no real dataset has)."),
 ) -> None:
     """Train a cell classifier (resumes from OUT/checkpoint.pt); under torchrun, on every process."""
     from marrowscope.engines.train_classifier import TrainConfig, train_from_dataset
@@ -74,10 +80,12 @@ def train_classifier_cmd(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, balance=balance, logit_adjust=logit_adjust,
                       seed=seed, num_threads=threads, device=device, max_minutes=max_minutes,
                       eval_every=eval_every, precision=_precision(precision))
-    res = train_from_dataset(dataset, out, scheme=scheme, arch=arch, input_size=input_size, mpp=mpp,
+    res = train_from_dataset(dataset[0] if len(dataset) == 1 else dataset, out, scheme=scheme, arch=arch,
+                             input_size=input_size, mpp=mpp,
                              config=cfg, val_fraction=val_fraction, split_seed=seed, src_mpp=src_mpp,
                              cache_dir=cache_dir, resume=not no_resume, norm=norm, augment=augment,
-                             init_weights=init_weights)
+                             init_weights=init_weights,
+                             synthetic_classes=synthetic_classes)
     state = "finished" if res.train.finished else "stopped early (rerun to resume)"
     typer.echo(f"{state}: {res.train.epochs_done} epochs, {res.n_train} train / {res.n_val} val crops")
     typer.echo(f"weights: {res.weights}")

@@ -189,6 +189,33 @@ class CropSet:
         return np.asarray(self.targets.argmax(axis=1), dtype=np.int64)
 
 
+def concat_crop_sets(sets: Sequence[CropSet]) -> CropSet:
+    """One CropSet of several over the same classes and crop size; group ids stay apart per set."""
+    if not sets:
+        raise InputError("dataset", "no crop set to combine")
+    classes = sets[0].classes
+    for cs in sets[1:]:
+        if cs.classes != classes:
+            raise InputError("dataset", f"crop sets over different classes: {classes} and {cs.classes}")
+        if cs.images.shape[1:] != sets[0].images.shape[1:]:
+            raise InputError("dataset", f"crop sets of different crop sizes: {sets[0].images.shape[1:]} and "
+                                        f"{cs.images.shape[1:]}")
+    groups, offset = [], 0
+    for cs in sets:
+        groups.append(cs.groups + offset)
+        offset += int(cs.groups.max()) + 1 if len(cs) else 0
+    return CropSet(
+        images=np.concatenate([cs.images for cs in sets]),
+        targets=np.concatenate([cs.targets for cs in sets]).astype(np.float32),
+        target_kind=np.concatenate([cs.target_kind for cs in sets]).astype(np.int8), classes=classes,
+        labels=tuple(x for cs in sets for x in cs.labels),
+        source_labels=tuple(x for cs in sets for x in cs.source_labels),
+        groups=np.concatenate(groups).astype(np.int64),
+        ids=tuple(x for cs in sets for x in (cs.ids or ("",) * len(cs))),
+        meta={k: v for cs in sets for k, v in cs.meta.items()},
+    )
+
+
 def phash_groups(hashes: Sequence[str], max_distance: int = 6) -> np.ndarray:
     """Union-find groups of 64-bit hex perceptual hashes within ``max_distance`` bits (Hamming)."""
     n = len(hashes)

@@ -55,7 +55,7 @@ def run_demo(out_dir: str | Path, cfg: AnalysisConfig | None = None, *, seed: in
     demo report carries no "target not reached" warning; fewer ROIs fit the monolayer of a smaller slide."""
     from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
 
-    cfg = cfg or AnalysisConfig()
+    cfg = cfg or AnalysisConfig.synthetic()  # a synthetic slide: the synthetic-only models
     check_models(cfg)
     out = Path(out_dir)
     synth = SynthConfig(n_patients=1, seed=seed, slide_size=slide_size, roi_size=roi_size, n_rois=n_rois,

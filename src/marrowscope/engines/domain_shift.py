@@ -19,9 +19,6 @@ import numpy as np
 from marrowscope.data.ood_datasets import EvalCrops
 from marrowscope.eval.classification import ClassificationReport, macro_f1_over, score_predictions
 
-#: detector classes that are nucleated cells (the ones central-cell recall accepts)
-NUCLEATED = ("cell", "wbc", "leukocyte", "nucleated_cell")
-
 
 def score_crops(clf: Any, crops: EvalCrops, *, tta: int = 8, min_support: int = 10,
                 eval_scheme: str | None = None, batch_size: int = 256) -> ClassificationReport:
@@ -44,10 +41,10 @@ def central_cell_recall(detector: Any, images: Sequence[np.ndarray], *, mpp: flo
                         threshold: float | None = None, batch_size: int = 4) -> dict[str, float]:
     """Central-cell recall of ``detector`` on single-cell crop images at ``mpp`` µm/px."""
     from marrowscope.engines.detect import detect_image
+    from marrowscope.engines.pipeline import nucleated_class_indices
 
     thr = float(threshold if threshold is not None else detector.spec.params.get("operating_threshold", 0.5))
-    classes = [c.lower() for c in detector.classes]
-    keep = [i for i, c in enumerate(classes) if c in NUCLEATED] or list(range(len(classes)))
+    keep = nucleated_class_indices(detector.classes)
     hit = 0
     for img in images:
         det = detect_image(img, detector, mpp=mpp, batch_size=batch_size).above(thr)

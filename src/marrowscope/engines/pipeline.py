@@ -41,11 +41,24 @@ from marrowscope.report.results import (
 log = logging.getLogger(__name__)
 
 
+#: ``analyze``'s default models: the best bundled ones for real slides (trained on real cells; the only
+#: diagnosis model is trained on synthetic counts, so the report still warns ``synthetic_model`` for it).
+REAL_SLIDE_MODELS: Mapping[str, str] = {"detector": "detector-blood", "classifier": "classifier-marrow",
+                                        "diagnosis": "diagnosis-synth"}
+#: The models trained on the synthetic cohort only: for synthetic slides (the demo, the synthetic cohort's
+#: study, tests), named explicitly there.
+SYNTHETIC_MODELS: Mapping[str, str] = {"detector": "detector-synth", "classifier": "classifier-synth",
+                                       "diagnosis": "diagnosis-synth"}
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
-    detector: str = "detector-synth"
-    classifier: str = "classifier-synth"
-    diagnosis: str | None = "diagnosis-synth"
+    """What ``analyze`` runs. The default models are :data:`REAL_SLIDE_MODELS`; for a synthetic slide use
+    :meth:`synthetic` (the models of :data:`SYNTHETIC_MODELS`)."""
+
+    detector: str = REAL_SLIDE_MODELS["detector"]
+    classifier: str = REAL_SLIDE_MODELS["classifier"]
+    diagnosis: str | None = REAL_SLIDE_MODELS["diagnosis"]
     target_cells: int = 500  # countable cells for the differential (ICSH: 500 on marrow)
     max_cells: int = 5000  # upper bound when extending for a straddled threshold
     extend_for_thresholds: bool = True
@@ -63,6 +76,11 @@ class AnalysisConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def synthetic(cls, **overrides: Any) -> AnalysisConfig:
+        """A config with the synthetic-only models (:data:`SYNTHETIC_MODELS`) and ``overrides``."""
+        return cls(**{**SYNTHETIC_MODELS, **overrides})
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,18 @@ def model_warnings(refs: Sequence[ModelRef]) -> list[ResultWarning]:
     return out
 
 
+#: detector classes that are nucleated cells: a detector with such classes among others (``detector-blood``:
+#: WBC, RBC, Platelet) has only these boxes classified and counted
+NUCLEATED = ("cell", "wbc", "leukocyte", "nucleated_cell")
+
+
+def nucleated_class_indices(classes: Sequence[str]) -> list[int]:
+    """Indices of the nucleated-cell classes among a detector's ``classes``; all of them when none is
+    (a one-class ``cell`` detector, a stub)."""
+    low = [c.lower() for c in classes]
+    return [i for i, c in enumerate(low) if c in NUCLEATED] or list(range(len(low)))
+
+
 def _detector_threshold(det: TileDetector, cfg: AnalysisConfig) -> float:
     if cfg.score_threshold is not None:
         return cfg.score_threshold
@@ -158,9 +188,12 @@ def _count_region(
                min(float(w), box.x2 + m), min(float(h), box.y2 + m))
     det = detect_region(slide, seen, models.detector, batch_size=cfg.batch_size)
     det = det.above(_detector_threshold(models.detector, cfg))
+    keep = nucleated_class_indices(models.detector.classes)
     timings["detect"] = timings.get("detect", 0.0) + time.perf_counter() - t0
     cells: list[Cell] = []
-    for b, s in zip(det.boxes, det.scores, strict=True):
+    for b, s, lab in zip(det.boxes, det.scores, det.labels, strict=True):
+        if int(lab) not in keep:  # red cells and platelets of a blood detector are not counted
+            continue
         cb = _clip(b, slide.info.width, slide.info.height)
         if cb is None:
             continue

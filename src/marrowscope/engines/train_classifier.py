@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,43 @@ def predict_logits(clf: CellClassifier, images: np.ndarray, batch_size: int = 25
     return torch.cat(out).numpy() if out else np.zeros((0, len(clf.classes)), dtype=np.float32)
 
 
+def init_state_from(net: torch.nn.Module, init_net: torch.nn.Module, init_classes: tuple[str, ...],
+                    classes: tuple[str, ...], *, source: str | Path = "init") -> int:
+    """Load ``init_net``'s weights into ``net`` (same architecture); returns how many classes carried over.
+
+    With the same classes every tensor is copied. With other classes (e.g. a PBC model's 11 classes
+    starting a 33-class marrow model) the classification head (the last ``Linear`` layer) is copied row
+    by row for the classes both lists hold, by name; the rows of the other classes keep ``net``'s fresh
+    initialisation. Raises :class:`InputError` when no class is shared or another tensor does not fit."""
+    own = net.state_dict()
+    other = init_net.state_dict()
+    if set(own) != set(other):
+        raise InputError(source, "initial weights have other layers than the model to train")
+    heads = [n for n, m in init_net.named_modules() if isinstance(m, torch.nn.Linear)]
+    head = heads[-1] if heads else ""
+    head_keys = {f"{head}.weight", f"{head}.bias"} if tuple(classes) != tuple(init_classes) else set()
+    shared = [(classes.index(c), init_classes.index(c)) for c in classes if c in init_classes]
+    if head_keys and not shared:
+        raise InputError(source, f"initial weights share no class with {list(classes)}; start from "
+                                 "weights with some of these classes or without --init-weights")
+    dst = torch.tensor([d for d, _ in shared], dtype=torch.long)
+    src = torch.tensor([s for _, s in shared], dtype=torch.long)
+    state: dict[str, torch.Tensor] = {}
+    for k, t in own.items():
+        v = other[k].float() if other[k].is_floating_point() else other[k]
+        if k in head_keys and v.shape[0] == len(init_classes) and t.shape[0] == len(classes):
+            row = t.detach().clone()
+            row[dst] = v[src].to(row.dtype)
+            state[k] = row
+        elif v.shape == t.shape:
+            state[k] = v
+        else:
+            raise InputError(source, f"initial weights: layer {k} has shape {tuple(v.shape)}, the model "
+                                     f"{tuple(t.shape)}")
+    net.load_state_dict(state)
+    return len(shared)
+
+
 @isolated_state
 def train_classifier(
     spec: WeightsSpec, train: CropSet, val: CropSet | None, out_dir: str | Path, config: TrainConfig,
@@ -192,12 +229,13 @@ def train_classifier(
     if init_weights is not None:
         from marrowscope.models.classifier import load_classifier
 
-        init = load_classifier(init_weights, device=device, expect_classes=spec.classes)
+        init = load_classifier(init_weights, device=device)
         if init.spec.arch != spec.arch or init.spec.params.get("norm", "bn") != spec.params.get("norm", "bn"):
             raise InputError(init_weights, f"initial weights are {init.spec.arch}, not {spec.arch} with "
                                            f"norm {spec.params.get('norm', 'bn')}")
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v
-                             for k, v in init.net.state_dict().items()})
+        mapped = init_state_from(net, init.net, init.spec.classes, spec.classes, source=init_weights)
+        log.info("initialised from %s (%d of %d classes carried over)", init_weights, mapped,
+                 len(spec.classes))
     ema = copy.deepcopy(net).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -345,31 +383,39 @@ class DatasetTrainResult:
 
 
 def train_from_dataset(
-    dataset: str, out_dir: str | Path, *, scheme: str | None = None, arch: str | None = None,
+    dataset: str | Sequence[str], out_dir: str | Path, *, scheme: str | None = None, arch: str | None = None,
     input_size: int | None = None, mpp: float | None = None, context: float = 1.25,
     config: TrainConfig | None = None, val_fraction: float = 0.2, split_seed: int = 0,
     eval_scheme: str | None = None, src_mpp: float | None = None, cache_dir: Path | None = None,
     uncertain_threshold: float = 0.5, resume: bool = True, progress: bool = True,
     norm: str | None = None, augment: str = "basic", init_weights: str | Path | None = None,
+    synthetic_classes: str = "all",
 ) -> DatasetTrainResult:
-    """Load ``dataset`` (``FORMAT:PATH``), split it by near-duplicate/patient groups, train, fit the
-    temperature on the validation part (with 8-view TTA) and write ``out_dir/classifier.pt`` plus
-    ``out_dir/val/metrics.json``.
+    """Load ``dataset`` (``FORMAT:PATH``, or several), split it by near-duplicate/patient groups, train,
+    fit the temperature on the validation part (with 8-view TTA) and write ``out_dir/classifier.pt``
+    plus ``out_dir/val/metrics.json``.
 
-    ``pbc``: classes default to the taxonomy classes PBC covers (:data:`PBC_CLASSES`), scored on the
-    validation part at PBC's 8 groups (scheme ``pbc8``). Other formats: classes of ``scheme``
-    (default ``bmdeep33``).
+    ``pbc`` alone: classes default to the taxonomy classes PBC covers (:data:`PBC_CLASSES`), scored on
+    the validation part at PBC's 8 groups (scheme ``pbc8``). Other formats, and several datasets:
+    classes of ``scheme`` (default ``bmdeep33``).
+
+    Several datasets (e.g. real PBC crops and the synthetic cohort): each is split on its own (same
+    fraction and seed, so a dataset's validation part is the one it has when trained alone) and the
+    parts are joined. ``synthetic_classes``: ``all`` keeps every cell of the ``synth`` datasets;
+    ``missing`` keeps only the synthetic cells of classes that no other (real) dataset has.
 
     ``norm``: ``bn`` or ``gn`` for the ``msresnet`` backbones (stored in the weights' params).
     ``augment``: ``basic`` (the config's augmentation) or ``romanowsky`` (domain randomisation,
     :func:`~marrowscope.data.cell_augment.romanowsky_config`, with a stain basis estimated from the
     training crops); the basis and the training crops' colour statistics are stored in the weights
     (``params['stain_basis']``, ``params['colour_reference']``), and the OOD statistics of
-    :mod:`marrowscope.engines.ood` (``params['ood']``).
+    :mod:`marrowscope.engines.ood` (``params['ood']``). ``init_weights`` may have other classes (see
+    :func:`init_state_from`).
     """
     from marrowscope import taxonomy
     from marrowscope.data.classification_datasets import (
         PBC_CLASSES,
+        concat_crop_sets,
         grouped_split,
         load_image_dataset,
         parse_dataset_arg,
@@ -378,10 +424,15 @@ def train_from_dataset(
     from marrowscope.models.classifier import DEFAULT_INPUT_SIZE, DEFAULT_MPP
 
     cfg = config or TrainConfig()
-    fmt, root = parse_dataset_arg(dataset)
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    if not names:
+        raise InputError("--dataset", "no dataset given")
+    if synthetic_classes not in ("all", "missing"):
+        raise InputError(synthetic_classes, "unknown --synthetic-classes; use all or missing")
+    parsed = [parse_dataset_arg(d) for d in names]
     size = int(input_size or DEFAULT_INPUT_SIZE)
     m = float(mpp or DEFAULT_MPP)
-    if fmt == "pbc" and scheme is None:
+    if len(parsed) == 1 and parsed[0][0] == "pbc" and scheme is None:
         classes: tuple[str, ...] = PBC_CLASSES
         sch = scheme_for_classes(classes, "pbc_fine", "taxonomy classes covered by PBC (finest PBC level)")
         scheme_name = "pbc_fine"
@@ -390,29 +441,53 @@ def train_from_dataset(
         sch = taxonomy.load_scheme(scheme or "bmdeep33")
         classes, scheme_name = tuple(sch.classes), sch.name
     out = prepare_output_dir(out_dir)  # writable, stale temporaries gone: before the data is read
-    if fmt in ("pbc", "imagefolder"):
-        data, unmapped = load_image_dataset(fmt, root, classes, mpp=m, size=round(size * context),
-                                            src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,
-                                            progress=progress, scheme=sch)
-    else:
-        from marrowscope.data.classification_datasets import load_slide_dataset
+    parts: list[tuple[str, str, CropSet, dict[str, int]]] = []
+    for name, (fmt, root) in zip(names, parsed, strict=True):
+        if fmt in ("pbc", "imagefolder"):
+            data, unmapped = load_image_dataset(fmt, root, classes, mpp=m, size=round(size * context),
+                                                src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,
+                                                progress=progress, scheme=sch)
+        else:
+            from marrowscope.data.classification_datasets import load_slide_dataset
 
-        data, unmapped = load_slide_dataset(fmt, root, classes, mpp=m, size=round(size * context),
-                                            scheme=sch, progress=progress)
-    tr_idx, va_idx = grouped_split(data.labels, data.groups, val_fraction, split_seed)
-    train, val = data.subset(tr_idx), data.subset(va_idx)
+            data, unmapped = load_slide_dataset(fmt, root, classes, mpp=m, size=round(size * context),
+                                                scheme=sch, progress=progress)
+        parts.append((name, fmt, data, unmapped))
+    if synthetic_classes == "missing" and any(f != "synth" for _, f, _, _ in parts):
+        real = np.zeros(len(classes), dtype=bool)
+        for _, f, d, _ in parts:
+            if f != "synth":
+                real |= d.targets.max(axis=0) > 0
+        for k, (name, f, d, unmapped) in enumerate(parts):
+            if f == "synth":  # a synthetic cell stays when its main class has no real example
+                keep = np.nonzero(~real[d.targets.argmax(axis=1)])[0]
+                dropped = {"(class covered by real data)": len(d) - len(keep)}
+                parts[k] = (name, f, d.subset(keep), {**unmapped, **dropped})
+    splits = []
+    for _name, _f, d, _u in parts:
+        tr_idx, va_idx = grouped_split(d.labels, d.groups, val_fraction, split_seed)
+        splits.append((d.subset(tr_idx), d.subset(va_idx)))
+    train = concat_crop_sets([t for t, _ in splits])
+    val = concat_crop_sets([v for _, v in splits])
+    record: dict[str, Any] = {"dataset": names[0] if len(names) == 1 else names, "val_fraction": val_fraction,
+                              "split_seed": split_seed, "train": list(train.ids), "val": list(val.ids),
+                              "unmapped": parts[0][3] if len(parts) == 1 else {n: u for n, _, _, u in parts}}
+    if len(parts) > 1:
+        record["synthetic_classes"] = synthetic_classes
+        record["per_dataset"] = {n: {"train": len(t), "val": len(v)}
+                                 for (n, _, _, _), (t, v) in zip(parts, splits, strict=True)}
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
-        write_text_atomic(out / "split.json", json.dumps(
-            {"dataset": dataset, "val_fraction": val_fraction, "split_seed": split_seed,
-             "train": list(train.ids), "val": list(val.ids), "unmapped": unmapped}, indent=0) + "\n")
-    kind = "synthetic cohort (marrowscope synth), " if fmt == "synth" else ""
+        write_text_atomic(out / "split.json", json.dumps(record, indent=0) + "\n")
+    desc = []
+    for (name, f, _, _), (t, v) in zip(parts, splits, strict=True):
+        kind = "synthetic cohort (marrowscope synth), " if f == "synth" else ""
+        desc.append(f"{kind}{name}: {len(t)} training / {len(v)} validation crops")
     return train_calibrated(train, val, out, scheme=sch, scheme_name=scheme_name, arch=arch, input_size=size,
                             mpp=m, config=cfg, eval_scheme=eval_scheme,
                             uncertain_threshold=uncertain_threshold, resume=resume, progress=progress,
-                            extra={"dataset": dataset}, training_data=(
-                                f"{kind}{dataset}: "
-                                f"{len(train)} training / {len(val)} validation crops (grouped split, "
-                                f"validation fraction {val_fraction}, seed {split_seed})"),
+                            extra={"dataset": record["dataset"]}, training_data=(
+                                "; ".join(desc) + f" (grouped split per dataset, validation fraction "
+                                f"{val_fraction}, seed {split_seed})"),
                             norm=norm, augment=augment, init_weights=init_weights)
 
 
