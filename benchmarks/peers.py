@@ -129,6 +129,7 @@ def median_seconds(f: Callable[[], Any], runs: int) -> tuple[float, list[float]]
 # --- our detector ------------------------------------------------------------------------------------------
 def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, threads: int,
                         seed: int, quick: bool = False) -> tuple[Path, dict[str, Any]]:
+    from marrowscope.engines.checkpoints import load_checkpoint
     from marrowscope.engines.train_detector import blood_recipe_config, prepare_samples, train_detector
     from sweep_detector_blood import _step_seconds
 
@@ -145,13 +146,34 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
     log.info("ours: %d train, %.2f s/step, %d steps/epoch -> %d epochs", len(data["train"]), t_step, steps,
              epochs)
     res = train_detector(data["train"], data["val"], cfg, work / "det_ours", resume=False, progress=False)
+    best = res.best_weights
+    if best is None:  # the hard stop came before the first epoch's end: the weights as they stand
+        best = _weights_at_stop(res.last_checkpoint, data["train"], cfg)
     seconds = time.monotonic() - t0
-    if res.best_weights is None:
-        raise RuntimeError(f"our detector ended without validated weights ({work / 'det_ours'})")
     hist = [{"epoch": h.epoch, "loss": h.loss, "val_ap50": h.val_ap50} for h in res.history]
-    return res.best_weights, {"train_wall_s": seconds, "step_s_calibrated": t_step, "epochs": epochs,
-                              "steps": epochs * steps, "finished": res.finished, "history": hist,
-                              "scale": f"{cfg.mpp} um/px (fields at 0.075 um/px resampled), 512 px tiles"}
+    return best, {"train_wall_s": seconds, "weights": best.name, "step_s_calibrated": t_step,
+                  "epochs": epochs, "steps_planned": epochs * steps, "finished": res.finished,
+                  "steps_done": int(load_checkpoint(res.last_checkpoint)["global_step"]), "history": hist,
+                  "scale": f"{cfg.mpp} um/px (fields at 0.075 um/px resampled), 512 px tiles"}
+
+
+def _weights_at_stop(last: Path, train: Sequence[Any], cfg: Any) -> Path:
+    """A weights file from ``last.pt`` of a run stopped mid-epoch, with the BatchNorm statistics
+    recomputed on the recipe's 200 images (what the loop does before it validates and saves)."""
+    from marrowscope.engines.checkpoints import load_checkpoint
+    from marrowscope.engines.train_detector import prepare_samples, recalibrate_bn
+    from marrowscope.models.detector import build_detector, save_detector
+
+    log.warning("our detector stopped before its first validation; using the weights at the stop")
+    spec = cfg.spec()
+    model = build_detector(spec)
+    model.load_state_dict(load_checkpoint(last)["model"])
+    order = np.random.default_rng([cfg.seed, 7919]).permutation(len(train))[: cfg.bn_images]
+    images = [p.image for p in prepare_samples([train[int(i)] for i in order], cfg.classes, cfg.mpp)]
+    recalibrate_bn(model, images, "cpu", cfg.batch_size, cfg.crop_size)
+    out = last.parent / "at_stop.pt"
+    save_detector(out, model.eval(), spec, half=False, extra={"stopped_mid_epoch": True})
+    return out
 
 
 def ours_detector_row(weights: Path, data: dict[str, Any], runs: int) -> dict[str, Any]:
@@ -316,6 +338,8 @@ def _fit_epochs(step_s: float, steps_per_epoch: int, left_s: float, per_epoch_s:
 
 def train_ours_classifier(root: Path, work: Path, budget_min: float, threads: int, seed: int,
                           cache_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+    import copy
+
     import torch
 
     from marrowscope.data.cell_augment import augment_batch, romanowsky_config
@@ -335,6 +359,7 @@ def train_ours_classifier(root: Path, work: Path, budget_min: float, threads: in
     aug = romanowsky_config(estimate_stain_basis(train.images, seed=seed))
     clf = create_classifier(make_spec(PBC_CLASSES), seed=seed)
     net = clf.net.train()
+    ema = copy.deepcopy(net).eval()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
@@ -348,10 +373,14 @@ def train_ours_classifier(root: Path, work: Path, budget_min: float, threads: in
         opt.zero_grad()
         loss.backward()
         opt.step()
+        with torch.no_grad():  # the EMA update of every step
+            for pe, pn in zip(ema.state_dict().values(), net.state_dict().values(), strict=True):
+                if pe.dtype.is_floating_point:
+                    pe.mul_(0.995).add_(pn.detach(), alpha=0.005)
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times[2:]))
     steps = len(train) // cfg.batch_size
-    left = budget_min * 60 - (time.monotonic() - t0) - 25  # temperature (8-view TTA), OOD statistics
+    left = budget_min * 60 - (time.monotonic() - t0) - 40  # reloading crops, temperature (TTA), OOD stats
     epochs = _fit_epochs(step_s, steps, left, per_epoch_s=0.5)
     cfg = replace(cfg, epochs=epochs, eval_every=epochs)
     log.info("ours classifier: %.3f s/step, %d steps/epoch -> %d epochs", step_s, steps, epochs)
@@ -582,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"),
         "main_commit": _git("rev-parse", "main"), "budget_min": a.budget_min,
         "clf_budget_min": a.clf_budget_min, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after each part, so that a failure later keeps what was measured
+        a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+
     if a.only in (None, "detector"):
         data = detector_data(a.data_root)
         if a.subset:
@@ -604,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             "ours": ours_detector_row(ours_w, data, a.runs),
             "yolo": yolo_detector_row(yolo_w, data, a.work, a.threads, a.runs)}
         torch.set_num_threads(a.threads)
+        save()
     if a.only in (None, "classifier"):
         import timm
 
@@ -620,8 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     res["meta"].update(seconds=time.time() - t0, load_avg_end=os.getloadavg())
     table = render(res)
     res["table"] = table
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    save()
     (a.work / "table.md").write_text(table)
     print(table)
     print(f"{res['meta']['seconds'] / 60:.1f} min; results in {a.out}")
