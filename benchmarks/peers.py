@@ -218,34 +218,21 @@ def _ultralytics(work: Path, threads: int) -> Any:
 
 
 def write_yolo_dataset(train: Sequence[Any], val: Sequence[Any], classes: Sequence[str], out: Path) -> Path:
-    """A YOLO-format copy of the samples (images symlinked; repeated samples get their own names)."""
-    from PIL import Image
+    """The samples as an Ultralytics dataset: the project's YOLO writer (images linked) per split, and a
+    ``train.txt`` image list in which a repeated sample (BCCD train x3) is listed as often as it repeats."""
+    from marrowscope.io.annotations.yolo import write_yolo_folder
 
-    index = {c: i for i, c in enumerate(classes)}
     for split, samples in (("train", train), ("val", val)):
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        seen: dict[str, int] = {}
-        for s in samples:
-            k = seen.get(s.image_id, 0)
-            seen[s.image_id] = k + 1
-            src = Path(str(s.annotations.image_path)).resolve()
-            name = f"{s.image_id}_r{k}"
-            link = out / "images" / split / f"{name}{src.suffix.lower()}"
-            if not link.exists():
-                link.symlink_to(src)
-            with Image.open(src) as im:
-                w, h = im.size
-            lines = []
-            for c in s.annotations.cells:
-                b = c.box
-                x1, y1, x2, y2 = max(0.0, b.x1), max(0.0, b.y1), min(float(w), b.x2), min(float(h), b.y2)
-                if x2 > x1 and y2 > y1:
-                    lines.append(f"{index[c.label]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                                 f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
-            (out / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    yaml = out / "data.yaml"
-    yaml.write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\n"
+        unique = {s.image_id: s.annotations for s in samples}
+        write_yolo_folder(unique.values(), out, classes, split, images="link")
+    lines = []
+    for s in train:
+        src = Path(str(s.annotations.image_path))
+        # absolute(), not resolve(): Ultralytics must find the labels beside the link, not the target
+        lines.append(str((out / "images" / "train" / f"{src.stem}{src.suffix}").absolute()))
+    (out / "train.txt").write_text("\n".join(lines) + "\n")
+    yaml = out / "peers.yaml"
+    yaml.write_text(f"path: {out.resolve()}\ntrain: {(out / 'train.txt').resolve()}\nval: images/val\n"
                     f"names: {json.dumps(list(classes))}\n")
     return yaml
 
