@@ -28,7 +28,8 @@ FLAKY = (0, 255, 255)  # ... this one only the first time (a marker file remembe
 def local_ray():  # noqa: ANN201
     ray = pytest.importorskip("ray")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *sys.path])  # workers import pipeline_stubs
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20)  # never an instance someone else started on this machine
     yield ray
     ray.shutdown()
 

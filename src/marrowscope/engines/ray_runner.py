@@ -126,7 +126,12 @@ def ray_session(rc: RayConfig) -> Iterator[Any]:
     try:
         ray.init(address=address, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise InputError(address or "auto", f"could not connect to Ray ({type(e).__name__}: {e})") from None
+        hint = ""
+        if address not in (None, "local") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = ("; if the cluster uses token authentication (Ray's default for clusters that ray.init "
+                    "starts), set RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+        why = f"could not connect to Ray ({type(e).__name__}: {e}){hint}"
+        raise InputError(address or "auto", why) from None
     try:
         yield ray
     finally:
