@@ -28,7 +28,8 @@ FLAKY = (0, 255, 255)  # ... this one only the first time (a marker file remembe
 def local_ray():  # noqa: ANN201
     ray = pytest.importorskip("ray")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *sys.path])  # workers import pipeline_stubs
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20)  # never an instance someone else started on this machine
     yield ray
     ray.shutdown()
 
@@ -165,11 +166,15 @@ def test_workers_take_gpus_where_the_cluster_has_them() -> None:
     from marrowscope.engines.ray_runner import _plan
 
     class FakeRay:
-        def __init__(self, res: dict[str, float]) -> None:
+        def __init__(self, res: dict[str, float], nodes: tuple[float, ...] | None = None) -> None:
             self.res = res
+            self.node_cpus = nodes or (res.get("CPU", 0.0),)
 
         def cluster_resources(self) -> dict[str, float]:
             return self.res
+
+        def nodes(self) -> list[dict[str, object]]:
+            return [{"Alive": True, "Resources": {"CPU": c}} for c in self.node_cpus]
 
     gpu = FakeRay({"CPU": 32.0, "GPU": 4.0})
     assert _plan(gpu, RayConfig(), 10) == (4, 1.0, 1.0)  # one worker per GPU
@@ -177,7 +182,16 @@ def test_workers_take_gpus_where_the_cluster_has_them() -> None:
     assert _plan(gpu, RayConfig(), 3) == (3, 1.0, 1.0)  # never more workers than slides
     cpu = FakeRay({"CPU": 16.0})
     assert _plan(cpu, RayConfig(cpus_per_worker=4), 10) == (4, 4, 0.0)
-    assert _plan(cpu, RayConfig(max_workers=2), 10) == (2, 1.0, 0.0)
+    assert _plan(cpu, RayConfig(max_workers=2), 10) == (2, 8.0, 0.0)  # fewer workers: wider ones
+    assert _plan(cpu, RayConfig(), 10) == (10, 1.0, 0.0)
+    assert _plan(cpu, RayConfig(), 40) == (16, 1.0, 0.0)  # one per CPU
+    assert _plan(cpu, RayConfig(), 3) == (3, 5.0, 0.0)  # no CPU idles with fewer slides than CPUs
+    assert _plan(cpu, RayConfig(cpus_per_worker=1), 3) == (3, 1.0, 0.0)  # unless told otherwise
+    two = FakeRay({"CPU": 16.0}, nodes=(8.0, 8.0))  # a worker's CPUs must all be on one node
+    assert _plan(two, RayConfig(), 1) == (1, 8.0, 0.0)
+    assert _plan(two, RayConfig(), 3) == (3, 4.0, 0.0)
+    assert _plan(FakeRay({"CPU": 2.0}), RayConfig(), 8) == (2, 1.0, 0.0)
+    assert _plan(FakeRay({"CPU": 2.0}), RayConfig(), 1) == (1, 2.0, 0.0)
     with pytest.raises(InputError, match="fewer than one worker"):
         _plan(cpu, RayConfig(gpus_per_worker=1), 10)
 
@@ -191,3 +205,18 @@ def test_a_missing_model_stops_the_ray_run_with_one_message(tmp_path, local_ray)
         analyze_batch([src], tmp_path / "out", replace(CFG, detector="nope"), mpp=0.5, progress=False,
                       ray=RayConfig(max_workers=1))  # the workers load the models named in the config
     assert not (tmp_path / "out" / "s").exists()
+
+
+def test_workers_load_their_models_side_by_side(tmp_path, local_ray, caplog) -> None:  # noqa: ANN001
+    import logging
+
+    src = tmp_path / "in"
+    for i in range(2):
+        _png(src, f"s{i}", _marked(i, None))
+    with caplog.at_level(logging.INFO, logger="marrowscope.engines.ray_runner"):
+        s = analyze_batch([src], tmp_path / "out", CFG, mpp=0.5, progress=False, ray=RayConfig())
+    assert [x.status for x in s.slides] == ["done", "done"]  # the bundled models, loaded by each worker
+    timings = [r.ray_timings for r in caplog.records if hasattr(r, "ray_timings")]
+    assert len(timings) == 1 and timings[0]["workers"] == 2 and timings[0]["cpus_per_worker"] == 1
+    (_, first_end), (second_start, _) = sorted(timings[0]["model_loads_s"])
+    assert second_start < first_end  # one worker's load does not wait for the other's

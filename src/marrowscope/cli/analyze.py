@@ -58,7 +58,7 @@ def _config(detector: str | None, classifier: str | None, diagnosis: str | None,
     return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
 
 
-def _ray_config(address: str, cpus_per_worker: float) -> RayConfig:
+def _ray_config(address: str, cpus_per_worker: float | None) -> RayConfig:
     from marrowscope.engines.ray_runner import RayConfig
 
     if address not in ("auto", "local") and Path(address).exists():
@@ -91,8 +91,10 @@ def analyze(
         help="Spread the slides over a Ray cluster (pip install 'marrowscope\\[ray]'): 'auto' (RAY_ADDRESS, "
              "a cluster started on this machine, else a local one), 'local', or the head's HOST:PORT or "
              "ray://HOST:10001 (docs/scale.md)."),
-    ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", min=0.01,
-                                   help="CPUs each Ray worker (one slide at a time) takes."),
+    ray_cpus: float | None = typer.Option(
+        None, "--ray-cpus-per-worker", min=0.01,
+        help="CPUs (= torch threads) each Ray worker (one slide at a time) takes; default: one per CPU, "
+             "or fewer, wider workers where there are fewer slides than CPUs (1 with GPUs)."),
     device: str = _DEVICE,
     threads: int | None = _THREADS,
     batch_size: int = _BATCH,

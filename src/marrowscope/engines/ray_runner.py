@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,20 +45,23 @@ class RayConfig:
     """Where and how to run. ``address``: ``auto`` (``RAY_ADDRESS`` if set, else a cluster started with
     ``ray start`` on this machine, else a new local instance), ``local`` (always a new local instance),
     or a cluster address (``HEAD:6379`` or ``ray://HEAD:10001``). ``num_cpus`` and
-    ``object_store_memory`` apply only to a new local instance; ``gpus_per_worker`` None takes one GPU per
-    worker where the cluster has GPUs; ``retries``: how often a slide whose worker died is tried again."""
+    ``object_store_memory`` apply only to a new local instance. ``cpus_per_worker`` None: on a cluster
+    without GPUs, one worker per CPU, or fewer, wider workers (more torch threads each) where there are
+    fewer slides (or ``max_workers``) than CPUs, so no core idles; with GPUs, 1. ``gpus_per_worker`` None
+    takes one GPU per worker where the cluster has GPUs; ``retries``: how often a slide whose worker died
+    is tried again."""
 
     address: str = "auto"
     num_cpus: int | None = None
     object_store_memory: int | None = None
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None
     gpus_per_worker: float | None = None
     max_workers: int | None = None
     retries: int = 1
     connect_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.cpus_per_worker <= 0:
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise InputError(self.cpus_per_worker, "cpus_per_worker must be positive")
         if self.retries < 0:
             raise InputError(self.retries, "retries must be 0 or more")
@@ -122,7 +126,12 @@ def ray_session(rc: RayConfig) -> Iterator[Any]:
     try:
         ray.init(address=address, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise InputError(address or "auto", f"could not connect to Ray ({type(e).__name__}: {e})") from None
+        hint = ""
+        if address not in (None, "local") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = ("; if the cluster uses token authentication (Ray's default for clusters that ray.init "
+                    "starts), set RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+        why = f"could not connect to Ray ({type(e).__name__}: {e}){hint}"
+        raise InputError(address or "auto", why) from None
     try:
         yield ray
     finally:
@@ -140,19 +149,29 @@ class SlideWorker:
         self._device = device
 
     def _get_models(self) -> Models:
+        """The models, loaded on first use; as in the serial batch, a model that cannot be loaded stops
+        the whole run (``_ModelsUnavailable``), whichever of ``load`` and ``run`` meets it first."""
         if self._models is None:
+            from marrowscope.engines.batch import _ModelsUnavailable
             from marrowscope.engines.pipeline import load_models
 
-            self._models = load_models(self._cfg, device=self._device)
+            try:
+                self._models = load_models(self._cfg, device=self._device)
+            except InputError as e:
+                raise _ModelsUnavailable(e) from e
         return self._models
 
-    def load(self) -> tuple[str, str] | None:
-        """Load the models; (what, why) when they cannot be (InputError does not survive pickling)."""
+    def load(self) -> tuple[tuple[str, str] | None, tuple[float, float]]:
+        """Load the models: (what, why) when they cannot be (InputError does not survive pickling), else
+        None; and when the load began and ended (``time.time()``)."""
+        from marrowscope.engines.batch import _ModelsUnavailable
+
+        t0 = time.time()
         try:
             self._get_models()
-        except InputError as e:
-            return e.path, e.problem
-        return None
+        except _ModelsUnavailable as e:
+            return (e.error.path, e.error.problem), (t0, time.time())
+        return None, (t0, time.time())
 
     def run(self, job: SlideJob, out_dir: str, mpp: float | None, by_slide: RoiMap,
             for_all: tuple[Region, ...], model_ids: Mapping[str, str]) -> SlideStatus | tuple[str, str]:
@@ -171,20 +190,37 @@ class SlideWorker:
         return os.getpid()
 
 
+def _node_cpus(ray: Any, total: float) -> list[int]:
+    """Whole CPUs of each live node (one node of ``total`` where the cluster does not say)."""
+    try:
+        nodes = ray.nodes()
+    except AttributeError:
+        nodes = []
+    cpus = [int(n.get("Resources", {}).get("CPU", 0)) for n in nodes if n.get("Alive", True)]
+    return cpus if sum(cpus) > 0 else [int(total)]
+
+
 def _plan(ray: Any, rc: RayConfig, n_jobs: int) -> tuple[int, float, float]:
     """(workers, CPUs per worker, GPUs per worker) for this cluster."""
     res = ray.cluster_resources()
     gpus = float(res.get("GPU", 0.0))
     per_gpu = rc.gpus_per_worker if rc.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
     cpus = float(res.get("CPU", 1.0))
-    by_cpu = max(1, int(cpus // rc.cpus_per_worker))
+    if rc.cpus_per_worker is None and per_gpu == 0:  # CPU workers that share out every node's cores
+        nodes = _node_cpus(ray, cpus)
+        want = max(1, min(n_jobs, rc.max_workers or n_jobs, sum(nodes)))
+        # the widest workers of which ``want`` still fit on the nodes (a worker lives on one node)
+        per = max((c for c in range(1, max(nodes) + 1) if sum(k // c for k in nodes) >= want), default=1)
+        return max(1, min(want, sum(k // per for k in nodes))), float(per), 0.0
+    per_cpu = rc.cpus_per_worker if rc.cpus_per_worker is not None else 1.0
+    by_cpu = max(1, int(cpus // per_cpu))
     n = min(by_cpu, int(gpus // per_gpu)) if per_gpu > 0 else by_cpu
     if n < 1:
         raise InputError(rc.address, f"the Ray cluster has {gpus:g} GPU(s), fewer than one worker's "
                                      f"{per_gpu:g}; lower gpus_per_worker or add GPU nodes")
     if rc.max_workers is not None:
         n = min(n, rc.max_workers)
-    return max(1, min(n, n_jobs)), rc.cpus_per_worker, per_gpu
+    return max(1, min(n, n_jobs)), per_cpu, per_gpu
 
 
 def run_on_ray(
@@ -210,9 +246,11 @@ def run_on_ray(
 
     if not jobs:
         return []
+    t_start, wall_start = time.perf_counter(), time.time()
     with ray_session(rc) as ray:
         from ray.exceptions import RayError, RayTaskError
 
+        t_connected = time.perf_counter()
         n, cpus, gpus = _plan(ray, rc, len(jobs))
         device = "cuda" if gpus > 0 else None
         threads = max(1, int(cpus))
@@ -221,19 +259,13 @@ def run_on_ray(
         models_ref = ray.put(models) if models is not None else None
         jobs_ref = [ray.put(j) for j in jobs]
         shared = (str(out_dir), mpp, ray.put(by_slide), for_all, dict(model_ids or {}))
-        log.info("Ray: %d worker(s), %g CPU and %g GPU each, for %d slide(s)", n, cpus, gpus, len(jobs))
+        log.info("Ray: %d worker(s), %g CPU (%d torch thread(s)) and %g GPU each, for %d slide(s)",
+                 n, cpus, threads, gpus, len(jobs))
 
         live: list[Any] = []
-
-        def new_workers(k: int) -> list[Any]:
-            ws = [actor_cls.remote(cfg, models_ref, device, threads) for _ in range(k)]
-            live.extend(ws)
-            for w in ws:  # models load in parallel; a missing model stops the run before any slide
-                failed = ray.get(w.load.remote())
-                if failed is not None:
-                    raise InputError(*failed)
-            return ws
-
+        loading: dict[Any, float] = {}  # a new worker's model load -> when it was asked for
+        ready_s: list[float] = []  # seconds from the call until each first worker had its models
+        loads: list[tuple[float, float]] = []  # when each of them began and ended loading (same clock)
         todo = list(reversed(range(len(jobs))))
         attempts = [0] * len(jobs)
         done: dict[int, SlideStatus] = {}
@@ -245,14 +277,35 @@ def run_on_ray(
                 attempts[i] += 1
                 running[w.run.remote(jobs_ref[i], *shared)] = (i, w)
 
+        def start_worker(check: bool) -> None:
+            """A new worker with its first slide queued behind its model load, so it starts at once
+            when its models are in (no round trip through this driver, no waiting for other workers).
+            ``check``: watch the load, so a missing model stops the run before any slide is written."""
+            w = actor_cls.remote(cfg, models_ref, device, threads)
+            live.append(w)
+            if check:
+                loading[w.load.remote()] = time.perf_counter()
+            submit(w)
+
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="slides (Ray)", unit="slide", disable=not progress)
         try:
-            for w in new_workers(n):
-                submit(w)
+            for _ in range(n):
+                start_worker(check=True)
             while running:
-                ready, _ = ray.wait(list(running), num_returns=1)
+                ready, _ = ray.wait([*loading, *running], num_returns=1)
+                if ready[0] in loading:
+                    loading.pop(ready[0])
+                    try:
+                        failed, (began, ended) = ray.get(ready[0])
+                    except RayError:  # the worker died while loading: its slide's task reports it
+                        continue
+                    if failed is not None:
+                        raise InputError(*failed)
+                    ready_s.append(time.perf_counter() - t_start)
+                    loads.append((began - wall_start, ended - wall_start))
+                    continue
                 i, w = running.pop(ready[0])
                 job = jobs[i]
                 st: SlideStatus | None = None
@@ -261,9 +314,11 @@ def run_on_ray(
                     if isinstance(got, tuple):  # the output disk is full or read-only: stop the batch
                         raise InputError(*got)
                     st = got
+                    submit(w)  # its next slide before the bookkeeping below
                 except RayTaskError as e:  # an error run_slide did not turn into a status
                     why = f"{type(e.cause).__name__}: {e.cause}"
                     st = SlideStatus(job.source, job.slide_id, "failed", why)
+                    submit(w)
                 except RayError as e:  # the worker process is gone (killed, out of memory, node lost)
                     log.warning("Ray worker died analysing %s (attempt %d): %s", job.source, attempts[i],
                                 type(e).__name__)
@@ -276,19 +331,25 @@ def run_on_ray(
                                          f"{job.source}: the Ray worker analysing this slide died "
                                          f"{attempts[i]} times ({type(e).__name__}); it may need more memory "
                                          "than a worker has, or a node was lost")
-                    w = new_workers(1)[0] if todo else None
+                    if todo:  # a replacement; its models loaded fine in the others already
+                        start_worker(check=False)
                 if st is not None:
                     done[i] = st
                     bar.update(1)
                     bar.set_postfix_str(st.slide_id or Path(job.source).name)
                     if on_progress is not None:
                         on_progress([done[k] for k in sorted(done)])
-                if w is not None:
-                    submit(w)
         finally:
             bar.close()
             for w in live:
                 ray.kill(w, no_restart=True)
+        wall = time.perf_counter() - t_start
+        timings = {"connect_s": t_connected - t_start, "first_worker_ready_s": min(ready_s, default=None),
+                   "workers_ready_s": max(ready_s, default=None), "model_loads_s": loads, "workers": n,
+                   "cpus_per_worker": cpus, "slides": len(jobs), "wall_s": wall}
+        log.info("Ray: %d slide(s) in %.1f s (Ray ready after %.1f s, the workers' models after %s s)",
+                 len(jobs), wall, timings["connect_s"], ", ".join(f"{x:.1f}" for x in ready_s) or "-",
+                 extra={"ray_timings": timings})
     return [done[k] for k in range(len(jobs))]
 
 
