@@ -378,3 +378,17 @@ def test_level0_only_overview_is_decoded_at_reduced_scale_and_matches_the_full_d
         box = SlideReader.read_level_reduced(s, w - 300, 40, w + 100, 340, 0, 4)
         assert red.shape == box.shape == (75, 100, 3)
         assert (red[:, 75:] == 255).all() and np.abs(red.astype(int) - box).mean() < 3
+
+
+def test_tile_caches_of_a_file_slide_are_bounded(written, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wsidicom's decoded and encoded tile caches hold at most FRAME_CACHE_BYTES each (not its 100 MB)."""
+    import marrowscope.io.slides.dicom as dicom
+
+    _, ref = written
+    monkeypatch.setattr(dicom, "FRAME_CACHE_BYTES", 200_000)  # fewer bytes than 4 decoded 256^2 tiles
+    with open_slide(ref.folder) as s:
+        s.read_region(0, 0, 1000, 600)  # 12 tiles, 2.4 MB decoded
+        source = s._wsi._source  # wsidicom internals: the only way to see its caches
+        assert 0 < source._decoded_frame_cache._lru_cache._size <= 200_000
+        for cache in (source._decoded_frame_cache, source._encoded_frame_cache):
+            assert cache._lru_cache.maxsize == 200_000

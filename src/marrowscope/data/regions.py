@@ -129,10 +129,11 @@ def stain_masks(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _box_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Sums of ``mask`` over the boxes [rows[:, 0]:rows[:, 1], cols[:, 0]:cols[:, 1]] (integral image)."""
-    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=s[1:, 1:])
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
+    np.cumsum(mask, axis=0, dtype=s.dtype, out=s[1:, 1:])
+    np.cumsum(s[1:, 1:], axis=1, out=s[1:, 1:])
     c, d, a, b = rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1]
-    return s[d, b] - s[c, b] - s[d, a] + s[c, a]
+    return s[d, b].astype(np.int64) - s[c, b] - s[d, a] + s[c, a]
 
 
 def _verdict(coverage: float, nuclear: float, cfg: FieldSelectionConfig) -> tuple[float, str]:

@@ -288,6 +288,12 @@ def dicom_properties(ds: Any) -> dict[str, str]:
     return props
 
 
+# wsidicom keeps decoded and encoded tiles of a slide in two LRU caches of 100 MB each by default. The
+# analysis reads each counting field once (detection) and then crops inside it (classification): the
+# tiles of one field with its context (~100 decoded 256^2 tiles, 20 MB) are all it re-reads, so a file
+# slide gets 32 MB per cache (the DICOMweb reader keeps wsidicom's default: a miss costs a request).
+FRAME_CACHE_BYTES = 32 * 2**20
+
 _PLACEHOLDER_SPACING_MM = 1e-3  # 1 µm/px: only lets wsidicom order the levels; never reported as a size
 
 
@@ -361,6 +367,7 @@ class DicomSlide(SlideReader):
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
         self._wsi, file_mpp = _open_wsidicom(self._files, label)
+        self._wsi.resize_cache(FRAME_CACHE_BYTES)
         try:
             base_ds = pydicom.dcmread(base.path, stop_before_pixels=True)
             props = dicom_properties(base_ds)  # decodes the values used (pydicom decodes on first use)
