@@ -106,9 +106,9 @@ class SlideReader(abc.ABC):
         ox, oy = math.floor(round(x) / lv.downsample), math.floor(round(y) / lv.downsample)
         fx, fy = lw / out_w, lh / out_h  # level pixels per output pixel
         mx, my = math.ceil(fx) + 2, math.ceil(fy) + 2  # filter support when shrinking, with a spare pixel
-        # shrinking 16x or more: the reader may decode at 1/2..1/8 scale (JPEG DCT scaling) at a fraction
-        # of the cost; the rest of the shrink (at least 2x) is the same bilinear resize
-        r = next((k for k in (8, 4, 2) if min(fx, fy) >= 2 * k and self.reduced_read_factors(level, k)), 1)
+        # shrinking 2x or more: the reader may decode at 1/2..1/8 scale (JPEG DCT scaling: about a box
+        # filter) at a fraction of the cost; the rest of the shrink is the same bilinear resize
+        r = next((k for k in (8, 4, 2) if min(fx, fy) >= k and self.reduced_read_factors(level, k)), 1)
         step_x, step_y = max(1, int(CHUNK_PX * r // fx)), max(1, int(CHUNK_PX * r // fy))  # output px/chunk
         out = np.empty((out_h, out_w, 3), dtype=np.uint8)
 
