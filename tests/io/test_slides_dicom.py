@@ -385,7 +385,12 @@ def test_tile_caches_of_a_file_slide_are_bounded(written, monkeypatch: pytest.Mo
     import marrowscope.io.slides.dicom as dicom
 
     _, ref = written
+    # the tiles of a field with its context (3,072 px a side) whatever the tile size, within 32-100 MB
+    assert dicom.frame_cache_bytes(1024, 1024) == 16 * 1024 * 1024 * 3
+    assert dicom.frame_cache_bytes(256, 256) == 32 * 2**20
+    assert dicom.frame_cache_bytes(4096, 4096) == 100 * 2**20
     monkeypatch.setattr(dicom, "FRAME_CACHE_BYTES", 200_000)  # fewer bytes than 4 decoded 256^2 tiles
+    monkeypatch.setattr(dicom, "_FIELD_SPAN_PX", 0)
     with open_slide(ref.folder) as s:
         s.read_region(0, 0, 1000, 600)  # 12 tiles, 2.4 MB decoded
         source = s._wsi._source  # wsidicom internals: the only way to see its caches

@@ -290,9 +290,20 @@ def dicom_properties(ds: Any) -> dict[str, str]:
 
 # wsidicom keeps decoded and encoded tiles of a slide in two LRU caches of 100 MB each by default. The
 # analysis reads each counting field once (detection) and then crops inside it (classification): the
-# tiles of one field with its context (~100 decoded 256^2 tiles, 20 MB) are all it re-reads, so a file
-# slide gets 32 MB per cache (the DICOMweb reader keeps wsidicom's default: a miss costs a request).
+# tiles of one field with its context are all it re-reads (a 2048 px field + 25 µm: up to 3,072 px a
+# side, 13^2 tiles of 256 px = 33 MB decoded, 4^2 of 1024 px = 50 MB), so a file slide's caches hold
+# that much (at least FRAME_CACHE_BYTES, at most wsidicom's default); the DICOMweb reader keeps
+# wsidicom's default (a miss costs a request there).
 FRAME_CACHE_BYTES = 32 * 2**20
+_FIELD_SPAN_PX = 3072
+_WSIDICOM_CACHE_BYTES = 100 * 2**20
+
+
+def frame_cache_bytes(tile_width: int, tile_height: int) -> int:
+    """Bytes per wsidicom tile cache for a file slide with tiles of this size (see FRAME_CACHE_BYTES)."""
+    nx = -(-_FIELD_SPAN_PX // max(1, tile_width)) + 1
+    ny = -(-_FIELD_SPAN_PX // max(1, tile_height)) + 1
+    return min(_WSIDICOM_CACHE_BYTES, max(FRAME_CACHE_BYTES, nx * ny * tile_width * tile_height * 3))
 
 _PLACEHOLDER_SPACING_MM = 1e-3  # 1 µm/px: only lets wsidicom order the levels; never reported as a size
 
@@ -367,7 +378,6 @@ class DicomSlide(SlideReader):
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise InputError(label, f"pixel size must be a positive number of µm/px, got {mpp}")
         self._wsi, file_mpp = _open_wsidicom(self._files, label)
-        self._wsi.resize_cache(FRAME_CACHE_BYTES)
         try:
             base_ds = pydicom.dcmread(base.path, stop_before_pixels=True)
             props = dicom_properties(base_ds)  # decodes the values used (pydicom decodes on first use)
@@ -375,6 +385,7 @@ class DicomSlide(SlideReader):
             self._wsi.close()
             raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
         self._setup(label, base_ds, file_mpp, mpp, base.path.stem, props)
+        self._wsi.resize_cache(frame_cache_bytes(*self._tile_sizes[0]))
 
     def _setup(
         self,
