@@ -86,6 +86,15 @@ def _analyze(cohort: Path, out: Path) -> dict[str, object]:
             "timings_s": {k: round(v, 1) for k, v in d["run"]["timings"].items()}}
 
 
+def _save(path: Path | None, rows: list[dict[str, object]], summary: dict[str, object]) -> None:
+    """The rows so far and the summary as JSON at ``path`` (after every slide: a later failure keeps them)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": " ".join(sys.argv), "summary": summary, "rows": rows}, indent=1)
+                    + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", default="180000x60000")
@@ -125,6 +134,7 @@ def main() -> None:
                 r["load_avg_1_5_15_after"] = [round(x, 1) for x in os.getloadavg()]
                 print(json.dumps(r), flush=True)
                 rows.append(r)
+                _save(args.json, rows, {"started": started, "partial": True})
             if not keep:
                 shutil.rmtree(cohort, ignore_errors=True)
         by = {str(r["name"]): r for r in rows}
@@ -138,10 +148,7 @@ def main() -> None:
                 summary[f"{k}_analyze_s"] = by[k]["analyze_s"]
                 summary[f"{k}_peak_rss_mib"] = by[k]["analyze_peak_rss_mib"]
         print(json.dumps(summary), flush=True)
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"command": " ".join(sys.argv), "summary": summary, "rows": rows},
-                                            indent=1) + "\n")
+        _save(args.json, rows, summary)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
