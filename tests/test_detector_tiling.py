@@ -106,3 +106,40 @@ def test_merge_uses_nms_per_class() -> None:
 def test_empty_detections() -> None:
     d = Detections.empty(("cell",))
     assert len(d) == 0 and len(d.to_annotations()) == 0
+
+
+class StretchBlobDetector(BlobDetector):
+    """The same blob detector, allowed to stretch its tiles like the real one (``max_tile_size``)."""
+
+    def __init__(self, max_tile_size: int, **kw: float) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.max_tile_size = max_tile_size
+        self.tile_shapes: list[tuple[int, int]] = []
+
+    def __call__(self, tiles: Sequence[np.ndarray]) -> list[_Pred]:
+        self.tile_shapes += [t.shape[:2] for t in tiles]
+        return super().__call__(tiles)
+
+
+def test_fitted_tile_size_saves_tiles_and_keeps_overlap() -> None:
+    from marrowscope.data.tiling import fitted_tile_size
+
+    # a 2048² ROI at 0.11 µm/px seen at 0.25 µm/px: 901 px; 3x3 tiles of 512, or 2x2 of 576
+    assert len(tile_grid(901, 901, 512, 128)) == 9
+    size = fitted_tile_size(901, 901, 512, 128, 576)
+    grid = tile_grid(901, 901, size, 128)
+    assert size == 576 and len(grid) == 4
+    assert grid[1].x - (grid[0].x + grid[0].width) <= -128  # the overlap is kept
+    assert fitted_tile_size(901, 901, 512, 128, 512) == 512  # no stretch allowed
+    assert fitted_tile_size(400, 300, 512, 128, 576) == 512  # one tile anyway
+    for side in range(513, 3000, 37):  # never more tiles than without the stretch, never a wider tile
+        s = fitted_tile_size(side, side, 512, 128, 576)
+        assert s in (512, 576)
+        assert len(tile_grid(side, side, s, 128)) <= len(tile_grid(side, side, 512, 128))
+
+
+def test_stretched_tiles_find_the_same_cells() -> None:
+    det = StretchBlobDetector(max_tile_size=84, mpp=0.5, tile_size=64)
+    out = detect_image(_image(), det, batch_size=8, overlap=24)
+    assert sorted(map(tuple, out.boxes.astype(int).tolist())) == sorted(CELLS)
+    assert len(det.tile_shapes) == 4 and max(max(s) for s in det.tile_shapes) <= 84  # 2x2, not 3x3

@@ -11,6 +11,7 @@ import typer
 from marrowscope.cli import params
 from marrowscope.cli.app import app
 from marrowscope.errors import InputError, MarrowscopeError
+from marrowscope.models.inference import PRECISIONS
 
 if TYPE_CHECKING:
     from marrowscope.engines.pipeline import AnalysisConfig
@@ -32,17 +33,20 @@ _DEVICE = typer.Option("auto", "--device", callback=params.device,
                        help="Where the models run: auto (cuda when available), cpu, cuda, cuda:N or mps.")
 _THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's own).")
 _BATCH = typer.Option(4, "--batch-size", min=1, help="Tiles per detector call (larger is faster on a GPU).")
+_PRECISION = typer.Option("auto", "--precision", callback=params.one_of(*PRECISIONS),
+                          help="Inference precision: auto (bf16 where the CPU has AMX/AVX-512 BF16 or the "
+                               "GPU supports it, else fp32), fp32 or bf16 (docs/benchmarks.md, speed).")
 
 
 def _config(detector: str, classifier: str, diagnosis: str, target_cells: int, seed: int,
             max_cells: int | None = None, device: str = "auto", threads: int | None = None,
-            batch_size: int = 4) -> AnalysisConfig:
+            batch_size: int = 4, precision: str = "auto") -> AnalysisConfig:
     from marrowscope.engines.pipeline import AnalysisConfig
 
     cfg = AnalysisConfig(detector=detector, classifier=classifier,
                          diagnosis=None if diagnosis.lower() == "none" else diagnosis,
                          target_cells=target_cells, seed=seed, device=None if device == "auto" else device,
-                         threads=threads, batch_size=batch_size)
+                         threads=threads, batch_size=batch_size, precision=precision)
     return cfg if max_cells is None else replace(cfg, max_cells=max(max_cells, target_cells))
 
 
@@ -84,6 +88,7 @@ def analyze(
     device: str = _DEVICE,
     threads: int | None = _THREADS,
     batch_size: int = _BATCH,
+    precision: str = _PRECISION,
 ) -> None:
     """Analyse slides: regions, cells, differential with intervals, diagnosis suggestion, report.
 
@@ -94,7 +99,8 @@ def analyze(
 
     if regions not in ("annotated", "auto"):
         raise InputError("--regions", f"must be 'annotated' or 'auto', got {regions!r}")
-    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells, device, threads, batch_size)
+    cfg = _config(detector, classifier, diagnosis, target_cells, seed, max_cells, device, threads, batch_size,
+                  precision)
     cfg = replace(cfg, use_annotated_rois=regions == "annotated")
     summary = analyze_batch([str(s) for s in slides], out, cfg, mpp=mpp, rois=rois,
                             ray=None if ray is None else _ray_config(ray, ray_cpus))

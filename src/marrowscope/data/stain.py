@@ -133,19 +133,47 @@ class ColourStats:
         return ColourStats((m[0], m[1], m[2]), (s[0], s[1], s[2]), float(d.get("foreground", 0.0)))  # type: ignore[arg-type]
 
 
+#: optical density of each 8-bit value (a look-up replaces a log per pixel)
+_OD_LUT = -np.log(np.clip(np.arange(256, dtype=np.float64) / 255.0, OD_EPS, 1.0)).astype(np.float32)
+
+
 def _conc_np(images: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    od = -np.log(np.clip(np.asarray(images, dtype=np.float64) / 255.0, OD_EPS, 1.0))
-    conc = od @ np.linalg.inv(np.asarray(basis, dtype=np.float64))
-    return conc, od.sum(axis=-1) > FOREGROUND_OD
+    """Stain concentrations (float32, ``(..., 3)``) and the foreground mask of RGB images."""
+    img = np.asarray(images)
+    if img.dtype == np.uint8:
+        od = _OD_LUT[img]
+    else:
+        od = -np.log(np.clip(img.astype(np.float32) / 255.0, OD_EPS, 1.0))
+    inv = np.linalg.inv(np.asarray(basis, dtype=np.float64)).astype(np.float32)
+    return od @ inv, od.sum(axis=-1) > FOREGROUND_OD
+
+
+def _stats_of(conc: np.ndarray, fg: np.ndarray) -> ColourStats:
+    sel = conc[fg] if fg.any() else conc.reshape(-1, 3)
+    m, s = sel.mean(axis=0, dtype=np.float64), sel.std(axis=0, dtype=np.float64) + 1e-6
+    return ColourStats((float(m[0]), float(m[1]), float(m[2])), (float(s[0]), float(s[1]), float(s[2])),
+                       float(fg.mean()))
 
 
 def colour_stats(images: np.ndarray, basis: np.ndarray) -> ColourStats:
     """Stain statistics of uint8 RGB images ``(..., 3)`` (a slide's crops, or a dataset)."""
-    conc, fg = _conc_np(images, basis)
-    sel = conc[fg] if fg.any() else conc.reshape(-1, 3)
-    m, s = sel.mean(axis=0), sel.std(axis=0) + 1e-6
-    return ColourStats((float(m[0]), float(m[1]), float(m[2])), (float(s[0]), float(s[1]), float(s[2])),
-                       float(fg.mean()))
+    return _stats_of(*_conc_np(images, basis))
+
+
+def _map_conc(conc: np.ndarray, basis: np.ndarray, source: ColourStats, reference: ColourStats
+              ) -> np.ndarray:
+    sm, ss = np.asarray(source.mean, np.float32), np.asarray(source.std, np.float32)
+    rm, rs = np.asarray(reference.mean, np.float32), np.asarray(reference.std, np.float32)
+    gain = rs / ss
+    conc *= gain
+    conc += rm - sm * gain
+    od = conc @ np.asarray(basis, dtype=np.float32)
+    np.clip(od, 0.0, None, out=od)
+    np.negative(od, out=od)
+    np.exp(od, out=od)
+    od *= 255.0
+    np.rint(od, out=od)
+    return np.asarray(np.clip(od, 0, 255), dtype=np.uint8)
 
 
 def standardise(images: np.ndarray, basis: np.ndarray, source: ColourStats, reference: ColourStats
@@ -153,10 +181,10 @@ def standardise(images: np.ndarray, basis: np.ndarray, source: ColourStats, refe
     """uint8 images whose stain statistics ``source`` are mapped onto ``reference``: a per-stain affine
     map of the concentrations, ``(c - mean_s) / std_s * std_r + mean_r`` (invertible up to 8-bit
     rounding and clipping)."""
-    conc, _fg = _conc_np(images, basis)
-    sm, ss = np.asarray(source.mean), np.asarray(source.std)
-    rm, rs = np.asarray(reference.mean), np.asarray(reference.std)
-    conc2 = (conc - sm) / ss * rs + rm
-    od = conc2 @ np.asarray(basis, dtype=np.float64)
-    out = np.exp(-np.clip(od, 0.0, None)) * 255.0
-    return np.asarray(np.clip(np.rint(out), 0, 255), dtype=np.uint8)
+    return _map_conc(_conc_np(images, basis)[0], basis, source, reference)
+
+
+def standardise_to(images: np.ndarray, basis: np.ndarray, reference: ColourStats) -> np.ndarray:
+    """:func:`standardise` with the images' own statistics as the source, computed in the same pass."""
+    conc, fg = _conc_np(images, basis)
+    return _map_conc(conc, basis, _stats_of(conc, fg), reference)

@@ -60,3 +60,20 @@ def tile_grid(width: int, height: int, tile_size: int, overlap: int) -> list[Til
                 )
             )
     return tiles
+
+
+def fitted_tile_size(width: int, height: int, tile_size: int, overlap: int, max_tile_size: int) -> int:
+    """``max_tile_size`` when tiles of that side cover ``width`` x ``height`` (at ``overlap`` pixels)
+    with fewer tiles per side than ``tile_size`` does, else ``tile_size``.
+
+    A 901 px region with 512 px tiles and 128 px overlap needs three tiles per side (the last two
+    overlapping by 507 px); 576 px tiles cover it with two: 4 tiles instead of 9, each with about the
+    context of a training tile. Both sides should be multiples of 32 (the detectors pad to that)."""
+    side = max(width, height)
+
+    def per_side(t: int) -> int:
+        return 1 if side <= t else len(range(0, side - t, t - overlap)) + 1
+
+    if max_tile_size > tile_size and per_side(max_tile_size) < per_side(tile_size):
+        return max_tile_size
+    return tile_size

@@ -41,10 +41,10 @@ def standardise_crops(clf: CellClassifier, crops: np.ndarray) -> np.ndarray:
         log.info("%d crops: too few to standardise colour (need %d); left as they are", len(crops),
                  MIN_STANDARDISE)
         return crops
-    from marrowscope.data.stain import ColourStats, colour_stats, standardise
+    from marrowscope.data.stain import ColourStats, standardise_to
 
     basis = np.asarray(p["stain_basis"], dtype=np.float64)
-    return standardise(crops, basis, colour_stats(crops, basis), ColourStats.from_dict(p["colour_reference"]))
+    return standardise_to(crops, basis, ColourStats.from_dict(p["colour_reference"]))
 
 
 @dataclass(frozen=True)

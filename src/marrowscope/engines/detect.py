@@ -1,11 +1,12 @@
 """Cell detection on regions of any size: tiles at the model's mpp, batched, merged at level 0.
 
-The region is cut into tiles of ``detector.tile_size`` pixels (at the model's mpp) that overlap by
-``overlap`` pixels. Each tile's boxes are mapped back to level-0 pixels. Near an inner tile edge a box may
-be cut by the tile; such a box is dropped when the neighbouring tile sees that part of the image with
-at least ``margin`` pixels to spare (``overlap`` must exceed the largest cell for this to be exact).
-The surviving boxes are merged with ``torchvision.ops.batched_nms`` per class, so a cell that lies in two
-tiles' overlap is reported once.
+The region is cut into tiles of ``detector.tile_size`` pixels (at the model's mpp; stretched up to
+the detector's ``max_tile_size`` when that saves tiles: :func:`marrowscope.data.tiling.fitted_tile_size`)
+that overlap by ``overlap`` pixels. Each tile's boxes are mapped back to level-0 pixels. Near an inner
+tile edge a box may be cut by the tile; such a box is dropped when the neighbouring tile sees that part
+of the image with at least ``margin`` pixels to spare (``overlap`` must exceed the largest cell for this
+to be exact). The surviving boxes are merged with ``torchvision.ops.batched_nms`` per class, so a cell
+that lies in two tiles' overlap is reported once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from marrowscope.cells import Box, Detections
-from marrowscope.data.tiling import Tile, tile_grid
+from marrowscope.data.tiling import Tile, fitted_tile_size, tile_grid
 from marrowscope.io.slides.base import SlideReader
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ def detect_region(
     h, w = region.shape[:2]
     scale = (x2 - x1) / w  # level-0 pixels per model pixel
     overlap = min(overlap, detector.tile_size // 2)
-    tiles = tile_grid(w, h, detector.tile_size, overlap)
+    size = fitted_tile_size(w, h, detector.tile_size, overlap, getattr(detector, "max_tile_size", 0))
+    tiles = tile_grid(w, h, size, overlap)
 
     def read_tile(t: Tile) -> np.ndarray:
         return np.ascontiguousarray(region[t.y : t.y + t.height, t.x : t.x + t.width])

@@ -56,6 +56,7 @@ class AnalysisConfig:
     seed: int = 0
     device: str | None = None  # "cpu", "cuda", "cuda:1", "mps"; None: cuda when available
     threads: int | None = None  # torch intra-op threads during the analysis (None: torch's default)
+    precision: str = "auto"  # inference precision: auto (bf16 where the CPU or GPU computes it), fp32, bf16
     use_annotated_rois: bool = True
     context_um: float = 25.0  # detection looks this far beyond each region (cells on its edge seen whole)
     fields: FieldSelectionConfig = field(default_factory=FieldSelectionConfig)
@@ -71,6 +72,7 @@ class Models:
     diagnosis: Any | None  # marrowscope.models.diagnosis.DiagnosisModel
     refs: tuple[ModelRef, ...]
     device: str = "cpu"  # where the detector and classifier run (recorded in the run record)
+    precision: str = "fp32"  # their resolved inference precision (recorded in the run record)
 
 
 def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
@@ -84,10 +86,10 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
 
     device = resolve_device(device or cfg.device)
     refs = []
-    det = load_detector(cfg.detector, device=device)
+    det = load_detector(cfg.detector, device=device, precision=cfg.precision)
     p, _ = resolve_model(cfg.detector, task="detector")
     refs.append(model_ref(str(cfg.detector), "detector", p))
-    clf = load_classifier(cfg.classifier, device=device)
+    clf = load_classifier(cfg.classifier, device=device, precision=cfg.precision, optimise=True)
     p, _ = resolve_model(cfg.classifier, task="classifier")
     refs.append(model_ref(str(cfg.classifier), "classifier", p))
     diag = None
@@ -95,7 +97,7 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
         p, sha = resolve_model(cfg.diagnosis, task="diagnosis")
         diag = load_diagnosis_model(p, sha256=sha)
         refs.append(model_ref(str(cfg.diagnosis), "diagnosis", p))
-    return Models(det, clf, diag, tuple(refs), device=device)
+    return Models(det, clf, diag, tuple(refs), device=device, precision=clf.precision)
 
 
 def model_ref(name: str, task: str, path: str | Path) -> ModelRef:
@@ -502,7 +504,7 @@ def _analyze_slide(
         run=RunRecord(
             marrowscope_version=__version__, python=py, platform=plat, packages=pkgs, models=models.refs,
             config=cfg.to_dict(), seed=cfg.seed, started=started, seconds=seconds, timings=timings,
-            device=models.device,
+            device=models.device, precision=models.precision,
         ),
         warnings=tuple(warnings),
         ood=None if ood is None else ood.to_dict(),

@@ -263,7 +263,8 @@ def validate(model: Any, spec: WeightsSpec, val: Sequence[_Prepared], device: st
     from marrowscope.eval.detection import evaluate_detections
 
     was_training = model.training
-    det = Detector(model, spec, device)
+    # the training tiles and memory format: validation must not change the model being trained
+    det = Detector(model, spec, device, tile_stretch=1.0, optimise=False)
     preds, truths = [], []
     for p in val:
         preds.append(detect_image(p.image, det, batch_size=batch_size))

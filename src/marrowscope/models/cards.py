@@ -118,7 +118,9 @@ def meta_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{s['id']}.{k}": v for s in metrics["sections"] for k, v in s["metrics"].items()}
 
 
-def _replace_block(text: str, block: str, begin: str = BEGIN) -> str:
+def replace_block(text: str, block: str, begin: str = BEGIN) -> str:
+    """``text`` with its generated block (from ``begin`` to the next :data:`END`) replaced by ``block``,
+    or ``block`` appended when there is none."""
     if begin in text and END in text[text.index(begin):]:
         a = text.index(begin)
         b = text.index(END, a) + len(END)
@@ -136,7 +138,7 @@ def sync_bundle(folder: str | Path, *, check: bool = False) -> bool:
     metrics = load_metrics(folder)
     card_p, meta_p = folder / "card.md", folder / "meta.json"
     card = card_p.read_text() if card_p.is_file() else f"# {metrics.get('model', folder.name)}\n"
-    new_card = _replace_block(card, render_card_block(metrics))
+    new_card = replace_block(card, render_card_block(metrics))
     meta = json.loads(meta_p.read_text())
     new_meta = {**meta, "metrics": meta_metrics(metrics)}
     same = new_card == card and new_meta == meta
@@ -168,7 +170,7 @@ def sync_benchmarks_doc(doc: str | Path, bundles: Sequence[str | Path], *, check
     text = p.read_text()
     if BENCH_BEGIN not in text:
         raise InputError(p, f"no generated block; add a line {BENCH_BEGIN!r} … {END!r} where it goes")
-    new = _replace_block(text, render_targets(bundles), begin=BENCH_BEGIN)
+    new = replace_block(text, render_targets(bundles), begin=BENCH_BEGIN)
     if check or new == text:
         return new == text
     p.write_text(new, encoding="utf-8")

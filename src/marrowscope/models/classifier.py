@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from marrowscope.errors import InputError, MissingDependencyError
+from marrowscope.models.inference import fold_batchnorm, resolve_precision
 from marrowscope.models.weights import WeightsSpec, load_weights, save_weights
 
 if TYPE_CHECKING:
@@ -124,12 +125,15 @@ def build_backbone(arch: str, num_classes: int, params: Mapping[str, Any] | None
 
 @dataclass(frozen=True)
 class CellClassifier:
-    """A network with its contract. ``net`` is in eval mode on ``device``."""
+    """A network with its contract. ``net`` is in eval mode on ``device``; ``precision`` is the
+    resolved inference precision (``fp32`` or ``bf16``, see :mod:`marrowscope.models.inference`): with
+    ``bf16`` the network's weights are bf16 and :meth:`to_tensor` gives bf16 batches."""
 
     net: Any  # torch.nn.Module
     spec: WeightsSpec
     device: str = "cpu"
     sha256: str | None = None
+    precision: str = "fp32"
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -173,7 +177,8 @@ class CellClassifier:
         t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        return (t - mean) / std
+        x = (t - mean) / std
+        return x.to(torch.bfloat16) if self.precision == "bf16" else x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Raw logits of a normalised batch (no temperature)."""
@@ -215,12 +220,18 @@ def save_classifier(path: str | Path, clf: CellClassifier, *, half: bool = True,
 
 
 def load_classifier(name_or_path: str | Path, device: str | None = None,
-                    expect_classes: Sequence[str] | None = None) -> CellClassifier:
+                    expect_classes: Sequence[str] | None = None, *, precision: str = "fp32",
+                    optimise: bool = False) -> CellClassifier:
     """Load a bundled classifier by name (e.g. ``classifier-pbc``) or a weights file.
 
     ``expect_classes``: when given, raise :class:`InputError` unless the weights have exactly these
     classes in this order (the contract check for callers that hard-wire a class list).
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (:func:`marrowscope.models.inference.resolve_precision`).
+    ``optimise``: fold BatchNorm into the convolutions and use channels-last memory format, for a
+    classifier that only predicts (same outputs up to rounding; never save or train a folded network).
     """
+    import torch
+
     from marrowscope.models.registry import resolve_model
 
     path, sha = resolve_model(name_or_path, task="classifier")
@@ -235,9 +246,16 @@ def load_classifier(name_or_path: str | Path, device: str | None = None,
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit architecture {spec.arch} ({e})") from e
     net = net.to(dev).eval()
+    if optimise:
+        fold_batchnorm(net)
+        net = net.to(memory_format=torch.channels_last)
+    prec = resolve_precision(precision, dev)
+    if prec == "bf16":
+        net = net.to(torch.bfloat16)
     from marrowscope.models.weights import sha256_file
 
-    return CellClassifier(net=net, spec=spec, device=dev, sha256=sha or sha256_file(path))
+    return CellClassifier(net=net, spec=spec, device=dev, sha256=sha or sha256_file(path),
+                          precision=prec)
 
 
 def default_device() -> str:

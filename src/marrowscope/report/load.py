@@ -124,6 +124,7 @@ def _run(d: Mapping[str, Any]) -> RunRecord:
         seconds=float(d.get("seconds", 0.0)),
         timings=dict(d.get("timings") or {}),
         device=None if d.get("device") is None else str(d["device"]),
+        precision=None if d.get("precision") is None else str(d["precision"]),
     )
 
 

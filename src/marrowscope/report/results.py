@@ -117,6 +117,7 @@ class RunRecord:
     seconds: float
     timings: Mapping[str, float] = field(default_factory=dict)
     device: str | None = None  # where the models ran: "cpu", "cuda", "cuda:1", ...
+    precision: str | None = None  # the detector's and classifier's inference precision: "fp32" or "bf16"
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class SlideResult:
                 "seconds": run.seconds,
                 "timings": dict(run.timings),
                 "device": run.device,
+                "precision": run.precision,
             },
         }
 

@@ -1,0 +1,62 @@
+"""Inference-time speed-ups that keep the results: precision and BatchNorm folding.
+
+Precision: fp32, or bf16 autocast where the hardware computes bf16 natively.
+
+On CPUs with AMX or AVX-512 BF16 (Sapphire Rapids and newer Xeons, recent EPYCs) bf16 convolutions run
+several times faster than fp32; elsewhere autocast would only add casts, so ``auto`` keeps fp32 there.
+Accuracy under bf16 is measured per bundled model (``benchmarks/bench_speed.py``, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from marrowscope.errors import InputError
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when this CPU computes bf16 natively (AMX or AVX-512 BF16), where autocast pays off."""
+    try:
+        flags = Path(cpuinfo).read_text(errors="replace").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` on a CPU with native bf16 or a CUDA device that supports it, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise InputError(precision, f"unknown precision (choose from {', '.join(PRECISIONS)})")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def fold_batchnorm(net: Any) -> int:
+    """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` inside an
+    ``nn.Sequential`` into that convolution (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and replace
+    it by ``nn.Identity``; returns how many were folded. For inference only: the network's outputs are
+    unchanged up to float rounding, its state dict is not (do not save a folded network)."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    n = 0
+    for module in list(net.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = module._modules[a], module._modules[b]
+            if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and not bn.training
+                    and not conv.training and bn.track_running_stats):
+                module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                module._modules[b] = nn.Identity()
+                n += 1
+    return n
