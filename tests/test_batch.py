@@ -175,6 +175,24 @@ def test_dicom_cohort_uses_its_roi_series(tmp_path) -> None:  # noqa: ANN001
     assert [x.status for x in s2.slides] == ["skipped"]
 
 
+def test_two_copies_of_one_slide_side_by_side_are_analysed_apart(tmp_path) -> None:  # noqa: ANN001
+    """Two cohorts holding the same series (same UIDs: e.g. two synthetic cohorts of one seed, or a copy)
+    in one parent folder: each cohort's slide is its own files only, never merged with the other's."""
+    from marrowscope.engines.batch import collect_jobs
+
+    ref = write_dicom_slide(tmp_path / "one", smear_image(), slide_id="dcm-A")
+    write_dicom_slide(tmp_path / "two", smear_image(), slide_id="dcm-A")
+    for name in ("one", "two"):
+        jobs, bad = collect_jobs([tmp_path / name])
+        assert not bad and len(jobs) == 1
+        files = jobs[0].slide_files
+        assert files and all(Path(f).is_relative_to(tmp_path / name) for f in files)
+    s = analyze_batch([tmp_path / "two"], tmp_path / "out", CFG, models=stub_models(), progress=False)
+    assert [x.status for x in s.slides] == ["done"], s.slides[0].reason
+    jobs, _ = collect_jobs([ref.folder])  # the SM series folder itself: its own files
+    assert {Path(f).parent for f in jobs[0].slide_files} == {ref.folder}
+
+
 def test_demo_names_a_missing_model(tmp_path) -> None:  # noqa: ANN001
     from marrowscope.cli.main import main
 

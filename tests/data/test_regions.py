@@ -149,3 +149,33 @@ def test_piecewise_resampling_equals_the_one_piece_read(monkeypatch):
         assert (pieces != whole).mean() < 0.01
         thumb = slide.thumbnail(100)
         assert max(thumb.shape[:2]) == 100
+
+
+def test_masks_in_strips_and_field_sums_equal_the_whole_image_computation(monkeypatch):
+    """Strip-wise stain masks equal the one-piece computation; each field's coverage and nuclear share
+    (from an integral image) equal the means of the masks over that field's overview pixels."""
+    import marrowscope.data.regions as regions
+
+    rng = np.random.default_rng(5)
+    img = np.full((700, 900, 3), BG, np.uint8)
+    _disks(img, rng, 300, 9, RBC, 0, 900)
+    _disks(img, rng, 80, 6, NUC, 0, 900)
+    img[::7] = (120, 70, 160)  # some rows of dark stain so the strips differ
+    whole = stain_masks(img)
+    monkeypatch.setattr(regions, "_STRIP_PX", 900 * 3 + 17)  # strips of 3 rows, not dividing 700
+    strips = stain_masks(img)
+    assert np.array_equal(whole[0], strips[0]) and np.array_equal(whole[1], strips[1])
+    slide = ArraySlide(img, mpp=0.5)
+    cfg = FieldSelectionConfig(field_size_px=96, analysis_mpp=1.3)
+    fields = rank_fields(slide, cfg)
+    overview = slide.read_region_mpp(0, 0, 900, 700, 1.3)
+    stained, nuclear = stain_masks(overview)
+    scale = overview.shape[1] / 900
+    assert len(fields) == (900 // 96) * (700 // 96)
+    for f in fields:
+        b = f.region.box
+        a, bb = round(b.x1 * scale), round(b.x2 * scale)
+        c, d = round(b.y1 * scale), round(b.y2 * scale)
+        assert f.coverage == float(stained[c:d, a:bb].mean())
+        assert f.nuclear == float(nuclear[c:d, a:bb].mean())
+    assert len({f.verdict for f in fields}) > 1

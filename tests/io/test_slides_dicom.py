@@ -335,3 +335,65 @@ def test_slide_without_pixel_spacing_opens_with_mpp(written, tmp_path: Path) -> 
     for f in ref.folder.glob("*.dcm"):  # the files themselves are left as they were
         assert "PixelSpacing" in pydicom.dcmread(f, stop_before_pixels=True).SharedFunctionalGroupsSequence[
             0].PixelMeasuresSequence[0]
+
+
+def test_level0_only_overview_is_decoded_at_reduced_scale_and_matches_the_full_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DICOM slide with only level 0: a far-shrunk read (an overview) decodes each JPEG tile at 1/8
+    scale (every tile once) and equals the full-decode result within a couple of grey levels."""
+    import marrowscope.io.slides.base as base
+    from marrowscope.io.slides.base import SlideReader
+
+    img = _smooth_image(1000, 1300, seed=2)
+    ref = write_dicom_wsi(img, tmp_path / "flat", mpp=0.25, slide_id="flat", patient_id="P", n_levels=1)
+    monkeypatch.setattr(base, "WHOLE_READ_PX", 256 * 256)
+    monkeypatch.setattr(base, "CHUNK_PX", 64)
+    with open_slide(ref.folder) as s:
+        assert isinstance(s, DicomSlide) and len(s.info.levels) == 1
+        w, h = s.info.width, s.info.height
+        assert s.reduced_read_factors(0, 8) and not s.reduced_read_factors(0, 3)
+        tiles: list[tuple[int, int]] = []
+        original = DicomSlide._encoded_tile
+
+        def spy(self: DicomSlide, level: int, tx: int, ty: int) -> bytes:
+            tiles.append((tx, ty))
+            return original(self, level, tx, ty)
+
+        monkeypatch.setattr(DicomSlide, "_encoded_tile", spy)
+        fast = s.read_resampled(0, 0, w, h, (w // 20, h // 20), 0)  # 20x: decoded at 1/8, then 2.5x
+        n_tiles = -(-w // 256) * -(-h // 256)
+        assert len(tiles) >= n_tiles and set(tiles) >= {(x, y) for x in range(-(-w // 256))
+                                                         for y in range(-(-h // 256))}
+        monkeypatch.setattr(DicomSlide, "reduced_read_factors", lambda self, level, factor: False)
+        full = s.read_resampled(0, 0, w, h, (w // 20, h // 20), 0)
+        assert fast.shape == full.shape == (h // 20, w // 20, 3)
+        # (the last row and column: there a reduced pixel straddles the level's edge and holds the tile's
+        # white padding, where the full-scale resize repeats the edge pixel)
+        diff = np.abs(fast.astype(int) - full)[:-1, :-1]
+        assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 6 and diff.max() <= 20  # sharp blob edges
+        monkeypatch.undo()
+        # the reduced read itself against a box filter of the full decode, with white outside the level
+        red = s.read_level_reduced(w - 300, 40, w + 100, 340, 0, 4)
+        box = SlideReader.read_level_reduced(s, w - 300, 40, w + 100, 340, 0, 4)
+        assert red.shape == box.shape == (75, 100, 3)
+        assert (red[:, 75:] == 255).all() and np.abs(red.astype(int) - box).mean() < 3
+
+
+def test_tile_caches_of_a_file_slide_are_bounded(written, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wsidicom's decoded and encoded tile caches hold at most FRAME_CACHE_BYTES each (not its 100 MB)."""
+    import marrowscope.io.slides.dicom as dicom
+
+    _, ref = written
+    # the tiles of a field with its context (3,072 px a side) whatever the tile size, within 32-100 MB
+    assert dicom.frame_cache_bytes(1024, 1024) == 16 * 1024 * 1024 * 3
+    assert dicom.frame_cache_bytes(256, 256) == 32 * 2**20
+    assert dicom.frame_cache_bytes(4096, 4096) == 100 * 2**20
+    monkeypatch.setattr(dicom, "FRAME_CACHE_BYTES", 200_000)  # fewer bytes than 4 decoded 256^2 tiles
+    monkeypatch.setattr(dicom, "_FIELD_SPAN_PX", 0)
+    with open_slide(ref.folder) as s:
+        s.read_region(0, 0, 1000, 600)  # 12 tiles, 2.4 MB decoded
+        source = s._wsi._source  # wsidicom internals: the only way to see its caches
+        assert 0 < source._decoded_frame_cache._lru_cache._size <= 200_000
+        for cache in (source._decoded_frame_cache, source._encoded_frame_cache):
+            assert cache._lru_cache.maxsize == 200_000

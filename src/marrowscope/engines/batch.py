@@ -133,10 +133,17 @@ def _dicom_jobs(folder: Path) -> tuple[list[SlideJob], list[SlideStatus]]:
 
     cohort = discover_cohort(folder)
     entries: list[PatientEntry] = list(cohort.patients)
-    if len(entries) == 1 and not entries[0].series("roi") and entries[0].csv_annotations is None:
-        try:  # a single SM series folder: its ANN series are siblings in the study folder
+    lone = entries[0] if len(entries) == 1 else None
+    if (lone is not None and not lone.series("roi") and lone.csv_annotations is None
+            and {Path(f).parent.resolve() for f in lone.slide_files} == {folder.resolve()}):
+        # a single SM series folder (the slide's files directly in it): its ANN series are siblings in
+        # the study folder. Only their annotation series are taken from there; the slide stays the
+        # folder's own files (another copy of the same series beside it is not merged in)
+        try:
             parent = discover_cohort(folder.parent, read_csvs=False)
-            entries = [e for e in parent.patients if e.series_uid == entries[0].series_uid] or entries
+            ann = [e.ann_series for e in parent.patients if e.series_uid == lone.series_uid]
+            if ann and ann[0]:
+                entries = [replace(lone, ann_series=ann[0])]
         except InputError:
             pass
     jobs = []

@@ -7,6 +7,7 @@ RECTANGLE annotation (ANN) objects. Files are told apart by their DICOM headers,
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -287,6 +288,23 @@ def dicom_properties(ds: Any) -> dict[str, str]:
     return props
 
 
+# wsidicom keeps decoded and encoded tiles of a slide in two LRU caches of 100 MB each by default. The
+# analysis reads each counting field once (detection) and then crops inside it (classification): the
+# tiles of one field with its context are all it re-reads (a 2048 px field + 25 µm: up to 3,072 px a
+# side, 13^2 tiles of 256 px = 33 MB decoded, 4^2 of 1024 px = 50 MB), so a file slide's caches hold
+# that much (at least FRAME_CACHE_BYTES, at most wsidicom's default); the DICOMweb reader keeps
+# wsidicom's default (a miss costs a request there).
+FRAME_CACHE_BYTES = 32 * 2**20
+_FIELD_SPAN_PX = 3072
+_WSIDICOM_CACHE_BYTES = 100 * 2**20
+
+
+def frame_cache_bytes(tile_width: int, tile_height: int) -> int:
+    """Bytes per wsidicom tile cache for a file slide with tiles of this size (see FRAME_CACHE_BYTES)."""
+    nx = -(-_FIELD_SPAN_PX // max(1, tile_width)) + 1
+    ny = -(-_FIELD_SPAN_PX // max(1, tile_height)) + 1
+    return min(_WSIDICOM_CACHE_BYTES, max(FRAME_CACHE_BYTES, nx * ny * tile_width * tile_height * 3))
+
 _PLACEHOLDER_SPACING_MM = 1e-3  # 1 µm/px: only lets wsidicom order the levels; never reported as a size
 
 
@@ -367,6 +385,7 @@ class DicomSlide(SlideReader):
             self._wsi.close()
             raise InputError(base.path, f"cannot read the slide header ({type(e).__name__}: {e})") from e
         self._setup(label, base_ds, file_mpp, mpp, base.path.stem, props)
+        self._wsi.resize_cache(frame_cache_bytes(*self._tile_sizes[0]))
 
     def _setup(
         self,
@@ -390,11 +409,14 @@ class DicomSlide(SlideReader):
                         label)
         levels = []
         self._wsi_levels: list[int] = []
+        self._tile_sizes: list[tuple[int, int]] = []
+        self._jpeg_levels: dict[int, bool] = {}
         for i, lvl in enumerate(self._wsi.levels):
             d = float(2**lvl.level)
             level_mpp = None if the_mpp is None else the_mpp * d
             levels.append(SlideLevel(i, int(lvl.size.width), int(lvl.size.height), d, level_mpp))
             self._wsi_levels.append(int(lvl.level))
+            self._tile_sizes.append((int(lvl.tile_size.width), int(lvl.tile_size.height)))
         if file_mpp is None:
             props["marrowscope.mpp_missing"] = "the DICOM header has no PixelSpacing"
         if the_mpp is not None:
@@ -439,6 +461,59 @@ class DicomSlide(SlideReader):
             raise InputError(self.info.path, problem) from e
         arr = np.asarray(img.convert("RGB"))
         out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = arr
+        return out
+
+    def reduced_read_factors(self, level: int, factor: int) -> bool:
+        """JPEG tiles whose size ``factor`` divides: the decoder's DCT scaling shrinks them 2, 4 or 8x."""
+        tw, th = self._tile_sizes[level]
+        if factor not in (2, 4, 8) or tw % factor or th % factor:
+            return False
+        if level not in self._jpeg_levels:
+            from PIL import Image
+
+            try:
+                with Image.open(io.BytesIO(self._encoded_tile(level, 0, 0))) as im:
+                    self._jpeg_levels[level] = im.format == "JPEG"
+            except Exception:  # noqa: BLE001 - not decodable by Pillow: the full-scale path reads it
+                self._jpeg_levels[level] = False
+        return self._jpeg_levels[level]
+
+    def _encoded_tile(self, level: int, tx: int, ty: int) -> bytes:
+        data = self._wsi.read_encoded_tile(self._wsi_levels[level], (tx, ty), crop_to_image_boundary=False)
+        return bytes(data)
+
+    def read_level_reduced(self, x0: int, y0: int, x1: int, y1: int, level: int, factor: int) -> np.ndarray:
+        """As :meth:`SlideReader.read_level_reduced`, each JPEG tile decoded at 1/``factor`` scale
+        (Pillow ``draft``: libjpeg's DCT scaling, several times faster than a full decode)."""
+        if not self.reduced_read_factors(level, factor):
+            return super().read_level_reduced(x0, y0, x1, y1, level, factor)
+        from PIL import Image
+
+        lv, f = self.info.levels[level], factor
+        tw, th = self._tile_sizes[level]
+        rw, rh = tw // f, th // f
+        ax, ay, bx, by = x0 // f, y0 // f, -(-x1 // f), -(-y1 // f)
+        out = np.full((by - ay, bx - ax, 3), 255, dtype=np.uint8)
+        vx1, vy1 = min(bx, -(-lv.width // f)), min(by, -(-lv.height // f))  # reduced pixels on the level
+        vx0, vy0 = max(ax, 0), max(ay, 0)
+        if vx1 <= vx0 or vy1 <= vy0:
+            return out
+        for ty in range(vy0 // rh, (vy1 - 1) // rh + 1):
+            for tx in range(vx0 // rw, (vx1 - 1) // rw + 1):
+                try:
+                    with Image.open(io.BytesIO(self._encoded_tile(level, tx, ty))) as im:
+                        im.draft("RGB", (rw, rh))
+                        tile = im.convert("RGB")
+                except Exception as e:
+                    problem = f"cannot read pixels at level {level} ({type(e).__name__}: {e})"
+                    raise InputError(self.info.path, problem) from e
+                if tile.size != (rw, rh):  # the decoder could not scale this far: finish with a box filter
+                    tile = tile.resize((rw, rh), Image.Resampling.BOX)
+                arr = np.asarray(tile)
+                px0, py0 = max(tx * rw, vx0), max(ty * rh, vy0)
+                px1, py1 = min((tx + 1) * rw, vx1), min((ty + 1) * rh, vy1)
+                out[py0 - ay : py1 - ay, px0 - ax : px1 - ax] = arr[py0 - ty * rh : py1 - ty * rh,
+                                                                    px0 - tx * rw : px1 - tx * rw]
         return out
 
     def close(self) -> None:
