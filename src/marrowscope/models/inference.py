@@ -1,9 +1,10 @@
 """Inference-time speed-ups that keep the results: precision and BatchNorm folding.
 
-Precision: fp32, or bf16 autocast where the hardware computes bf16 natively.
+Precision: fp32, or bf16 weights and activations where the hardware computes bf16 natively (the
+detector's backbone, the whole classifier; see their loaders).
 
 On CPUs with AMX or AVX-512 BF16 (Sapphire Rapids and newer Xeons, recent EPYCs) bf16 convolutions run
-several times faster than fp32; elsewhere autocast would only add casts, so ``auto`` keeps fp32 there.
+several times faster than fp32; elsewhere bf16 would be emulated and slower, so ``auto`` keeps fp32 there.
 Accuracy under bf16 is measured per bundled model (``benchmarks/bench_speed.py``, docs/benchmarks.md).
 """
 
@@ -18,7 +19,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """True when this CPU computes bf16 natively (AMX or AVX-512 BF16), where autocast pays off."""
+    """True when this CPU computes bf16 natively (AMX or AVX-512 BF16), where bf16 inference pays off."""
     try:
         flags = Path(cpuinfo).read_text(errors="replace").split()
     except OSError:
