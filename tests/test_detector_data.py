@@ -150,3 +150,30 @@ def test_blood_recipe_cli_trains_with_an_epoch_override(tmp_path: Path) -> None:
     hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 1 and hist[0]["val_ap50"] is not None  # validated on BCCD val after the last epoch
     assert (out / "best.pt").is_file()
+
+
+def test_explicit_class_map_matches_plural_label_names() -> None:
+    # TXL-PBC's data.yaml and BCCD say "Platelets"; a mapping written "Platelet=" must still drop them
+    m = class_mapping(["WBC", "RBC", "Platelets"], ("cell",), {"WBC": "cell", "RBC": None, "Platelet": None})
+    assert m == {"WBC": "cell", "RBC": None, "Platelets": None}
+
+
+def test_marrow_recipe_takes_white_cells_as_cells_and_holds_out_txl_val(tmp_path: Path) -> None:
+    from marrowscope.data.detection_datasets import marrow_recipe_samples
+    from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
+
+    root = _blood_root(tmp_path / "data")
+    cohort = tmp_path / "cohort"
+    generate_cohort(SynthConfig(n_patients=2, seed=5, slide_size=1536, roi_size=512, n_rois=1,
+                                cells_per_roi=12), cohort)
+    train, val = marrow_recipe_samples(root, cohort, bccd_repeats=2, cohort_repeats=3, val_fraction=0.5)
+    blood = [s for s in train if s.mpp == 0.075]
+    assert sorted(s.image_id for s in blood) == ["b0", "b0", "b1", "b1", "t2"]  # t3 (TXL val) held out
+    assert all([c.label for c in s.annotations] == ["cell"] for s in blood)  # the WBC; the RBC dropped
+    synth = [s for s in train if s.mpp != 0.075]
+    assert len(synth) == 3 and len({s.image_id for s in synth}) == 1  # one training patient, listed 3 times
+    assert sorted(s.image_id for s in val if s.mpp == 0.075) == ["b2"]
+    assert len([s for s in val if s.mpp != 0.075]) == 1  # the other patient validates
+    assert {s.group for s in synth}.isdisjoint(s.group for s in val)
+    with pytest.raises(InputError, match="no DICOM slide"):
+        marrow_recipe_samples(root, tmp_path / "data")  # not a cohort folder

@@ -22,9 +22,10 @@ def train_detector_cmd(
     val_dataset: list[str] = typer.Option(
         [], "--val-dataset", help="Validation data (same syntax); default: a grouped split of --dataset."),
     recipe: str | None = typer.Option(
-        None, "--recipe", callback=params.one_of("blood", "synth"),
+        None, "--recipe", callback=params.one_of("blood", "synth", "marrow"),
         help="'blood': detector-blood (BCCD + TXL-PBC under --data-root); 'synth': detector-synth "
-             "(with --dataset cohort:DIR)."),
+             "(with --dataset cohort:DIR); 'marrow': detector-marrow (blood fields under --data-root + "
+             "--dataset cohort:DIR, fine-tuned from detector-synth)."),
     data_root: Path = typer.Option(Path("../shared/data"), "--data-root", help="Data folder for --recipe."),
     classes: str | None = typer.Option(
         None, "--classes", help="Comma-separated model classes (default: the dataset's; 'cell' for cohort)."),

@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from marrowscope.data import detection_datasets as dd
-from marrowscope.engines.train_detector import DetectorTrainConfig, blood_recipe_config, synth_recipe_config
+from marrowscope.engines.train_detector import (
+    DetectorTrainConfig,
+    blood_recipe_config,
+    marrow_recipe_config,
+    synth_recipe_config,
+)
 from marrowscope.errors import InputError
 from marrowscope.eval.detection import DetectionMetrics
 
-RECIPES = ("blood", "synth")
+RECIPES = ("blood", "synth", "marrow")
+#: the weights ``--recipe marrow`` fine-tunes unless given others (same class and scale)
+MARROW_INIT = "detector-synth"
 
 
 def parse_class_map(items: Sequence[str]) -> dict[str, str | None]:
@@ -64,7 +71,9 @@ def prepare_detector_run(req: DetectorRunRequest) -> DetectorRun:
     """Training and validation samples and the training config for ``req``.
 
     ``recipe='blood'``: detector-blood's data (BCCD + TXL-PBC under ``data_root``) and schedule;
-    ``recipe='synth'``: detector-synth's schedule on one ``cohort:DIR`` dataset; no recipe: the datasets
+    ``recipe='synth'``: detector-synth's schedule on one ``cohort:DIR`` dataset; ``recipe='marrow'``:
+    detector-marrow's (blood fields under ``data_root`` + one ``cohort:DIR``, from detector-synth's weights
+    unless ``init_weights``); no recipe: the datasets
     (validation: ``val_datasets`` or a grouped split). ``epochs`` overrides a recipe's schedule."""
     init = req.init_weights
     if req.recipe == "blood":
@@ -80,6 +89,15 @@ def prepare_detector_run(req: DetectorRunRequest) -> DetectorRun:
         train, val = dd.split_by_group(samples, 0.2, req.seed)
         cfg = replace(synth_recipe_config(seed=req.seed, num_threads=req.threads,
                                           max_minutes=req.max_minutes), device=req.device, init_weights=init)
+    elif req.recipe == "marrow":
+        if len(req.datasets) != 1 or not req.datasets[0].startswith("cohort:"):
+            raise InputError("--dataset", "--recipe marrow needs one --dataset cohort:DIR (a synthetic "
+                                          "cohort; the blood fields come from --data-root)")
+        cohort = req.datasets[0].partition(":")[2]
+        train, val = dd.marrow_recipe_samples(req.data_root, cohort, seed=req.seed)
+        cfg = replace(marrow_recipe_config(seed=req.seed, num_threads=req.threads,
+                                           max_minutes=req.max_minutes, init_weights=init or MARROW_INIT),
+                      device=req.device)
     elif req.recipe is not None:
         raise InputError(req.recipe, f"unknown recipe (available: {', '.join(RECIPES)})")
     else:

@@ -61,7 +61,7 @@ class DetectorTrainConfig:
     max_minutes: float | None = None  # stop (resumably) after this much wall time in this call
     device: str | None = None
     backbone_weights: str | None = None
-    init_weights: str | None = None  # start from this detector weights file (same architecture and scale)
+    init_weights: str | None = None  # start from these detector weights: file or bundled name, same arch/mpp
     spec_params: dict[str, Any] = field(default_factory=dict)  # extra WeightsSpec params (notes, defaults)
     min_visible: float = 0.5  # keep a crop-cut box when this fraction of it stays visible
     bn_images: int = 200  # training images that recompute BatchNorm statistics before each validation
@@ -145,10 +145,21 @@ def augment_samples(samples: Sequence[_Prepared], rngs: Sequence[np.random.Gener
                     config: DetectorTrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Augment and crop each prepared sample with its own generator: (image, boxes, labels) arrays."""
     out = []
+    window = _window_size(config)
     for p, rng in zip(samples, rngs, strict=True):
-        img, boxes = aug.image_boxes(p.image, p.boxes, rng)
-        out.append(_crop(img, boxes, p.labels, config.crop_size, rng, config.min_visible))
+        img, boxes, labels = p.image, p.boxes, p.labels
+        if max(img.shape[:2]) > window:  # augment only what the crop can reach (a 900 px ROI: 3.5x fewer px)
+            img, boxes, labels = _crop(img, boxes, labels, window, rng, config.min_visible)
+        img, boxes = aug.image_boxes(img, boxes, rng)
+        out.append(_crop(img, boxes, labels, config.crop_size, rng, config.min_visible))
     return out
+
+
+def _window_size(config: DetectorTrainConfig) -> int:
+    """The side of the random window cut before augmenting: after the smallest scale jitter it still
+    covers the training crop, so every crop the full image could give stays possible."""
+    smallest = min(1.0, *config.augment.scale_range)
+    return int(np.ceil(config.crop_size / max(smallest, 1e-3))) + 1
 
 
 def batch_tensors(items: Sequence[tuple[Any, Any, Any]], device: str
@@ -303,7 +314,8 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     speed_settings(device)
     spec = config.spec()
     torch.manual_seed(config.seed)
-    model = build_detector(spec, config.backbone_weights).to(device)
+    # channels-last: ~15 % less time per CPU training step (MobileNetV3-FPN, 4 crops of 384 px)
+    model = build_detector(spec, config.backbone_weights).to(device).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ddp = dist.wrap(model, device)
@@ -313,9 +325,11 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
     history: list[EpochRecord] = []
     if config.init_weights and not (resume and last_path.is_file()):
         from marrowscope.errors import InputError
+        from marrowscope.models.registry import resolve_model
         from marrowscope.models.weights import load_weights
 
-        sd, init_spec, _ = load_weights(config.init_weights, task="detector")
+        init_path, init_sha = resolve_model(config.init_weights, task="detector")  # a file or a bundled name
+        sd, init_spec, _ = load_weights(init_path, task="detector", sha256=init_sha)
         if _arch_fields(init_spec.to_dict()) != _arch_fields(spec.to_dict()):
             raise InputError(config.init_weights, "initial weights have another architecture, classes or mpp")
         model.load_state_dict(sd)
@@ -489,4 +503,24 @@ def synth_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 10
         classes=("cell",), arch=DEFAULT_ARCH, mpp=0.25, tile_size=512, crop_size=384, epochs=epochs,
         batch_size=4, repeats=8, eval_every=5, lr=1e-3, weight_decay=1e-4, warmup_iters=50, seed=seed,
         num_threads=num_threads, checkpoint_every_s=180.0, max_minutes=max_minutes,
+    )
+
+
+def marrow_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 6,
+                         max_minutes: float | None = None, init_weights: str | None = None
+                         ) -> DetectorTrainConfig:
+    """The ``detector-marrow`` recipe: one class ``cell`` (nucleated cells) at 0.25 µm/px, the scale and
+    speed of ``detector-synth`` (a 2048 px marrow ROI at 0.11 µm/px is 2 x 2 tiles), fine-tuned from its
+    weights by default on real blood fields plus a synthetic cohort
+    (:func:`~marrowscope.data.detection_datasets.marrow_recipe_samples`); wider colour and blur jitter than
+    the other recipes (other labs' stains and optics), AdamW 5e-4, batch 4, cosine over ``epochs``."""
+    from marrowscope.data.detection_datasets import BLOOD_FIELD_MPP
+
+    return DetectorTrainConfig(
+        classes=("cell",), arch=DEFAULT_ARCH, mpp=0.25, tile_size=512, crop_size=384, epochs=epochs,
+        batch_size=4, eval_every=2, lr=5e-4, weight_decay=1e-4, warmup_iters=50, seed=seed,
+        num_threads=num_threads, checkpoint_every_s=180.0, max_minutes=max_minutes,
+        augment=AugmentConfig(scale_range=(0.8, 1.25), stain_sigma=0.08, saturation=0.3, hue=0.05,
+                              blur=0.3, blur_sigma=(0.3, 1.5)),
+        init_weights=init_weights, spec_params={"default_input_mpp": BLOOD_FIELD_MPP},
     )
