@@ -506,7 +506,7 @@ def synth_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 10
     )
 
 
-def marrow_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 6,
+def marrow_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 4,
                          max_minutes: float | None = None, init_weights: str | None = None
                          ) -> DetectorTrainConfig:
     """The ``detector-marrow`` recipe: one class ``cell`` (nucleated cells) at 0.25 µm/px, the scale and
