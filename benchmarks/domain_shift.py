@@ -125,7 +125,7 @@ def classifier_row(name: str, data: Path, pbc_items: list[LabelledImage], tta: i
 def detector_row(name: str, data: Path, pbc_items: list[LabelledImage]) -> dict[str, Any]:
     from marrowscope.data.detection_datasets import BLOOD_FIELD_MPP, voc_samples
     from marrowscope.data.ood_datasets import txl_detection_by_source
-    from marrowscope.eval.detection import evaluate_detector
+    from marrowscope.engines.evaluate import evaluate_detector
     from marrowscope.models.detector import load_detector
 
     det = load_detector(name, device="cpu")

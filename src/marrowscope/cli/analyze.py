@@ -26,7 +26,7 @@ class SlidesFailed(MarrowscopeError):
 # analyze's defaults are the models for real slides (engines.pipeline.REAL_SLIDE_MODELS), the demo's the
 # synthetic-only ones (SYNTHETIC_MODELS); None here means "the command's default set"
 _DET = typer.Option(None, "--detector", help="Detector: bundled name or weights file (analyze: "
-                    "detector-blood, for real slides; demo: detector-synth).")
+                    "detector-marrow, for real slides; demo: detector-synth).")
 _CLF = typer.Option(None, "--classifier", help="Cell classifier: bundled name or weights file (analyze: "
                     "classifier-marrow, for real slides; demo: classifier-synth).")
 _DX = typer.Option(None, "--diagnosis", help="Diagnosis model: bundled name, file, or 'none' (default: "

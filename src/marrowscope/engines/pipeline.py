@@ -41,9 +41,10 @@ from marrowscope.report.results import (
 log = logging.getLogger(__name__)
 
 
-#: ``analyze``'s default models: the best bundled ones for real slides (trained on real cells; the only
-#: diagnosis model is trained on synthetic counts, so the report still warns ``synthetic_model`` for it).
-REAL_SLIDE_MODELS: Mapping[str, str] = {"detector": "detector-blood", "classifier": "classifier-marrow",
+#: ``analyze``'s default models: the best bundled ones for real slides (trained on real cells with synthetic
+#: marrow for what no real set here covers; the only diagnosis model is trained on synthetic counts, so the
+#: report still warns ``synthetic_model`` for it).
+REAL_SLIDE_MODELS: Mapping[str, str] = {"detector": "detector-marrow", "classifier": "classifier-marrow",
                                         "diagnosis": "diagnosis-synth"}
 #: The models trained on the synthetic cohort only: for synthetic slides (the demo, the synthetic cohort's
 #: study, tests), named explicitly there.

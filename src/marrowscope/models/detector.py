@@ -64,7 +64,10 @@ def detector_spec(
 
     ``params`` may override: ``anchor_sizes`` (pixels per level), ``aspect_ratios``, ``fpn_channels``,
     ``representation_size``, ``score_thresh`` (kept boxes, low for AP), ``nms_thresh``,
-    ``detections_per_img``, ``operating_threshold`` (score used for counts and precision/recall).
+    ``detections_per_img``, ``operating_threshold`` (score used for counts and precision/recall),
+    ``rpn_pre_nms_test`` / ``rpn_post_nms_test`` (proposals per training-size tile at inference, before and
+    after the RPN's NMS; 1000 / 600 unless set: the box head's RoIAlign over them is ~1/3 of CPU time),
+    ``rpn_score_thresh`` (proposals below this objectness are dropped; 0 unless set).
     """
     if arch not in ARCHS:
         raise InputError(arch, f"unknown detector architecture (choose from {', '.join(ARCHS)})")
@@ -137,7 +140,9 @@ def build_detector(spec: WeightsSpec, backbone_weights: str | Path | None = None
     common: dict[str, Any] = {
         "rpn_anchor_generator": anchors,
         "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 500,
-        "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 600,
+        "rpn_pre_nms_top_n_test": int(p.get("rpn_pre_nms_test", 1000)),
+        "rpn_post_nms_top_n_test": int(p.get("rpn_post_nms_test", 600)),
+        "rpn_score_thresh": float(p.get("rpn_score_thresh", 0.0)),
         "box_batch_size_per_image": 128 if spec.arch == "fasterrcnn_mobilenet_v3_fpn" else 512,
         "box_score_thresh": float(p.get("score_thresh", 0.01)),
         "box_nms_thresh": float(p.get("nms_thresh", 0.5)),
