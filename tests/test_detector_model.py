@@ -64,6 +64,19 @@ def test_model_does_not_resize() -> None:
     assert batch.image_sizes == [(96, 128), (64, 64)]
 
 
+def test_test_time_rpn_settings_travel_in_the_contract(tmp_path: Path) -> None:
+    default = build_detector(detector_spec(CLASSES, tile_size=128))
+    assert default.rpn.score_thresh == 0.0 and default.rpn._post_nms_top_n["testing"] == 600
+    spec = detector_spec(CLASSES, tile_size=128, rpn_pre_nms_test=500, rpn_post_nms_test=200,
+                         rpn_score_thresh=0.1)
+    save_detector(tmp_path / "d.pt", build_detector(spec), spec)
+    det = load_detector(tmp_path / "d.pt", device="cpu")
+    rpn = det.model.rpn
+    assert rpn.score_thresh == 0.1
+    assert rpn._pre_nms_top_n["trained_testing"] == 500 and rpn._post_nms_top_n["trained_testing"] == 200
+    assert rpn._post_nms_top_n["training"] == 500  # training is unchanged
+
+
 def test_anchor_sizes_follow_mpp() -> None:
     fine = anchor_sizes_px("fasterrcnn_mobilenet_v3_fpn", 0.1)
     coarse = anchor_sizes_px("fasterrcnn_mobilenet_v3_fpn", 0.2)
