@@ -101,15 +101,18 @@ def render(r: dict[str, Any]) -> str:
     from marrowscope.study.table import LABELS
 
     peak = max(max(x) for x in r["load_avg_1_5_15"])
+    order = ("split", "detector", "classifier", "diagnosis")
+    stages = dict(sorted(r["stage_seconds"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                         else len(order)))
     lines = [
         BEGIN, "",
         f"`{r['command']}` (commit {r['commit'][:7]}; cohort: `{r['synth_command']}`), "
         f"{r['machine']['cpu_count']} CPU cores, {r['machine']['threads']} threads: "
         f"**{r['wall_s'] / 60:.1f} min** wall for the whole study, peak RSS {r['peak_rss_mib']} MiB, "
         f"load average at most {peak:.1f} (sampled every 30 s).", "",
-        "| stage | " + " | ".join(r["stage_seconds"]) + " | total |",
-        "|---|" + "---|" * (len(r["stage_seconds"]) + 1),
-        "| minutes | " + " | ".join(f"{s / 60:.1f}" for s in r["stage_seconds"].values())
+        "| stage | " + " | ".join(stages) + " | total |",
+        "|---|" + "---|" * (len(stages) + 1),
+        "| minutes | " + " | ".join(f"{s / 60:.1f}" for s in stages.values())
         + f" | {r['wall_s'] / 60:.1f} |", "",
         "| metric | paper | ours (48 synthetic patients) | 95 % CI |", "|---|---|---|---|",
     ]
