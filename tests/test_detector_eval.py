@@ -61,3 +61,35 @@ def test_class_without_truth_is_left_out_of_the_mean() -> None:
     m = evaluate_detections([_pred([[0, 0, 10, 10]], [0.9], [0], cls)], [_truth((0, 0, 10, 10))], cls)
     assert m.ap50 == pytest.approx(1.0) and np.isnan(m.ap50_per_class["b"])
     assert m.to_json_dict()["ap50_per_class"]["b"] is None
+
+
+def test_bootstrap_intervals_equal_evaluating_each_resample_from_scratch() -> None:
+    from marrowscope.eval.detection import bootstrap_ap
+
+    rng = np.random.default_rng(4)
+    cls = ("a", "b")
+    truths, preds, groups = [], [], []
+    for i in range(9):
+        xy = rng.uniform(0, 80, (6, 2))
+        labels = rng.integers(0, 2, 6)
+        cells = tuple(Cell(Box(x, y, x + 15, y + 15), cls[int(k)])
+                      for (x, y), k in zip(xy, labels, strict=True))
+        truths.append(CellAnnotations(cells, width=100, height=100))
+        jitter = xy + rng.normal(0, 3, xy.shape)  # some boxes miss at strict IoU
+        boxes = [[x, y, x + 15, y + 15] for x, y in jitter[:5]] + [[1, 1, 9, 9]]  # a miss, a false positive
+        preds.append(_pred(boxes, list(rng.uniform(0.1, 1, 6)), [int(k) for k in labels[:5]] + [0], cls))
+        groups.append(f"p{i // 3}")  # three images per patient
+    (lo50, hi50), (lo, hi) = bootstrap_ap(preds, truths, cls, groups, n_boot=12, seed=3)
+    # the same draws, each resample evaluated from scratch
+    names = sorted(set(groups))
+    members = {g: [i for i, x in enumerate(groups) if x == g] for g in names}
+    draws = np.random.default_rng([3, 2203])
+    ap50s, aps = [], []
+    for _ in range(12):
+        idx = [i for k in draws.integers(0, len(names), len(names)) for i in members[names[int(k)]]]
+        m = evaluate_detections([preds[i] for i in idx], [truths[i] for i in idx], cls)
+        ap50s.append(m.ap50)
+        aps.append(m.ap)
+    assert (lo50, hi50) == pytest.approx(tuple(np.percentile(ap50s, (2.5, 97.5))))
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(aps, (2.5, 97.5))))
+    assert lo50 < hi50  # the resamples differ

@@ -103,9 +103,9 @@ def _coco_objects(predictions: Sequence[Detections], truths: Sequence[CellAnnota
     return gt, dt
 
 
-def evaluate_detections(predictions: Sequence[Detections], truths: Sequence[CellAnnotations],
-                        classes: Sequence[str], threshold: float = 0.5) -> DetectionMetrics:
-    """COCO-style evaluation (101-point interpolated AP, up to 1000 detections per image)."""
+def _matched(predictions: Sequence[Detections], truths: Sequence[CellAnnotations],
+             classes: Sequence[str]) -> Any:
+    """A ``COCOeval`` with the per-image matching done (``evaluate``), not yet accumulated."""
     from pycocotools.cocoeval import COCOeval
 
     if len(predictions) != len(truths):
@@ -117,22 +117,36 @@ def evaluate_detections(predictions: Sequence[Detections], truths: Sequence[Cell
     ev.params.areaRngLbl = ["all"]
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
-        ev.accumulate()
-    prec = ev.eval["precision"]  # [T, R, K, A, M]
+    return ev
 
-    def ap_of(p: np.ndarray) -> float:
-        v = p[p > -1]
-        return float(v.mean()) if v.size else float("nan")
 
-    ap50_c, ap_c, curves = {}, {}, {}
-    for k, c in enumerate(classes):
-        ap50_c[c] = ap_of(prec[0, :, k, 0, -1])
-        ap_c[c] = ap_of(prec[:, :, k, 0, -1])
-        curves[c] = [float(max(v, 0.0)) for v in prec[0, :, k, 0, -1]]
+def _ap_of(p: np.ndarray) -> float:
+    v = p[p > -1]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _class_mean_aps(prec: np.ndarray, classes: Sequence[str]
+                    ) -> tuple[float, float, dict[str, float], dict[str, float]]:
+    """(AP@0.5, AP@[.5:.95], per class of each) from COCO's precision array [T, R, K, A, M]: the mean over
+    the classes that have ground truth."""
+    ap50_c = {c: _ap_of(prec[0, :, k, 0, -1]) for k, c in enumerate(classes)}
+    ap_c = {c: _ap_of(prec[:, :, k, 0, -1]) for k, c in enumerate(classes)}
     valid = [c for c in classes if np.isfinite(ap50_c[c])]
     ap50 = float(np.mean([ap50_c[c] for c in valid])) if valid else float("nan")
     ap = float(np.mean([ap_c[c] for c in valid])) if valid else float("nan")
-    ap75 = ap_of(prec[5, :, :, 0, -1]) if prec.shape[0] > 5 else float("nan")
+    return ap50, ap, ap50_c, ap_c
+
+
+def evaluate_detections(predictions: Sequence[Detections], truths: Sequence[CellAnnotations],
+                        classes: Sequence[str], threshold: float = 0.5) -> DetectionMetrics:
+    """COCO-style evaluation (101-point interpolated AP, up to 1000 detections per image)."""
+    ev = _matched(predictions, truths, classes)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.accumulate()
+    prec = ev.eval["precision"]  # [T, R, K, A, M]
+    ap50, ap, ap50_c, ap_c = _class_mean_aps(prec, classes)
+    curves = {c: [float(max(v, 0.0)) for v in prec[0, :, k, 0, -1]] for k, c in enumerate(classes)}
+    ap75 = _ap_of(prec[5, :, :, 0, -1]) if prec.shape[0] > 5 else float("nan")
 
     # precision / recall at the operating threshold, from COCO's own matches at IoU 0.5
     tp = dict.fromkeys(classes, 0)
@@ -165,19 +179,35 @@ def bootstrap_ap(predictions: Sequence[Detections], truths: Sequence[CellAnnotat
                  classes: Sequence[str], groups: Sequence[str], *, n_boot: int = 200, seed: int = 0
                  ) -> tuple[tuple[float, float], tuple[float, float]]:
     """95 % percentile-bootstrap intervals of AP@0.5 and AP@[.5:.95], resampling ``groups`` (patients:
-    all images of a drawn patient come along) with replacement. Returns (ap50_ci, ap_ci)."""
+    all images of a drawn patient come along) with replacement. Returns (ap50_ci, ap_ci).
+
+    The images are matched once (COCO's per-image ``evaluate``, the slow part); each resample only
+    accumulates the drawn images' matches, which gives the same numbers as evaluating the resampled set
+    from scratch (a drawn image's matches do not depend on the other images)."""
+    import copy
+
     if len(groups) != len(truths):
         raise ValueError(f"{len(groups)} groups for {len(truths)} images")
     names = sorted(set(groups))
     members = {g: [i for i, x in enumerate(groups) if x == g] for g in names}
     rng = np.random.default_rng([seed, 2203])
+    ev = _matched(predictions, truths, classes)
+    n_img, n_area, n_cat = len(ev.params.imgIds), len(ev.params.areaRng), len(ev.params.catIds)
     ap50s, aps = [], []
     for _ in range(n_boot):
         idx = [i for k in rng.integers(0, len(names), len(names)) for i in members[names[int(k)]]]
-        m = evaluate_detections([predictions[i] for i in idx], [truths[i] for i in idx], classes)
-        if np.isfinite(m.ap50):
-            ap50s.append(m.ap50)
-            aps.append(m.ap)
+        sub = copy.copy(ev)
+        sub.params = copy.deepcopy(ev.params)
+        sub.params.imgIds = list(range(len(idx)))
+        sub._paramsEval = copy.deepcopy(sub.params)
+        sub.evalImgs = [ev.evalImgs[(k * n_area + a) * n_img + i]
+                        for k in range(n_cat) for a in range(n_area) for i in idx]
+        with contextlib.redirect_stdout(io.StringIO()):
+            sub.accumulate()
+        ap50, ap, _, _ = _class_mean_aps(sub.eval["precision"], classes)
+        if np.isfinite(ap50):
+            ap50s.append(ap50)
+            aps.append(ap)
     if not ap50s:
         nan = float("nan")
         return (nan, nan), (nan, nan)
