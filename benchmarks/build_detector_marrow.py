@@ -160,7 +160,8 @@ def main() -> int:
          "targets": [{"target": "≤ 0.5 s per 2048² ROI (issue 12, default detector)",
                       "metric": "seconds_per_roi", "max": 0.5}]},
         {"id": "val", "title": "Validation (BCCD val white cells + the cohort's validation patients)",
-         "command": "marrowscope train detector --recipe marrow ...", "reproduced": "recorded by the training run",
+         "command": "marrowscope train detector --recipe marrow ...",
+         "reproduced": "recorded by the training run",
          "note": "Recorded in the checkpoint by the training run (val_ap50 of the selected epoch).",
          "metrics": {"val_ap50": float(extra.get("val_ap50") or float("nan"))}, "targets": []},
     ]
