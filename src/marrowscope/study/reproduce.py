@@ -79,6 +79,9 @@ class ReproduceConfig:
     diagnosis: DiagnosisStudyConfig = field(default_factory=DiagnosisStudyConfig)
     n_boot_models: int = 200  # bootstrap resamples of test patients for the detector/classifier CIs
     analysis_tta: int = 4
+    # detector score for the predicted counts (None: the trained detector's operating threshold); the quick
+    # schedule's one-epoch detector scores few boxes above 0.5, and whether any does is luck of the draw
+    analysis_score_threshold: float | None = None
     context_um: float = 25.0  # margin around each ROI in the classifier's patches (detector's: none)
     cache_codec: str = "webp90"  # how the patch cache stores pixels (marrowscope.data.patches.CODECS)
     cache_dir: str = ""  # the ROI patch cache (default OUT/patches; not part of any fingerprint)
@@ -103,6 +106,7 @@ class ReproduceConfig:
             diagnosis=DiagnosisStudyConfig(folds=3, repeats=2, n_boot=100),
             n_boot_models=30,
             analysis_tta=1,
+            analysis_score_threshold=0.05,
             quick=True,
         )
 
@@ -477,6 +481,7 @@ def _diagnosis_stage(
             diagnosis=None,
             tta=cfg.analysis_tta,
             seed=cfg.seed,
+            score_threshold=cfg.analysis_score_threshold,
         )
         entries = [e for e in inputs.cohort.patients if e.patient_id in split.assignment]
         # a slide's SM series folder; in an ROI-only download its header (rois/slides/<uid>.json)
