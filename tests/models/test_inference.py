@@ -43,9 +43,11 @@ def test_fold_batchnorm_leaves_training_modules_alone() -> None:
 def test_precision_choice(tmp_path: Path) -> None:
     plain = tmp_path / "cpuinfo"
     plain.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
+    avx512_bf16 = tmp_path / "cpuinfo-avx512-bf16"  # bf16 instructions without AMX: slower than fp32
+    avx512_bf16.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16 avx512_fp16\n")
     amx = tmp_path / "cpuinfo-amx"
-    amx.write_text("flags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
-    assert not cpu_has_bf16(plain) and cpu_has_bf16(amx)
+    amx.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert not cpu_has_bf16(plain) and not cpu_has_bf16(avx512_bf16) and cpu_has_bf16(amx)
     assert not cpu_has_bf16(tmp_path / "missing")
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
@@ -60,9 +62,9 @@ def test_detector_caps_grow_with_the_tile_and_bf16_keeps_boxes_fp32() -> None:
     spec = detector_spec(("cell",), mpp=0.25, tile_size=256)
     torch.manual_seed(0)
     det = Detector(build_detector(spec), spec, "cpu", tile_size=512, precision="bf16")
-    assert det.tile_size == 512 and det.max_tile_size == 576
-    assert det.model.roi_heads.detections_per_img == round(300 * (576 / 256) ** 2)
-    assert det.model.rpn._post_nms_top_n["testing"] == round(600 * (576 / 256) ** 2)
+    assert det.tile_size == 512 and det.max_tile_size == 640
+    assert det.model.roi_heads.detections_per_img == round(300 * (640 / 256) ** 2)
+    assert det.model.rpn._post_nms_top_n["testing"] == round(600 * (640 / 256) ** 2)
     assert det.model.rpn._post_nms_top_n["training"] == 500  # training caps untouched
     img = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
     (pred,) = det([img])
