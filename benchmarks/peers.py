@@ -1,20 +1,26 @@
 """Our default detector and classifier against established peers: same data, machine, process and budget.
 
-1. **Detector**: the ``detector-blood`` recipe (``engines.train_detector.blood_recipe_config``:
-   MobileNetV3-FPN Faster R-CNN from scratch at 0.1 µm/px, 384 px crops, AdamW, cosine) against an
+1. **Detector**: our default detector's recipe, ``--ours-detector marrow`` (``detector-marrow``:
+   ``engines.train_detector.marrow_recipe_config``, MobileNetV3-FPN Faster R-CNN at 0.25 µm/px, one class
+   ``cell`` = white cells, fine-tuned from the bundled ``detector-synth`` as that recipe is, with the
+   test-time RPN setting of the bundled ``detector-marrow``), or ``--ours-detector blood``
+   (``detector-blood``: ``blood_recipe_config``, three classes WBC/RBC/Platelet from scratch at 0.1 µm/px),
+   against an
    Ultralytics YOLO (``yolov8n.yaml``: built from its yaml, no pretrained weights) trained with
    Ultralytics' own recipe (its defaults: imgsz 640, mosaic, SGD/AdamW "auto", warm-up, EMA; its own
-   ``time=`` budget, which re-fits the schedule after each epoch), on the same images: BCCD ``train``
-   (x3, as the recipe lists it) plus the TXL-PBC ``train`` images that copy no BCCD field. TXL-PBC ``val``
-   is held out of both (the bundled recipe trains on it) so that its per-source WBC AP@0.5 is a
-   held-out number. Both are selected on BCCD ``val``; ours at the epochs fitted to the budget (a timed
-   calibration of 14 steps, as ``benchmarks/sweep_detector_blood.py`` does), YOLO by its own ``best.pt``.
-   Both are scored by the SAME code (:func:`marrowscope.eval.detection.evaluate_detections`, pycocotools
-   AP@0.5) on BCCD ``test`` (per class) and TXL-PBC ``val`` per source (WBC). Each model runs at its own
-   training scale: ours resamples to 0.1 µm/px (fields taken at 0.075 µm/px), YOLO letterboxes every image
-   to 640 px (BCCD fields stay at 0.075 µm/px). ms per 2048² ROI at 0.11 µm/px (the ROI of
-   ``benchmarks/bench_detector.py``): ours ``detect_region`` (read at 0.1 µm/px, 512 px tiles, merge),
-   YOLO the ROI read at 0.075 µm/px by the same reader (3004 px) and predicted in one pass at imgsz 3008.
+   ``time=`` budget, which re-fits the schedule after each epoch), on the same images and classes: BCCD
+   ``train`` (x3, as the recipes list it) plus the TXL-PBC ``train`` images that copy no BCCD field (for
+   ``marrow``: white-cell boxes as ``cell``, red cells and platelets background, for both sides). TXL-PBC
+   ``val`` is held out of both so that its per-source WBC AP@0.5 is a held-out number. Only the blood
+   fields: the marrow recipe's synthetic cohort is left out (the same data for both), so ``ours`` here is
+   not the bundled model. Both are selected on BCCD ``val``; ours at the epochs fitted to the budget (a
+   timed calibration of 14 steps, as ``benchmarks/sweep_detector_blood.py`` does), YOLO by its own
+   ``best.pt``. Both are scored by the SAME code (:func:`marrowscope.eval.detection.evaluate_detections`,
+   pycocotools AP@0.5) on BCCD ``test`` (per class) and TXL-PBC ``val`` per source (white cells). Each model
+   runs at its own training scale: ours resamples to its µm/px (fields taken at 0.075 µm/px), YOLO
+   letterboxes every image to 640 px (BCCD fields stay at 0.075 µm/px). ms per 2048² ROI at 0.11 µm/px (the
+   ROI of ``benchmarks/bench_detector.py``): ours ``detect_region`` (read at its µm/px, tiles, merge), YOLO
+   the ROI read at 0.075 µm/px by the same reader (3004 px) and predicted in one pass at imgsz 3008.
 2. **Classifier**: our recipe (``marrowscope train classifier --dataset pbc:... --augment romanowsky``:
    ``msresnet_s`` from scratch, 64 px at 0.45 µm/px, AdamW, warm-up + cosine, class-balanced sampling,
    EMA, temperature on the validation split, colour standardisation on as in ``classifier-pbc``) against
@@ -66,27 +72,28 @@ ROI_PX, ROI_MPP = 2048, 0.11
 
 
 # --- data --------------------------------------------------------------------------------------------------
-def detector_data(root: Path) -> dict[str, Any]:
+def detector_data(root: Path, recipe: str = "marrow") -> dict[str, Any]:
     """Training (BCCD train x3 + TXL-PBC train minus copies of BCCD fields), BCCD val/test, TXL val per
-    source."""
+    source, in the classes of ``recipe`` (``blood``: WBC/RBC/Platelet; ``marrow``: white cells as
+    ``cell``)."""
     from marrowscope.data.crops import PBC_MPP
     from marrowscope.data.detection_datasets import (
         BLOOD_CLASSES,
         BLOOD_FIELD_MPP,
+        NUCLEATED_MAPPING,
         blood_recipe_samples,
         voc_samples,
-        yolo_samples,
     )
     from marrowscope.data.ood_datasets import txl_detection_by_source
 
-    train_all, val = blood_recipe_samples(root)
-    held = {s.image_id for s in yolo_samples(root / "txl_pbc" / "TXL_PBC", BLOOD_CLASSES, "val")}
-    train = [s for s in train_all if s.image_id not in held]
-    test = voc_samples(root / "bccd" / "BCCD", BLOOD_CLASSES, "test", mpp=BLOOD_FIELD_MPP)
+    classes, mapping, wbc = (("cell",), NUCLEATED_MAPPING, "cell") if recipe == "marrow" else \
+        (BLOOD_CLASSES, None, "WBC")
+    train, val = blood_recipe_samples(root, classes=classes, mapping=mapping, txl_splits=("train",))
+    test = voc_samples(root / "bccd" / "BCCD", classes, "test", mpp=BLOOD_FIELD_MPP, mapping=mapping)
     mpps = {"bccd": BLOOD_FIELD_MPP, "bcd": BLOOD_FIELD_MPP, "raabin": BLOOD_FIELD_MPP, "pbc": PBC_MPP}
-    by_source = txl_detection_by_source(root / "txl_pbc", BLOOD_CLASSES, splits=("val",), mpp=mpps)
-    return {"classes": BLOOD_CLASSES, "train": train, "val": val, "test": test, "txl_val": by_source,
-            "txl_mpp": mpps, "n_txl_val_held_out": len(train_all) - len(train)}
+    by_source = txl_detection_by_source(root / "txl_pbc", classes, splits=("val",), mpp=mpps, mapping=mapping)
+    return {"recipe": recipe, "classes": classes, "wbc_class": wbc, "train": train, "val": val, "test": test,
+            "txl_val": by_source, "txl_mpp": mpps}
 
 
 # --- one scoring path for both detectors -------------------------------------------------------------------
@@ -112,7 +119,8 @@ def detector_scores(predict: Callable[[np.ndarray, Any], Any], data: dict[str, A
                                          "n_images": m.n_images}}
     for src, samples in data["txl_val"].items():
         ms = score_detector(predict, samples, data["classes"])
-        out[f"txl_val_{src}"] = {"wbc_ap50": ms.ap50_per_class.get("WBC"), "n_images": ms.n_images}
+        out[f"txl_val_{src}"] = {"wbc_ap50": ms.ap50_per_class.get(data["wbc_class"]),
+                                 "n_images": ms.n_images}
     return out
 
 
@@ -128,15 +136,24 @@ def median_seconds(f: Callable[[], Any], runs: int) -> tuple[float, list[float]]
 
 # --- our detector ------------------------------------------------------------------------------------------
 def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, threads: int,
-                        seed: int, quick: bool = False) -> tuple[Path, dict[str, Any]]:
+                        seed: int, quick: bool = False, scratch: bool = False) -> tuple[Path, dict[str, Any]]:
     from marrowscope.engines.checkpoints import load_checkpoint
-    from marrowscope.engines.train_detector import blood_recipe_config, prepare_samples, train_detector
+    from marrowscope.engines.train_detector import prepare_samples, train_detector
     from sweep_detector_blood import _step_seconds
 
     t0 = time.monotonic()
-    cfg = replace(blood_recipe_config(seed=seed, num_threads=threads), device="cpu")
-    t_step = _step_seconds(cfg, prepare_samples(data["train"][:64], cfg.classes, cfg.mpp), "cpu",
-                           n=6 if quick else 14)
+    cfg = replace(recipe_config(data["recipe"], seed, threads, scratch), device="cpu")
+    state = None
+    if cfg.init_weights:
+        from marrowscope.models.registry import resolve_model
+        from marrowscope.models.weights import load_weights
+
+        path, sha = resolve_model(cfg.init_weights, task="detector")
+        state = load_weights(path, task="detector", sha256=sha)[0]
+    # calibrate on images drawn from the whole training list (BCCD fields come first, TXL-PBC's after)
+    pick = np.random.default_rng(seed).permutation(len(data["train"]))[:64]
+    t_step = _step_seconds(cfg, prepare_samples([data["train"][int(i)] for i in pick], cfg.classes, cfg.mpp),
+                           "cpu", n=6 if quick else 14, state=state)
     steps = len(data["train"]) // cfg.batch_size
     left = budget_min * 60 - (time.monotonic() - t0) - 30  # loading and resampling the images
     # BN recalibration + validation ~ 25 s each (every 2 epochs and after the last)
@@ -154,7 +171,24 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
     return best, {"train_wall_s": seconds, "weights": best.name, "step_s_calibrated": t_step,
                   "epochs": epochs, "steps_planned": epochs * steps, "finished": res.finished,
                   "steps_done": int(load_checkpoint(res.last_checkpoint)["global_step"]), "history": hist,
-                  "scale": f"{cfg.mpp} um/px (fields at 0.075 um/px resampled), 512 px tiles"}
+                  "scale": f"{cfg.mpp} um/px (fields at 0.075 um/px resampled), 512 px tiles",
+                  "recipe": data["recipe"], "init_weights": cfg.init_weights}
+
+
+def recipe_config(recipe: str, seed: int, threads: int, scratch: bool = False) -> Any:
+    """Our side's training recipe; ``marrow`` fine-tunes the bundled ``detector-synth`` as the recipe does and
+    takes the bundled ``detector-marrow``'s test-time RPN setting (picked on validation by its build);
+    ``scratch``: the same recipe from randomly initialised weights, as YOLO trains here."""
+    from marrowscope.engines.detector_runs import MARROW_INIT
+    from marrowscope.engines.train_detector import blood_recipe_config, marrow_recipe_config
+    from marrowscope.models.detector import load_detector
+
+    if recipe == "blood":
+        return blood_recipe_config(seed=seed, num_threads=threads)
+    cfg = marrow_recipe_config(seed=seed, num_threads=threads, init_weights=None if scratch else MARROW_INIT)
+    bundled = load_detector("detector-marrow", device="cpu")
+    rpn = {k: v for k, v in bundled.spec.params.items() if k.startswith("rpn_")}
+    return replace(cfg, spec_params={**cfg.spec_params, **rpn})
 
 
 def _weights_at_stop(last: Path, train: Sequence[Any], cfg: Any) -> Path:
@@ -246,19 +280,20 @@ def train_yolo(data: dict[str, Any], work: Path, budget_min: float, threads: int
     yaml = write_yolo_dataset(data["train"], data["val"], data["classes"], work / "yolo_data")
     model = YOLO(arch)  # a yaml: built from scratch, no weights
     left_h = (budget_min * 60 - (time.monotonic() - t0)) / 3600
+    # an absolute project: Ultralytics puts a relative one under runs/detect/
     model.train(data=str(yaml), time=left_h, epochs=100, imgsz=YOLO_IMGSZ, device="cpu", workers=threads,
-                plots=False, amp=False, pretrained=False, project=str(work), name="yolo", exist_ok=True,
-                seed=seed, verbose=False, val=True)
+                plots=False, amp=False, pretrained=False, project=str(work.resolve()), name="yolo",
+                exist_ok=True, seed=seed, verbose=False, val=True)
     seconds = time.monotonic() - t0
-    best = work / "yolo" / "weights" / "best.pt"
     trainer = model.trainer
+    best = Path(trainer.save_dir) / "weights" / "best.pt"
     info = {"train_wall_s": seconds, "epochs_planned_last": int(getattr(trainer, "epochs", 0)),
             "epochs_done": int(getattr(trainer, "epoch", -1)) + 1, "arch": arch,
             "scale": f"imgsz {YOLO_IMGSZ} letterbox (BCCD fields at {YOLO_MPP} um/px)",
             "args": {k: str(v) for k, v in vars(trainer.args).items()
                      if k in ("optimizer", "lr0", "batch", "imgsz", "mosaic", "warmup_epochs", "time",
                               "workers")}}
-    csv = work / "yolo" / "results.csv"
+    csv = Path(trainer.save_dir) / "results.csv"
     if csv.exists():
         info["results_csv"] = csv.read_text().splitlines()
     if not best.exists():
@@ -524,13 +559,15 @@ def render(res: dict[str, Any]) -> str:
         d = res["detector"]
         o, y = d["ours"], d["yolo"]
         keys = [("BCCD test mean AP@0.5", lambda r: r["bccd_test"]["ap50"])]
-        for c in ("WBC", "RBC", "Platelet"):
+        for c in o["bccd_test"]["ap50_per_class"]:
             keys.append((f"BCCD test {c} AP@0.5", lambda r, c=c: r["bccd_test"]["ap50_per_class"].get(c)))
         for k in sorted(k for k in o if k.startswith("txl_val_")):
             keys.append((f"TXL-PBC val {k[8:]} WBC AP@0.5 (n {o[k]['n_images']})",
                          lambda r, k=k: r[k]["wbc_ap50"]))
         keys.append(("ms per 2048² ROI at 0.11 µm/px", lambda r: r["roi_ms"]))
-        out += ["| detector | ours (detector-blood recipe) | YOLO (Ultralytics recipe) | ours / YOLO |",
+        init = " from scratch" if d.get("ours_init") == "scratch" else ""
+        out += [f"| detector | ours (detector-{d.get('recipe', 'blood')} recipe{init}) | "
+                "YOLO (Ultralytics recipe) | ours / YOLO |",
                 "|---|---|---|---|"]
         for name, get in keys:
             a, b = get(o), get(y)
@@ -573,6 +610,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clf-budget-min", type=float, default=5.0, help="the same per classifier")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ours-detector", choices=("marrow", "blood"), default="marrow",
+                    help="our side: the default detector's recipe (marrow) or detector-blood's")
+    ap.add_argument("--ours-init", choices=("recipe", "scratch"), default="recipe",
+                    help="our detector from the recipe's initial weights (marrow: detector-synth) "
+                         "or from scratch")
+    ap.add_argument("--reuse-yolo", type=Path, default=None,
+                    help="take the YOLO side (training record and scores) from this earlier results JSON")
     ap.add_argument("--yolo", default="yolov8n.yaml", help="Ultralytics model yaml (from scratch)")
     ap.add_argument("--timm-size", type=int, default=64, help="timm ResNet-18 crop side (px)")
     ap.add_argument("--timm-mpp", type=float, default=0.45, help="timm ResNet-18 crop scale (µm/px)")
@@ -604,26 +648,32 @@ def main(argv: list[str] | None = None) -> int:
         a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
 
     if a.only in (None, "detector"):
-        data = detector_data(a.data_root)
+        data = detector_data(a.data_root, a.ours_detector)
         if a.subset:
             data = {**data, "train": data["train"][: a.subset], "val": data["val"][: max(2, a.subset // 8)],
                     "test": data["test"][: max(2, a.subset // 8)],
                     "txl_val": {k: v[: max(2, a.subset // 8)] for k, v in data["txl_val"].items()}}
         ours_w, ours_t = train_ours_detector(data, a.work, a.budget_min, a.threads, a.seed,
-                                             quick=bool(a.subset))
+                                             quick=bool(a.subset), scratch=a.ours_init == "scratch")
         res["meta"]["load_avg_after_det_ours"] = os.getloadavg()
-        yolo_w, yolo_t = train_yolo(data, a.work, a.budget_min, a.threads, a.seed, a.yolo)
-        res["meta"]["load_avg_after_det_yolo"] = os.getloadavg()
         import ultralytics
 
         res["meta"]["ultralytics"] = ultralytics.__version__
         res["detector"] = {
+            "recipe": a.ours_detector, "ours_init": a.ours_init,
             "data": {"n_train": len(data["train"]), "n_val": len(data["val"]), "n_test": len(data["test"]),
                      "txl_val_by_source": {k: len(v) for k, v in data["txl_val"].items()},
                      "txl_val_mpp_ours": data["txl_mpp"]},
-            "ours_train": ours_t, "yolo_train": yolo_t,
-            "ours": ours_detector_row(ours_w, data, a.runs),
-            "yolo": yolo_detector_row(yolo_w, data, a.work, a.threads, a.runs)}
+            "ours_train": ours_t, "ours": ours_detector_row(ours_w, data, a.runs)}
+        if a.reuse_yolo is not None:  # the YOLO side of an earlier run on the same data and budget
+            earlier = json.loads(a.reuse_yolo.read_text())["detector"]
+            res["detector"].update(yolo_train={**earlier["yolo_train"], "reused_from": str(a.reuse_yolo)},
+                                   yolo=earlier["yolo"])
+        else:
+            yolo_w, yolo_t = train_yolo(data, a.work, a.budget_min, a.threads, a.seed, a.yolo)
+            res["meta"]["load_avg_after_det_yolo"] = os.getloadavg()
+            res["detector"].update(yolo_train=yolo_t,
+                                   yolo=yolo_detector_row(yolo_w, data, a.work, a.threads, a.runs))
         torch.set_num_threads(a.threads)
         save()
     if a.only in (None, "classifier"):

@@ -108,15 +108,20 @@ def _samples(pack_dir: Path, variant: str, repeats: int) -> tuple[list[Any], lis
     return train, val, test
 
 
-def _step_seconds(cfg: Any, prepared: list[Any], device: str, n: int = 14) -> float:
-    """Median seconds of a training step (augmentation included) on a throw-away model."""
+def _step_seconds(cfg: Any, prepared: list[Any], device: str, n: int = 14,
+                  state: dict[str, Any] | None = None) -> float:
+    """Median seconds of a training step (augmentation included) on a throw-away model (starting from
+    ``state`` when the recipe fine-tunes: a random detector's proposals cost another amount of work)."""
     import torch
 
     from marrowscope.data.augment import Augmenter
     from marrowscope.engines.train_detector import training_batch
     from marrowscope.models.detector import build_detector
 
-    model = build_detector(cfg.spec()).to(device).train()
+    model = build_detector(cfg.spec())
+    if state is not None:
+        model.load_state_dict(state)
+    model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     aug, rng, times = Augmenter(cfg.augment), np.random.default_rng(0), []
     for _ in range(n):
