@@ -124,18 +124,26 @@ class StretchBlobDetector(BlobDetector):
 def test_fitted_tile_size_saves_tiles_and_keeps_overlap() -> None:
     from marrowscope.data.tiling import fitted_tile_size
 
-    # a 2048² ROI at 0.11 µm/px seen at 0.25 µm/px: 901 px; 3x3 tiles of 512, or 2x2 of 576
+    # a 2048² ROI at 0.11 µm/px seen at 0.25 µm/px: 901 px; 3x3 tiles of 512, or 2x2 of 544 (the smallest)
     assert len(tile_grid(901, 901, 512, 128)) == 9
-    size = fitted_tile_size(901, 901, 512, 128, 576)
-    grid = tile_grid(901, 901, size, 128)
-    assert size == 576 and len(grid) == 4
-    assert grid[1].x - (grid[0].x + grid[0].width) <= -128  # the overlap is kept
+    for most in (576, 640):
+        size = fitted_tile_size(901, 901, 512, 128, most)
+        grid = tile_grid(901, 901, size, 128)
+        assert size == 544 and len(grid) == 4
+        assert grid[1].x - (grid[0].x + grid[0].width) <= -128  # the overlap is kept
+    # analyze's field with 25 µm of context: 1,101 px; three per side up to 576 px, two of 640 px
+    assert fitted_tile_size(1101, 1101, 512, 128, 576) == 512
+    assert fitted_tile_size(1101, 1101, 512, 128, 640) == 640
+    assert len(tile_grid(1101, 1101, 640, 128)) == 4
     assert fitted_tile_size(901, 901, 512, 128, 512) == 512  # no stretch allowed
     assert fitted_tile_size(400, 300, 512, 128, 576) == 512  # one tile anyway
-    for side in range(513, 3000, 37):  # never more tiles than without the stretch, never a wider tile
-        s = fitted_tile_size(side, side, 512, 128, 576)
-        assert s in (512, 576)
-        assert len(tile_grid(side, side, s, 128)) <= len(tile_grid(side, side, 512, 128))
+    for side in range(513, 3000, 37):  # fewest tiles, the smallest such tile, never a wider one
+        s = fitted_tile_size(side, side, 512, 128, 640)
+        assert 512 <= s <= 640 and s % 32 == 0
+        n = len(tile_grid(side, side, s, 128))
+        assert n <= len(tile_grid(side, side, 512, 128))
+        assert n == min(len(tile_grid(side, side, t, 128)) for t in range(512, 641, 32))
+        assert s == 512 or len(tile_grid(side, side, s - 32, 128)) > n
 
 
 def test_stretched_tiles_find_the_same_cells() -> None:

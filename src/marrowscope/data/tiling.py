@@ -63,17 +63,22 @@ def tile_grid(width: int, height: int, tile_size: int, overlap: int) -> list[Til
 
 
 def fitted_tile_size(width: int, height: int, tile_size: int, overlap: int, max_tile_size: int) -> int:
-    """``max_tile_size`` when tiles of that side cover ``width`` x ``height`` (at ``overlap`` pixels)
-    with fewer tiles per side than ``tile_size`` does, else ``tile_size``.
+    """The smallest tile side from ``tile_size`` up to ``max_tile_size`` (in steps of 32) that covers
+    ``width`` x ``height`` (at ``overlap`` pixels) with the fewest tiles per side, when that is fewer
+    than ``tile_size`` needs; else ``tile_size``.
 
-    A 901 px region with 512 px tiles and 128 px overlap needs three tiles per side (the last two
-    overlapping by 507 px); 576 px tiles cover it with two: 4 tiles instead of 9, each with about the
-    context of a training tile. Both sides should be multiples of 32 (the detectors pad to that)."""
+    A 2048 px ROI at 0.11 µm/px is 901 px at 0.25 µm/px: 512 px tiles with 128 px overlap need three per
+    side (the last two overlapping by 507 px), 544 px tiles two. ``analyze``'s field with 25 µm of
+    context on each side is 1,101 px: three per side up to 576 px, two of 640 px (4 tiles instead of 9,
+    each with about a training tile's context). Both sides should be multiples of 32 (the detectors pad
+    to that)."""
     side = max(width, height)
 
     def per_side(t: int) -> int:
         return 1 if side <= t else len(range(0, side - t, t - overlap)) + 1
 
-    if max_tile_size > tile_size and per_side(max_tile_size) < per_side(tile_size):
-        return max_tile_size
-    return tile_size
+    if max_tile_size <= tile_size or per_side(max_tile_size) >= per_side(tile_size):
+        return tile_size
+    fewest = per_side(max_tile_size)
+    sides = [*range(tile_size + 32, max_tile_size, 32), max_tile_size]
+    return next(t for t in sides if per_side(t) == fewest)
