@@ -397,3 +397,33 @@ def test_tile_caches_of_a_file_slide_are_bounded(written, monkeypatch: pytest.Mo
         assert 0 < source._decoded_frame_cache._lru_cache._size <= 200_000
         for cache in (source._decoded_frame_cache, source._encoded_frame_cache):
             assert cache._lru_cache.maxsize == 200_000
+
+
+def test_report_field_picture_decodes_at_reduced_scale_like_the_full_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's field picture of a field twice the picture's size decodes the JPEG tiles at 1/2 scale
+    and shows what the full decode shows (same size, within a few grey levels)."""
+    from marrowscope.cells import Box, Cell
+    from marrowscope.report.figures import field_with_boxes
+
+    img = _smooth_image(1100, 1100, seed=3)
+    ref = write_dicom_wsi(img, tmp_path / "flat", mpp=0.25, slide_id="flat", patient_id="P", n_levels=1)
+    field = Box(40, 60, 1064, 1084)  # 1024 px for a 400 px picture: decoded at 1/2
+    cells = [Cell(box=Box(300, 300, 360, 370), label="neutrophil")]
+    with open_slide(ref.folder) as s:
+        factors: list[int] = []
+        original = DicomSlide.read_level_reduced
+
+        def spy(self: DicomSlide, x0: int, y0: int, x1: int, y1: int, level: int, factor: int) -> np.ndarray:
+            factors.append(factor)
+            return original(self, x0, y0, x1, y1, level, factor)
+
+        monkeypatch.setattr(DicomSlide, "read_level_reduced", spy)
+        fast = np.asarray(field_with_boxes(s, field, cells, lambda _: "#ff0000", max_size=400))
+        assert factors == [2]
+        monkeypatch.setattr(DicomSlide, "reduced_read_factors", lambda self, level, factor: False)
+        full = np.asarray(field_with_boxes(s, field, cells, lambda _: "#ff0000", max_size=400))
+    assert fast.shape == full.shape == (400, 400, 3)
+    diff = np.abs(fast.astype(int) - full)
+    assert diff.mean() < 2.0 and np.percentile(diff, 95) <= 8
