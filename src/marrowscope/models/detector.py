@@ -208,11 +208,11 @@ class TilePrediction:
 
 #: how far an inference tile may grow past the training tile to save tiles (see
 #: :func:`marrowscope.data.tiling.fitted_tile_size`): a 2048² ROI at 0.11 µm/px is 901² px at
-#: 0.25 µm/px, four tiles of 544 px instead of nine of 512; ``analyze``'s field with its 25 µm of context
-#: (1,101 px) four of 640 px instead of nine (``benchmarks/bench_field_tiles.py``: the same AP@0.5 on a
-#: validation cohort within 0.002, 1.35x faster). One 1,024 px tile is faster still but was measured to
-#: lose AP (benchmarks/bench_speed.py): the backbone's squeeze-excitation blocks pool over the whole
-#: tile, so the context per tile should stay near the training tile's.
+#: 0.25 µm/px, four tiles of 544 px instead of nine of 512; ``analyze``'s field with its 25 µm of
+#: context (1,101 px) four of 640 px instead of nine (``benchmarks/bench_field_tiles.py``: the same
+#: AP@0.5 on a validation cohort within 0.0012, 1.40x faster per field). One 1,024 px tile is faster
+#: still but was measured to lose AP (benchmarks/bench_speed.py): the backbone's squeeze-excitation
+#: blocks pool over the whole tile, so the context per tile should stay near the training tile's.
 TILE_STRETCH = 1.25
 def _bf16_backbone(model: nn.Module) -> None:
     """Run the backbone and FPN of ``model`` in bf16 (weights and activations) and hand fp32 maps to
