@@ -14,7 +14,8 @@ and, with ``--detector-eval NAME=DATASET`` (e.g. ``detector-synth=cohort:T``, th
 cohort), AP@0.5 and AP@[.5:.95] of every variant on that dataset.
 
 Classifiers (each ``--classifier``): cells per second (wall, best of 3, 2,048 crops, no TTA) and cells
-per CPU-second for fp32 unoptimised / fp32 optimised / bf16 optimised, and, with ``--pbc ROOT``, pbc8
+per CPU-second for fp32 unoptimised / fp32 optimised / bf16 optimised / int8 (classifiers whose weights
+carry an int8 calibration; others skip the row), and, with ``--pbc ROOT``, pbc8
 macro F1 on the PBC held-out split (``benchmarks/domain_shift.py``'s) plus the agreement of each
 variant's labels with fp32's.
 
@@ -49,6 +50,7 @@ CLF_VARIANTS: dict[str, dict[str, Any]] = {
     "before": {"precision": "fp32", "optimise": False},
     "optimised": {"precision": "fp32", "optimise": True},
     "optimised+bf16": {"precision": "bf16", "optimise": True},
+    "int8": {"precision": "int8", "optimise": True},  # weights calibrated by `marrowscope quantize`
 }
 
 
@@ -108,8 +110,14 @@ def classifier_speed(name: str, n: int, pbc_root: Path | None) -> dict[str, Any]
 
         heldout = pbc_heldout_items(pbc_root, None)
     ref_labels = None
+    from marrowscope.errors import InputError
+
     for key, v in CLF_VARIANTS.items():
-        clf = load_classifier(name, device="cpu", precision=v["precision"], optimise=v["optimise"])
+        try:
+            clf = load_classifier(name, device="cpu", precision=v["precision"], optimise=v["optimise"])
+        except InputError as e:  # int8 asked of weights without an int8 calibration
+            print(json.dumps({"model": name, "variant": key, "skipped": str(e)}), flush=True)
+            continue
         s = clf.input_size
         crops = np.random.default_rng(0).integers(0, 256, (n, s, s, 3), dtype=np.uint8)
         classify_crops(clf, crops[:256], tta=1)  # warm-up
@@ -136,23 +144,28 @@ def classifier_speed(name: str, n: int, pbc_root: Path | None) -> dict[str, Any]
     return out
 
 
-SPEED_BEGIN = "<!-- BEGIN GENERATED speed from benchmarks/results/bench_speed.json by bench_speed.py -->"
+def speed_begin(json_path: Path | None) -> str:
+    """The doc block's first line: one block per result file (e.g. one per host kind)."""
+    name = "benchmarks/results/bench_speed.json" if json_path is None else json_path.as_posix()
+    return f"<!-- BEGIN GENERATED speed from {name} by bench_speed.py -->"
 
 
 def _f(v: Any, nd: int = 3) -> str:
     return "–" if v is None else f"{v:.{nd}f}"
 
 
-def render_markdown(result: dict[str, Any], command: str) -> str:
+def render_markdown(result: dict[str, Any], command: str, begin: str) -> str:
     """The doc's speed tables (one row per model and variant) from a result of :func:`main`."""
     from marrowscope.models.cards import END
 
     m = result["machine"]
     head = (f"Command: `{command}`; {m['cpu_count']} cores, {m['threads']} torch threads, "
             f"torch {m['torch']}, "
-            f"CPU bf16: {m['cpu_bf16']}, load average {m['load_avg_start']:.2f} at the start and "
+            f"CPU: {m.get('cpu', '?')}, AMX bf16: {m['cpu_bf16']}, "
+            f"AVX-512 VNNI: {m.get('avx512_vnni', '?')}, "
+            f"load average {m['load_avg_start']:.2f} at the start and "
             f"{m['load_avg_end']:.2f} at the end. Ratios are against `before` in the same run.")
-    lines = [SPEED_BEGIN, "", head, "",
+    lines = [begin, "", head, "",
              "| detector | variant | tile (max) | precision | s per 2048² ROI | speed-up "
              "| AP@0.5 | AP@[.5:.95] |", "|---|---|---|---|---|---|---|---|"]
     for r in result["detectors"]:
@@ -172,6 +185,21 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
                      _f(v.get("label_agreement_with_before"), 4)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", END]) + "\n"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        return set(Path("/proc/cpuinfo").read_text(errors="replace").split())
+    except OSError:
+        return set()
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
 
 
 def main() -> None:
@@ -197,6 +225,7 @@ def main() -> None:
     evals = dict(e.split("=", 1) for e in args.detector_eval)
     result: dict[str, Any] = {
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "cpu_bf16": cpu_has_bf16(),
+                    "cpu": _cpu_model(), "avx512_vnni": "avx512_vnni" in _cpu_flags(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "load_avg_start": os.getloadavg()[0]},
         "detectors": [detector_speed(d, args.runs, evals) for d in args.detector],
@@ -214,7 +243,14 @@ def main() -> None:
 
         command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
         text = args.doc.read_text(encoding="utf-8")
-        args.doc.write_text(replace_block(text, render_markdown(result, command), begin=SPEED_BEGIN),
+        begin = speed_begin(args.json)
+        first = speed_begin(None)
+        if begin not in text and first in text:  # another result file: its block follows the first one
+            from marrowscope.models.cards import END
+
+            i = text.index(END, text.index(first)) + len(END)
+            text = f"{text[:i]}\n\n{begin}\n{END}{text[i:]}"
+        args.doc.write_text(replace_block(text, render_markdown(result, command, begin), begin=begin),
                             encoding="utf-8")
 
 

@@ -83,15 +83,17 @@ def standardised(crops: EvalCrops, clf: Any) -> EvalCrops:
 
 
 def classifier_row(name: str, data: Path, pbc_items: list[LabelledImage], tta: int,
-                   colour_standardise: bool = False) -> dict[str, Any]:
+                   colour_standardise: bool = False, precision: str = "fp32") -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from marrowscope.engines.ood import score_crops as ood_scores
     from marrowscope.models.classifier import load_classifier
 
-    clf = load_classifier(name, device="cpu")
-    row: dict[str, Any] = {"model": name + (" + colour standardisation" if colour_standardise else ""),
-                           "kind": "classifier", "sha256": clf.sha256, "contract": [clf.input_size, clf.mpp]}
+    clf = load_classifier(name, device="cpu", precision=precision, optimise=precision != "fp32")
+    label = name + (" + colour standardisation" if colour_standardise else "")
+    row: dict[str, Any] = {"model": label + (f" ({clf.precision})" if precision != "fp32" else ""),
+                           "kind": "classifier", "sha256": clf.sha256, "contract": [clf.input_size, clf.mpp],
+                           "precision": clf.precision}
     sets = {
         "pbc_heldout": (pbc_crops(pbc_items, clf.mpp, clf.input_size), "pbc8"),
         "bccd_wbc": (load_eval_crops(f"bccd-wbc:{data / 'bccd'}", mpp=clf.mpp, size=clf.input_size), None),
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("runs/domain_shift"))
     ap.add_argument("--tta", type=int, default=8)
+    ap.add_argument("--precisions", nargs="+", default=["fp32"],
+                    help="score each classifier at each of these (fp32, bf16, int8, auto)")
     ap.add_argument("--standardise", nargs="*", default=[], help="classifiers (with a stain basis in their "
                     "weights) to score again with per-set colour standardisation")
     ap.add_argument("--threads", type=int, default=2)
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     t0 = time.time()
     items = pbc_heldout_items(a.data / "pbc_acevedo2020", a.cache_dir)
-    rows = [classifier_row(n, a.data, items, a.tta) for n in a.classifiers]
+    rows = [classifier_row(n, a.data, items, a.tta, precision=p) for n in a.classifiers for p in a.precisions]
     rows += [classifier_row(n, a.data, items, a.tta, colour_standardise=True) for n in a.standardise]
     rows += [detector_row(n, a.data, items) for n in a.detectors]
     a.out.mkdir(parents=True, exist_ok=True)

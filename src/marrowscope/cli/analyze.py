@@ -39,8 +39,10 @@ _DEVICE = typer.Option("auto", "--device", callback=params.device,
 _THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's own).")
 _BATCH = typer.Option(4, "--batch-size", min=1, help="Tiles per detector call (larger is faster on a GPU).")
 _PRECISION = typer.Option("auto", "--precision", callback=params.one_of(*PRECISIONS),
-                          help="Inference precision: auto (bf16 where the CPU has AMX or the "
-                               "GPU supports it, else fp32), fp32 or bf16 (docs/benchmarks.md, speed).")
+                          help="Inference precision: auto (bf16 where the CPU has AMX or the GPU "
+                               "supports it; else, on a CPU, an int8 classifier where its weights carry "
+                               "an int8 calibration; else fp32), fp32, bf16 or int8 (the classifier; the "
+                               "detector stays fp32) (docs/benchmarks.md, speed).")
 
 
 def _config(detector: str | None, classifier: str | None, diagnosis: str | None, target_cells: int, seed: int,

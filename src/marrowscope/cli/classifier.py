@@ -1,4 +1,4 @@
-"""CLI: ``marrowscope train classifier`` and ``marrowscope evaluate classifier``."""
+"""CLI: ``marrowscope train classifier``, ``marrowscope evaluate classifier`` and ``marrowscope quantize``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from marrowscope.cli import params
-from marrowscope.cli.app import evaluate_app, renamed_option, train_app
+from marrowscope.cli.app import app, evaluate_app, renamed_option, train_app
+from marrowscope.models.inference import PRECISIONS
 
 _DATASET_HELP = ("FORMAT:PATH with FORMAT pbc, imagefolder, synth, cohort or reviewed (an analyze output "
                  "folder reviewed with `marrowscope review`); for evaluation also bccd-wbc, matek or "
@@ -105,15 +106,40 @@ def evaluate_classifier_cmd(
                                            help="Uncertain below this probability."),
     src_mpp: float | None = typer.Option(None, "--src-mpp", callback=params.POSITIVE_FLOAT,
                                           help="µm/px of crop images (pbc: 0.1)."),
+    precision: str = typer.Option("fp32", "--precision", callback=params.one_of(*PRECISIONS),
+                                  help="Run the classifier at fp32 (the reference), bf16, int8 or auto "
+                                       "(as analyze would)."),
 ) -> None:
     """Score a classifier on a labelled dataset at the dataset's granularity."""
     from marrowscope.engines.evaluate import evaluate_classifier
 
     rep = evaluate_classifier(weights, dataset, out, tta=tta, eval_scheme=scheme, src_mpp=src_mpp,
-                              threshold=threshold, progress=True)
+                              threshold=threshold, progress=True, precision=precision)
     auc = "n/a" if rep.macro_auc is None else f"{rep.macro_auc:.4f}"
     typer.echo(f"n={rep.n_images} macro F1 {rep.macro_f1:.4f}  macro AUC {auc}  "
                f"balanced accuracy {rep.balanced_accuracy:.4f}  ECE {rep.ece:.4f}")
     for note in rep.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"metrics: {out / 'metrics.json'}")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    weights: str = typer.Option(..., "--weights", help="Bundled classifier name or weights file."),
+    dataset: list[str] = typer.Option(..., "--dataset", help="The datasets the model was trained on, as "
+                                      "given to `train classifier` (only their training parts are used)."),
+    out: Path = typer.Option(..., "--out", help="Weights file to write (the input is never overwritten)."),
+    max_crops: int = typer.Option(2048, "--max-crops", help="Crops to calibrate on (drawn per dataset)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", callback=params.PROBABILITY,
+                                       help="As in training: the split whose validation part is left out."),
+    split_seed: int = typer.Option(0, "--split-seed", help="As in training."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Crop cache (as in training)."),
+) -> None:
+    """Calibrate a classifier for int8 inference (`--precision int8`, and `auto` on CPUs without AMX)."""
+    from marrowscope.engines.int8_calibration import calibrate_weights
+
+    res = calibrate_weights(weights, dataset, out, max_crops=max_crops, val_fraction=val_fraction,
+                            split_seed=split_seed, cache_dir=cache_dir)
+    typer.echo(f"calibrated {res.n_ranges} activations on {res.n_crops} crops "
+               f"({', '.join(f'{k}: {v}' for k, v in res.per_dataset.items())})")
+    typer.echo(f"weights: {res.weights}")

@@ -101,9 +101,10 @@ def evaluate_detector(
 def evaluate_classifier(
     weights: str | Path, dataset: str, out_dir: str | Path | None = None, *, tta: int = 8,
     eval_scheme: str | None = None, src_mpp: float | None = None, threshold: float | None = None,
-    batch_size: int = 256, progress: bool = False,
+    batch_size: int = 256, progress: bool = False, precision: str = "fp32",
 ) -> ClassificationReport:
-    """Evaluate classifier ``weights`` (bundled name or file) on ``dataset`` (``FORMAT:PATH``).
+    """Evaluate classifier ``weights`` (bundled name or file) on ``dataset`` (``FORMAT:PATH``), run at
+    ``precision`` (``fp32``, or ``bf16`` / ``int8`` / ``auto`` to score the fast paths analyze uses).
 
     ``pbc``: the ground truth is the ``label`` column (PBC's 8 groups) and predictions are summed
     into them through scheme ``pbc8`` unless ``eval_scheme`` says otherwise; ``imagefolder``: labels
@@ -120,7 +121,7 @@ def evaluate_classifier(
     from marrowscope.io.annotations.imagefolder import LabelledImage, read_image_folder
     from marrowscope.models.classifier import load_classifier
 
-    clf = load_classifier(weights)
+    clf = load_classifier(weights, precision=precision, optimise=precision != "fp32")
     fmt, root = parse_dataset_arg(dataset)
     model_scheme = scheme_of_spec(clf.spec)
     from marrowscope.data.ood_datasets import load_eval_crops, parse_ood_arg
@@ -154,8 +155,9 @@ def evaluate_classifier(
 
     report = replace(report, extra={
         **dict(report.extra), "weights": str(weights), "weights_sha256": clf.sha256, "dataset": dataset,
-        "tta": tta, "temperature": res.temperature, "uncertain_threshold": res.threshold,
-        "macro_f1_min_support": macro_f1_over(report, 10), "min_support": 10,
+        "tta": tta, "precision": clf.precision, "temperature": res.temperature,
+        "uncertain_threshold": res.threshold, "macro_f1_min_support": macro_f1_over(report, 10),
+        "min_support": 10,
         "n_correct": int(np.trace(report.confusion)),
         "model_classes": list(clf.classes), "contract": {"input_size": clf.input_size, "mpp": clf.mpp},
     })

@@ -82,10 +82,15 @@ class SlideOOD:
                 "n_cells": self.n_cells, "colour_z": None if self.colour_z is None else list(self.colour_z)}
 
 
+def _feature_net(clf: CellClassifier) -> Any:
+    """The network whose features the stored statistics describe: the fp32 one (also under int8)."""
+    return clf.net if clf.fp32_net is None else clf.fp32_net
+
+
 def has_features(clf: CellClassifier) -> bool:
     import torch
 
-    net = clf.net
+    net = _feature_net(clf)
     return isinstance(net, torch.nn.Sequential) and isinstance(net[-1], torch.nn.Linear)
 
 
@@ -95,7 +100,7 @@ def crop_features(clf: CellClassifier, crops: np.ndarray, batch_size: int = 256)
 
     if not has_features(clf):
         raise ValueError(f"{clf.spec.arch}: no feature extractor for the OOD score")
-    body = clf.net[:-1]
+    body = _feature_net(clf)[:-1]
     out = []
     with torch.inference_mode():
         for s in range(0, len(crops), batch_size):

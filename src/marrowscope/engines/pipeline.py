@@ -70,7 +70,7 @@ class AnalysisConfig:
     seed: int = 0
     device: str | None = None  # "cpu", "cuda", "cuda:1", "mps"; None: cuda when available
     threads: int | None = None  # torch intra-op threads during the analysis (None: torch's default)
-    precision: str = "auto"  # inference precision: auto (bf16 where the CPU or GPU computes it), fp32, bf16
+    precision: str = "auto"  # auto (models.inference.resolve_precision), fp32, bf16, int8 (the classifier)
     use_annotated_rois: bool = True
     context_um: float = 25.0  # detection looks this far beyond each region (cells on its edge seen whole)
     fields: FieldSelectionConfig = field(default_factory=FieldSelectionConfig)
@@ -91,7 +91,7 @@ class Models:
     diagnosis: Any | None  # marrowscope.models.diagnosis.DiagnosisModel
     refs: tuple[ModelRef, ...]
     device: str = "cpu"  # where the detector and classifier run (recorded in the run record)
-    precision: str = "fp32"  # their resolved inference precision (recorded in the run record)
+    precision: str = "fp32"  # resolved precisions: "fp32", or "detector fp32, classifier int8"
 
 
 def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
@@ -116,7 +116,13 @@ def load_models(cfg: AnalysisConfig, device: str | None = None) -> Models:
         p, sha = resolve_model(cfg.diagnosis, task="diagnosis")
         diag = load_diagnosis_model(p, sha256=sha)
         refs.append(model_ref(str(cfg.diagnosis), "diagnosis", p))
-    return Models(det, clf, diag, tuple(refs), device=device, precision=clf.precision)
+    return Models(det, clf, diag, tuple(refs), device=device, precision=precision_label(det.precision,
+                                                                                         clf.precision))
+
+
+def precision_label(detector: str, classifier: str) -> str:
+    """The run record's ``precision``: one name when both models run at it, else both."""
+    return detector if detector == classifier else f"detector {detector}, classifier {classifier}"
 
 
 def model_ref(name: str, task: str, path: str | Path) -> ModelRef:

@@ -41,6 +41,8 @@ from marrowscope.runtime import isolated_state
 log = logging.getLogger(__name__)
 
 
+DatasetPart = tuple[str, str, CropSet, dict[str, int]]  # (argument, format, crops, unmapped labels)
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 60
@@ -416,8 +418,6 @@ def train_from_dataset(
     from marrowscope.data.classification_datasets import (
         PBC_CLASSES,
         concat_crop_sets,
-        grouped_split,
-        load_image_dataset,
         parse_dataset_arg,
         scheme_for_classes,
     )
@@ -441,32 +441,10 @@ def train_from_dataset(
         sch = taxonomy.load_scheme(scheme or "bmdeep33")
         classes, scheme_name = tuple(sch.classes), sch.name
     out = prepare_output_dir(out_dir)  # writable, stale temporaries gone: before the data is read
-    parts: list[tuple[str, str, CropSet, dict[str, int]]] = []
-    for name, (fmt, root) in zip(names, parsed, strict=True):
-        if fmt in ("pbc", "imagefolder"):
-            data, unmapped = load_image_dataset(fmt, root, classes, mpp=m, size=round(size * context),
-                                                src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,
-                                                progress=progress, scheme=sch)
-        else:
-            from marrowscope.data.classification_datasets import load_slide_dataset
-
-            data, unmapped = load_slide_dataset(fmt, root, classes, mpp=m, size=round(size * context),
-                                                scheme=sch, progress=progress)
-        parts.append((name, fmt, data, unmapped))
-    if synthetic_classes == "missing" and any(f != "synth" for _, f, _, _ in parts):
-        real = np.zeros(len(classes), dtype=bool)
-        for _, f, d, _ in parts:
-            if f != "synth":
-                real |= d.targets.max(axis=0) > 0
-        for k, (name, f, d, unmapped) in enumerate(parts):
-            if f == "synth":  # a synthetic cell stays when its main class has no real example
-                keep = np.nonzero(~real[d.targets.argmax(axis=1)])[0]
-                dropped = {"(class covered by real data)": len(d) - len(keep)}
-                parts[k] = (name, f, d.subset(keep), {**unmapped, **dropped})
-    splits = []
-    for _name, _f, d, _u in parts:
-        tr_idx, va_idx = grouped_split(d.labels, d.groups, val_fraction, split_seed)
-        splits.append((d.subset(tr_idx), d.subset(va_idx)))
+    parts = load_dataset_parts(names, classes, sch, mpp=m, size=size, context=context, src_mpp=src_mpp,
+                               cache_dir=cache_dir, progress=progress,
+                               synthetic_classes=synthetic_classes)
+    splits = split_parts(parts, val_fraction, split_seed)
     train = concat_crop_sets([t for t, _ in splits])
     val = concat_crop_sets([v for _, v in splits])
     record: dict[str, Any] = {"dataset": names[0] if len(names) == 1 else names, "val_fraction": val_fraction,
@@ -489,6 +467,53 @@ def train_from_dataset(
                                 "; ".join(desc) + f" (grouped split per dataset, validation fraction "
                                 f"{val_fraction}, seed {split_seed})"),
                             norm=norm, augment=augment, init_weights=init_weights)
+
+
+def load_dataset_parts(
+    names: Sequence[str], classes: Sequence[str], sch: Any, *, mpp: float, size: int, context: float = 1.25,
+    src_mpp: float | None = None, cache_dir: Path | None = None, progress: bool = True,
+    synthetic_classes: str = "all",
+) -> list[DatasetPart]:
+    """Every ``FORMAT:PATH`` of ``names`` as training-size crops (``size * context`` px at ``mpp``)
+    over ``classes``, as ``train classifier`` reads them (``synthetic_classes`` as there)."""
+    from marrowscope.data.classification_datasets import load_image_dataset, parse_dataset_arg
+
+    parsed = [parse_dataset_arg(d) for d in names]
+    parts: list[DatasetPart] = []
+    for name, (fmt, root) in zip(names, parsed, strict=True):
+        if fmt in ("pbc", "imagefolder"):
+            data, unmapped = load_image_dataset(fmt, root, classes, mpp=mpp, size=round(size * context),
+                                                src_mpp=src_mpp, fit_size=size, cache_dir=cache_dir,
+                                                progress=progress, scheme=sch)
+        else:
+            from marrowscope.data.classification_datasets import load_slide_dataset
+
+            data, unmapped = load_slide_dataset(fmt, root, classes, mpp=mpp, size=round(size * context),
+                                                scheme=sch, progress=progress)
+        parts.append((name, fmt, data, unmapped))
+    if synthetic_classes == "missing" and any(f != "synth" for _, f, _, _ in parts):
+        real = np.zeros(len(classes), dtype=bool)
+        for _, f, d, _ in parts:
+            if f != "synth":
+                real |= d.targets.max(axis=0) > 0
+        for k, (name, f, d, unmapped) in enumerate(parts):
+            if f == "synth":  # a synthetic cell stays when its main class has no real example
+                keep = np.nonzero(~real[d.targets.argmax(axis=1)])[0]
+                dropped = {"(class covered by real data)": len(d) - len(keep)}
+                parts[k] = (name, f, d.subset(keep), {**unmapped, **dropped})
+    return parts
+
+
+def split_parts(parts: Sequence[DatasetPart], val_fraction: float, split_seed: int
+                ) -> list[tuple[CropSet, CropSet]]:
+    """(training, validation) of each part: its own grouped split (near-duplicate / patient groups)."""
+    from marrowscope.data.classification_datasets import grouped_split
+
+    out = []
+    for _name, _f, d, _u in parts:
+        tr_idx, va_idx = grouped_split(d.labels, d.groups, val_fraction, split_seed)
+        out.append((d.subset(tr_idx), d.subset(va_idx)))
+    return out
 
 
 def train_calibrated(

@@ -126,14 +126,18 @@ def build_backbone(arch: str, num_classes: int, params: Mapping[str, Any] | None
 @dataclass(frozen=True)
 class CellClassifier:
     """A network with its contract. ``net`` is in eval mode on ``device``; ``precision`` is the
-    resolved inference precision (``fp32`` or ``bf16``, see :mod:`marrowscope.models.inference`): with
-    ``bf16`` the network's weights are bf16 and :meth:`to_tensor` gives bf16 batches."""
+    resolved inference precision (``fp32``, ``bf16`` or ``int8``, see :mod:`marrowscope.models.inference`):
+    with ``bf16`` the network's weights are bf16 and :meth:`to_tensor` gives bf16 batches; with ``int8``
+    the network is ``Sequential(int8 body, fp32 Linear)`` taking fp32 batches."""
 
     net: Any  # torch.nn.Module
     spec: WeightsSpec
     device: str = "cpu"
     sha256: str | None = None
     precision: str = "fp32"
+    # the fp32 network where ``net`` is an int8 approximation of it: the OOD statistics stored with the
+    # weights were fitted on its features, so the OOD score uses it (engines.ood.crop_features)
+    fp32_net: Any = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -226,7 +230,8 @@ def load_classifier(name_or_path: str | Path, device: str | None = None,
 
     ``expect_classes``: when given, raise :class:`InputError` unless the weights have exactly these
     classes in this order (the contract check for callers that hard-wire a class list).
-    ``precision``: ``fp32``, ``bf16`` or ``auto`` (:func:`marrowscope.models.inference.resolve_precision`).
+    ``precision``: ``fp32``, ``bf16``, ``int8`` (weights calibrated by ``marrowscope quantize``, CPU) or
+    ``auto`` (:func:`marrowscope.models.inference.resolve_precision`).
     ``optimise``: fold BatchNorm into the convolutions and use channels-last memory format, for a
     classifier that only predicts (same outputs up to rounding; never save or train a folded network).
     """
@@ -246,16 +251,28 @@ def load_classifier(name_or_path: str | Path, device: str | None = None,
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit architecture {spec.arch} ({e})") from e
     net = net.to(dev).eval()
-    if optimise:
+    from marrowscope.models.quantize import int8_ranges, quantize_int8
+
+    ranges = int8_ranges(spec.params)
+    prec = resolve_precision(precision, dev, int8=ranges is not None)
+    if precision == "int8" and ranges is None:
+        raise InputError(path, "these weights carry no int8 calibration; calibrate them with `marrowscope "
+                               "quantize` or use --precision fp32")
+    fp32_net = None
+    if prec == "int8":
+        qnet = quantize_int8(net, ranges or {}, spec.pixel_size)
+        fold_batchnorm(net)  # the fp32 network stays for the OOD features only
+        fp32_net, net = net.to(memory_format=torch.channels_last), qnet
+    elif optimise:
         fold_batchnorm(net)
+    if optimise:
         net = net.to(memory_format=torch.channels_last)
-    prec = resolve_precision(precision, dev)
     if prec == "bf16":
         net = net.to(torch.bfloat16)
     from marrowscope.models.weights import sha256_file
 
     return CellClassifier(net=net, spec=spec, device=dev, sha256=sha or sha256_file(path),
-                          precision=prec)
+                          precision=prec, fp32_net=fp32_net)
 
 
 def default_device() -> str:

@@ -1,7 +1,9 @@
 """Inference-time speed-ups that keep the results: precision and BatchNorm folding.
 
-Precision: fp32, or bf16 weights and activations where the hardware computes bf16 natively (the
-detector's backbone, the whole classifier; see their loaders).
+Precision: fp32; bf16 weights and activations where the hardware computes bf16 natively (the
+detector's backbone, the whole classifier; see their loaders); int8 for the classifier on CPUs
+(static quantization with activation ranges calibrated offline and stored with the weights,
+:mod:`marrowscope.models.quantize`; the detector stays fp32 under int8).
 
 On CPUs with AMX (Sapphire Rapids and newer Xeons) bf16 convolutions run several times faster than fp32
 (``classifier-marrow`` 5.7x). AVX-512 BF16 alone does not pay: on a Xeon with ``avx512_bf16`` but no AMX
@@ -17,7 +19,7 @@ from typing import Any
 
 from marrowscope.errors import InputError
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
@@ -30,17 +32,26 @@ def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> ``bf16`` on a CPU with native bf16 or a CUDA device that supports it, else ``fp32``."""
+def resolve_precision(precision: str, device: str, *, int8: bool = False) -> str:
+    """The precision a model runs at. ``auto`` -> ``bf16`` on a CPU with AMX or a CUDA device that
+    supports it; else ``int8`` on a CPU when the model can run it (``int8``: a classifier whose weights
+    carry an int8 calibration); else ``fp32``. ``int8`` asked of a model that cannot run it (the
+    detector) -> ``fp32``; on a GPU it is an error (int8 kernels here are CPU kernels)."""
     if precision not in PRECISIONS:
         raise InputError(precision, f"unknown precision (choose from {', '.join(PRECISIONS)})")
+    if precision == "int8" and device != "cpu":
+        raise InputError(device, "--precision int8 runs on the CPU only; use auto, fp32 or bf16 on a GPU")
+    if precision == "int8":
+        return "int8" if int8 else "fp32"
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
         import torch
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
+    if device == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "int8" if device == "cpu" and int8 else "fp32"
 
 
 def fold_batchnorm(net: Any) -> int:

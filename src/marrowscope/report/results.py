@@ -117,7 +117,8 @@ class RunRecord:
     seconds: float
     timings: Mapping[str, float] = field(default_factory=dict)
     device: str | None = None  # where the models ran: "cpu", "cuda", "cuda:1", ...
-    precision: str | None = None  # the detector's and classifier's inference precision: "fp32" or "bf16"
+    precision: str | None = None  # the models' inference precision: "fp32", "bf16", or per model when
+    # they differ ("detector fp32, classifier int8")
 
 
 @dataclass(frozen=True)
