@@ -53,14 +53,22 @@ from marrowscope.io.annotations.imagefolder import LabelledImage, read_image_fol
 log = logging.getLogger("domain_shift")
 
 
-def pbc_heldout_items(root: Path, cache_dir: Path | None) -> list[LabelledImage]:
-    """The validation split of ``train classifier`` on PBC (same loader, same split function, seed 0)."""
+def pbc_split_items(root: Path, cache_dir: Path | None) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """(training, validation) parts of ``train classifier``'s split of PBC (same loader, same split
+    function, seed 0)."""
     sch = scheme_for_classes(PBC_CLASSES, "pbc_fine")
     data, _ = load_image_dataset("pbc", root, PBC_CLASSES, mpp=0.45, size=80, fit_size=64,
                                  cache_dir=cache_dir, scheme=sch)
     _, va = grouped_split(data.labels, data.groups, 0.2, 0)
     val_ids = {data.ids[i] for i in va}
-    return [it for it in read_image_folder(root) if str(it.path) in val_ids]
+    items = read_image_folder(root)
+    return ([it for it in items if str(it.path) not in val_ids],
+            [it for it in items if str(it.path) in val_ids])
+
+
+def pbc_heldout_items(root: Path, cache_dir: Path | None) -> list[LabelledImage]:
+    """The validation split of ``train classifier`` on PBC (same loader, same split function, seed 0)."""
+    return pbc_split_items(root, cache_dir)[1]
 
 
 def pbc_crops(items: list[LabelledImage], mpp: float, size: int) -> EvalCrops:
