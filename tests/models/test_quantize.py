@@ -96,6 +96,18 @@ def test_auto_picks_int8_without_amx_and_bf16_with_it(monkeypatch: pytest.Monkey
     assert resolve_precision("auto", "cpu", int8=True) == "bf16"
 
 
+def test_auto_stays_fp32_where_torch_has_no_x86_engine(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from marrowscope.models import inference, quantize
+
+    _, calibrated = _calibrated(tmp_path)
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(quantize, "int8_available", lambda: False)  # e.g. an ARM build: qnnpack only
+    assert load_classifier(calibrated, device="cpu", precision="auto").precision == "fp32"
+    with pytest.raises(InputError, match="no x86 quantized engine"):
+        load_classifier(calibrated, device="cpu", precision="int8")
+
+
 def test_a_calibration_that_does_not_fit_the_network_is_refused() -> None:
     net = _trained_bn_classifier()
     with pytest.raises(InputError, match="does not fit the network"):

@@ -251,10 +251,12 @@ def load_classifier(name_or_path: str | Path, device: str | None = None,
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit architecture {spec.arch} ({e})") from e
     net = net.to(dev).eval()
-    from marrowscope.models.quantize import int8_ranges, quantize_int8
+    from marrowscope.models.quantize import int8_available, int8_ranges, quantize_int8
 
     ranges = int8_ranges(spec.params)
-    prec = resolve_precision(precision, dev, int8=ranges is not None)
+    # auto picks int8 only where the engine exists; an explicit int8 elsewhere fails in quantize_int8
+    can_int8 = ranges is not None and (precision == "int8" or int8_available())
+    prec = resolve_precision(precision, dev, int8=can_int8)
     if precision == "int8" and ranges is None:
         raise InputError(path, "these weights carry no int8 calibration; calibrate them with `marrowscope "
                                "quantize` or use --precision fp32")

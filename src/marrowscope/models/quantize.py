@@ -109,7 +109,7 @@ def quantize_int8(net: Any, ranges: Mapping[str, Any], input_size: int) -> Any:
     from torch.ao.quantization.observer import MinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    if BACKEND not in torch.backends.quantized.supported_engines:
+    if not int8_available():
         raise InputError("int8", f"this torch build has no {BACKEND} quantized engine; use --precision fp32")
     torch.backends.quantized.engine = BACKEND
     body, head = _split(net)
@@ -125,6 +125,13 @@ def quantize_int8(net: Any, ranges: Mapping[str, Any], input_size: int) -> Any:
     with _quiet():
         qbody = convert_fx(prepared)
     return nn.Sequential(qbody, head).eval()
+
+
+def int8_available() -> bool:
+    """Whether this torch build has the quantized engine the calibration is for (x86 CPUs; not ARM)."""
+    import torch
+
+    return BACKEND in torch.backends.quantized.supported_engines
 
 
 def int8_ranges(params: Mapping[str, Any]) -> Mapping[str, Any] | None:
