@@ -135,6 +135,33 @@ def test_blood_recipe_uses_bccd_split_and_leaves_out_txl_copies(tmp_path: Path) 
         blood_recipe_samples(root)
 
 
+def test_leave_one_source_out_holds_every_image_of_the_source_back(tmp_path: Path) -> None:
+    from marrowscope.data.detection_datasets import leave_one_source_out
+
+    root = _blood_root(tmp_path)
+    sources = {"t0": "BCCD", "t1": "BCCD", "t2": "PBC", "t3": "Raabin-WBC"}
+    rows = ["path,label_path,split,source_inferred_from_size"]
+    for stem, src in sources.items():
+        split = "val" if stem == "t3" else "train"
+        rows.append(f"TXL_PBC/images/{split}/{stem}.jpg,TXL_PBC/labels/{split}/{stem}.txt,{split},{src}")
+    (root / "txl_pbc" / "manifest.csv").write_text("\n".join(rows) + "\n")
+
+    train, val, test = leave_one_source_out(root, "pbc")
+    assert sorted(s.image_id for s in train) == ["b0"] * 3 + ["b1"] * 3  # t2 (PBC) held out
+    assert [s.image_id for s in val] == ["b2"]
+    assert [(s.image_id, s.mpp) for s in test] == [("t2", 0.1)]  # at PBC's own scale
+    assert [c.label for c in test[0].annotations] == ["cell"]  # white cells only
+
+    train, val, test = leave_one_source_out(root, "bccd")
+    assert [s.image_id for s in train] == ["t2"]  # no BCCD field, and no TXL copy of one
+    assert [(s.image_id, s.mpp) for s in val] == [("t3", 0.075)]  # the other sources' TXL val
+    assert sorted(s.image_id for s in test) == ["t0", "t1"]
+    with pytest.raises(InputError, match="unknown TXL-PBC source"):
+        leave_one_source_out(root, "elsewhere")
+    with pytest.raises(InputError, match="no images of source 'bcd'"):
+        leave_one_source_out(root, "bcd")
+
+
 def test_blood_recipe_cli_trains_with_an_epoch_override(tmp_path: Path) -> None:
     import json
 

@@ -376,6 +376,43 @@ def blood_recipe_samples(data_root: str | Path, *, bccd_repeats: int = 3,
 NUCLEATED_MAPPING: dict[str, str | None] = {"WBC": "cell", "RBC": None, "Platelet": None}
 
 
+def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: int = 3,
+                         classes: Sequence[str] = ("cell",),
+                         mapping: Mapping[str, str | None] | None = NUCLEATED_MAPPING,
+                         ) -> tuple[list[DetectionSample], list[DetectionSample], list[DetectionSample]]:
+    """The blood fields of :func:`blood_recipe_samples` (TXL-PBC ``train`` only) with one of TXL-PBC's four
+    sources (``bccd``, ``bcd``, ``pbc``, ``raabin``) held out. Returns (train, validation, test).
+
+    - train: the recipe's fields whose source is not ``source`` (BCCD's own fields count as ``bccd``);
+    - validation: BCCD ``val`` or, when ``source`` is ``bccd``, the TXL-PBC ``val`` images of the three
+      other sources: nothing of the held-out source is used to choose;
+    - test: every TXL-PBC image (``train`` and ``val``) of ``source``, at its source's scale (PBC fields at
+      0.1 µm/px, the others at :data:`BLOOD_FIELD_MPP`); BCCD ``test`` is never touched."""
+    from marrowscope.data.crops import PBC_MPP
+    from marrowscope.data.ood_datasets import TXL_SOURCES, txl_detection_by_source
+
+    key = source.strip().lower()
+    if key not in TXL_SOURCES:
+        raise InputError(source, f"unknown TXL-PBC source; use one of {', '.join(TXL_SOURCES)}")
+    root = Path(data_root)
+    train, val = blood_recipe_samples(root, bccd_repeats=bccd_repeats, classes=classes, mapping=mapping,
+                                      txl_splits=("train",))
+    txl = root / "txl_pbc"
+    mpps = {k: PBC_MPP if k == "pbc" else BLOOD_FIELD_MPP for k in TXL_SOURCES}
+    by_source = txl_detection_by_source(txl, classes, splits=("train", "val"), mpp=mpps, mapping=mapping)
+    source_of = {s.image_id: k for k, v in by_source.items() for s in v}
+    train = [s for s in train if source_of.get(s.image_id, "bccd") != key]
+    if key == "bccd":
+        others = txl_detection_by_source(txl, classes, splits=("val",), mapping=mapping)
+        val = [replace(s, mpp=BLOOD_FIELD_MPP) for k, v in others.items() if k != key for s in v]
+    test = by_source.get(key, [])
+    if not test:
+        raise InputError(txl, f"TXL-PBC has no images of source {key!r} to hold out")
+    logger.info("leave out %s: %d training entries, %d validation, %d test images", key, len(train), len(val),
+                len(test))
+    return train, val, test
+
+
 def marrow_recipe_samples(data_root: str | Path, cohort: str | Path, *, bccd_repeats: int = 3,
                           cohort_repeats: int = 4, val_fraction: float = 0.2, seed: int = 0
                           ) -> tuple[list[DetectionSample], list[DetectionSample]]:
