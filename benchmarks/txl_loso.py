@@ -1,0 +1,185 @@
+"""TXL-PBC leave-one-source-out: does the default detector's recipe find white cells in a lab it never saw?
+
+For each of TXL-PBC's four sources (``bccd``, ``bcd``, ``pbc``, ``raabin``) one detector is trained with that
+source held out (:func:`marrowscope.data.detection_datasets.leave_one_source_out`: BCCD ``train`` x3 and the
+TXL-PBC ``train`` images of the three other sources; validation BCCD ``val``, or the other sources' TXL-PBC
+``val`` when BCCD is the one held out) and scored on **every** TXL-PBC image of the held-out source (its
+``train`` and ``val``), WBC AP@0.5 by :func:`marrowscope.eval.detection.evaluate_detections` (pycocotools),
+each source at its own scale (PBC fields 0.1 µm/px, the others 0.075 µm/px).
+
+Each source is scored twice: at the scale the recipe assumes for it (PBC 0.1 µm/px, the others 0.075 µm/px,
+as the recipe trains on them), and at the scale of its own red cells (``estimate_mpp``: median red-cell box
+side = 7.5 µm, over all of the source's images, the rule that gave BCCD's 0.075 µm/px). The second says
+how much of a miss is the pixel size, which a real slide's metadata gives and these fields lack.
+
+The recipe is ``detector-marrow``'s (``marrow_recipe_config``: MobileNetV3-FPN Faster R-CNN at 0.25 µm/px,
+one class ``cell``, fine-tuned from the bundled ``detector-synth``, the bundled test-time RPN setting) on the
+blood fields only, for a fixed wall-clock budget per source (``--budget-min``, epochs fitted to it by a
+timed calibration, as ``benchmarks/peers.py`` trains its side): the bundled model's synthetic cohort and
+38-minute schedule are not repeated four times. The held-out source's ``val`` images alone are reported
+too, to compare with ``peers.py``'s run of the same recipe and budget that trained on every source.
+
+Run (CPU-heavy, idle machine; ~10 min per source with the default budget):
+
+    .venv/bin/python benchmarks/txl_loso.py --data-root ../shared/data --budget-min 8 --threads 2 \\
+        --work runs/loso --out benchmarks/results/txl_loso.json
+
+Prints a markdown table and writes every number to ``--out`` (after each source, so a failure keeps what
+was measured); ``--doc docs/benchmarks.md`` rewrites its generated block there (``--render-only``: from
+``--out`` without training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+SOURCES = ("bccd", "bcd", "pbc", "raabin")
+BEGIN = "<!-- BEGIN GENERATED txl_loso from benchmarks/results/txl_loso.json by txl_loso.py -->"
+
+
+def score(weights: Path, samples: list[Any]) -> dict[str, Any]:
+    from marrowscope.engines.detect import detect_image
+    from marrowscope.eval.detection import input_mpp
+    from marrowscope.models.detector import load_detector
+    from peers import score_detector
+
+    det = load_detector(weights, device="cpu")
+
+    def predict(image: Any, s: Any) -> Any:
+        return detect_image(image, det, mpp=input_mpp(s.mpp, det.spec.params, det.mpp))
+
+    m = score_detector(predict, samples, ("cell",))
+    return {"wbc_ap50": m.ap50_per_class.get("cell"), "n_images": m.n_images,
+            "mpp": samples[0].mpp if samples else None}
+
+
+def red_cell_scale(data_root: Path, source: str) -> float | None:
+    """µm/px of a TXL-PBC source from its red-cell boxes (median side = 7.5 µm), all its images."""
+    from marrowscope.data.detection_datasets import BLOOD_CLASSES, estimate_mpp
+    from marrowscope.data.ood_datasets import txl_detection_by_source
+
+    by = txl_detection_by_source(data_root / "txl_pbc", BLOOD_CLASSES, splits=("train", "val"))
+    return estimate_mpp([s.annotations for s in by.get(source, [])], "RBC", 7.5)
+
+
+def score_at_red_cell_scale(data_root: Path, source: str, weights: Path, test: list[Any]) -> dict[str, Any]:
+    from marrowscope.data.detection_datasets import with_mpp
+
+    mpp = red_cell_scale(data_root, source)
+    return {**score(weights, with_mpp(test, mpp)), "mpp": mpp}
+
+
+def render(res: dict[str, Any]) -> str:
+    from marrowscope.models.cards import END
+
+    m = res["meta"]
+    head = (f"Command: `{m['command']}`; {m['cpu_count']} cores, {m['threads']} torch threads, torch "
+            f"{m['torch']}, load average {m['load_avg_start'][0]:.2f} at the start and "
+            f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m.get('seconds', 0) / 60:.0f} min; "
+            f"training budget {m['budget_min']:g} min per source."
+            + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else ""))
+    return f"{BEGIN}\n\n{head}\n\n{table(res)}\n{END}\n"
+
+
+def table(res: dict[str, Any]) -> str:
+    rows = ["| held-out source | training entries | WBC AP@0.5, all its images (assumed scale) | "
+            "its TXL `val` only | all its images at its red cells' scale | epochs | train min |",
+            "|---|---|---|---|---|---|---|"]
+    for src, r in res["sources"].items():
+        a, v, rb = r["test_all"], r["test_val"], r.get("test_all_red_cell_scale")
+        at_rbc = "—" if rb is None else f"{rb['wbc_ap50']:.3f} ({rb['mpp']:.3f} µm/px)"
+        rows.append(f"| {src} | {r['n_train']} | {a['wbc_ap50']:.3f} ({a['n_images']}, {a['mpp']:g} µm/px) | "
+                    f"{v['wbc_ap50']:.3f} ({v['n_images']}) | {at_rbc} | {r['train']['epochs']} | "
+                    f"{r['train']['train_wall_s'] / 60:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--budget-min", type=float, default=8.0, help="wall-clock training budget per source")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
+    ap.add_argument("--subset", type=int, default=0, help="plumbing check: at most N images per set")
+    ap.add_argument("--work", type=Path, default=Path("runs/loso"))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "txl_loso.json")
+    ap.add_argument("--doc", type=Path, default=None, help="rewrite this doc's generated block")
+    ap.add_argument("--render-only", action="store_true", help="re-render --doc from --out")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score an earlier run's weights (--work, --out) again, adding the red-cell scale")
+    a = ap.parse_args(argv)
+    if a.render_only:
+        write_doc(json.loads(a.out.read_text()), a.doc)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    from marrowscope.data.detection_datasets import leave_one_source_out
+    from peers import _git, train_ours_detector
+
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    res: dict[str, Any] = {"meta": {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.platform(),
+        "cpu_count": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
+        "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, "sources": {}}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    if a.rescore:
+        res = json.loads(a.out.read_text())
+        res["meta"]["rescored"] = " ".join([Path(sys.executable).name, *sys.argv])
+    for src in a.sources:
+        train, val, test = leave_one_source_out(a.data_root, src)
+        if a.rescore:
+            r = res["sources"][src]
+            w = a.work / src / "det_ours" / r["train"]["weights"]
+            r["test_all"].setdefault("mpp", test[0].mpp)  # the scores at the assumed scale stand
+            r["test_all_red_cell_scale"] = score_at_red_cell_scale(a.data_root, src, w, test)
+            print(src, r["test_all"], r["test_all_red_cell_scale"], flush=True)
+            continue
+        if a.subset:
+            train, val, test = train[: a.subset], val[: max(2, a.subset // 8)], test[: max(2, a.subset // 8)]
+        data = {"recipe": "marrow", "train": train, "val": val}
+        weights, rec = train_ours_detector(data, a.work / src, a.budget_min, a.threads, a.seed,
+                                           quick=bool(a.subset))
+        test_val = [s for s in test if "/val/" in str(s.annotations.image_path).replace(os.sep, "/")]
+        res["sources"][src] = {"n_train": len(train), "n_val": len(val), "train": rec,
+                               "test_all": score(weights, test), "test_val": score(weights, test_val),
+                               "test_all_red_cell_scale": score_at_red_cell_scale(a.data_root, src, weights,
+                                                                                  test),
+                               "load_avg_after": os.getloadavg()}
+        print(src, res["sources"][src]["test_all"], res["sources"][src]["test_val"], flush=True)
+        a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    if not a.rescore:
+        res["meta"].update(seconds=time.time() - t0, load_avg_end=os.getloadavg())
+    res["table"] = table(res)
+    a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    print(res["table"])
+    print(f"{res['meta']['seconds'] / 60:.1f} min; results in {a.out}")
+    write_doc(res, a.doc)
+    return 0
+
+
+def write_doc(res: dict[str, Any], doc: Path | None) -> None:
+    from marrowscope.models.cards import replace_block
+
+    if doc is not None:
+        text = doc.read_text(encoding="utf-8")
+        doc.write_text(replace_block(text, render(res), begin=BEGIN), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
