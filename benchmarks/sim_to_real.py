@@ -12,7 +12,8 @@ real ones. Sets (8-view TTA unless ``--tta``), each scored at the real set's gra
 
 Run: .venv/bin/python benchmarks/sim_to_real.py --classifiers classifier-synth runs/s2r/X/classifier.pt \\
          --out runs/sim_to_real
-Writes OUT/results.json and OUT/table.md and prints the table.
+Writes OUT/results.json and OUT/table.md and prints the table; ``--json FILE`` writes the results there
+too and ``--doc DOC`` rewrites DOC's generated block for that file (``--render-only``: from ``--json``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", type=Path, default=Path("runs/cache"))
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--doc", type=Path, default=None, help="rewrite its generated block (needs --json)")
+    ap.add_argument("--render-only", action="store_true", help="re-render --doc from --json")
     a = ap.parse_args(argv)
+    if a.render_only:
+        write_doc(json.loads(a.json.read_text()), a.json, a.doc)
+        return 0
     pbc = a.data / "pbc_acevedo2020"
     if not pbc.is_dir():
         raise SystemExit(f"{pbc}: not found (the shared PBC data lives in ../shared/data; see its README)")
@@ -78,11 +85,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row(n, a.data, parts, a.tta) for n in a.classifiers]
     a.out.mkdir(parents=True, exist_ok=True)
     meta = {"command": " ".join(sys.argv), "machine": platform.platform(), "seconds": time.time() - t0}
-    (a.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    res = {"meta": meta, "rows": rows}
+    for path in (a.out / "results.json", a.json):
+        if path is not None:
+            path.write_text(json.dumps(res, indent=1) + "\n")
     table = render(rows)
     (a.out / "table.md").write_text(table)
     print(table)
+    write_doc(res, a.json, a.doc)
     return 0
+
+
+def write_doc(res: dict[str, Any], json_path: Path | None, doc: Path | None) -> None:
+    from marrowscope.models.cards import END, replace_block
+
+    if doc is None:
+        return
+    if json_path is None:
+        raise SystemExit("--doc needs --json (the block names its results file)")
+    begin = f"<!-- BEGIN GENERATED sim_to_real from {json_path.as_posix()} by sim_to_real.py -->"
+    m = res["meta"]
+    block = (f"{begin}\n\nCommand: `{m['command']}`; {m['seconds'] / 60:.1f} min.\n\n"
+             f"{render(res['rows'])}{END}\n")
+    doc.write_text(replace_block(doc.read_text(encoding="utf-8"), block, begin=begin), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,23 @@ def test_synth_cli_writes_and_recognises_rerun(tmp_path: Path, capsys: pytest.Ca
     assert "already holds this complete synthetic cohort" in capsys.readouterr().out
 
 
+def test_synth_cli_look_is_recorded_and_part_of_the_settings(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "T"
+    args = ["synth", "--patients", "1", "--out", str(out), "--seed", "2", "--slide-size", "768",
+            "--roi-size", "256", "--rois", "1", "--cells-per-roi", "6", "--workers", "1"]  # fmt: skip
+    assert main([*args, "--look", "textured"]) == 0
+    assert json.loads((out / "synth_record.json").read_text())["config"]["look"] == "textured"
+    capsys.readouterr()
+    assert main(args) != 0  # the same folder with another look is another cohort: refused, kept
+    assert json.loads((out / "synth_record.json").read_text())["config"]["look"] == "textured"
+    assert main([*args, "--look", "glossy"]) != 0
+    err = capsys.readouterr().err
+    assert "look" in err and "Traceback" not in err
+
+
 def test_synth_cli_bad_settings_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["synth", "--patients", "1", "--out", str(tmp_path / "x"), "--slide-size", "600"])
     err = capsys.readouterr().err

@@ -99,3 +99,50 @@ def test_field_places_cells_in_rois_and_is_deterministic() -> None:
 def test_field_geometry_is_checked() -> None:
     with pytest.raises(ValueError, match="ROIs fit"):
         FieldConfig(width=600, height=600, roi_size=512, n_rois=1)
+
+
+def _texture_at_classifier_scale(label: str, look: str, n: int = 6) -> float:
+    """Mean absolute Laplacian of a cell's optical density at 0.45 µm/px (4 x 4 area-averaged from
+    0.11 µm/px), inside the cell: how much texture the classifier can see."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    vals = []
+    for _ in range(n):
+        c = render_cell(label, rng, look=look)
+        h, w = (s // 4 * 4 for s in c.shape)
+        od = c.od[:h, :w].sum(axis=2).reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
+        inside = c.mask[:h, :w].reshape(h // 4, 4, w // 4, 4).min(axis=(1, 3)) > 0.9
+        vals.append(float(np.abs(ndi.laplace(od))[ndi.binary_erosion(inside)].mean()))
+    return float(np.mean(vals))
+
+
+def test_textured_look_shows_more_texture_and_keeps_basic_as_it_was() -> None:
+    from marrowscope.data.synth.styles import LOOKS, STYLES_TEXTURED, styles_for
+
+    assert LOOKS == ("basic", "textured") and styles_for("basic") is STYLES
+    assert set(STYLES_TEXTURED) == set(STYLES)
+    for label in ("segmented_neutrophil", "neutrophilic_myelocyte", "monocyte"):
+        assert _texture_at_classifier_scale(label, "textured") > 1.15 * _texture_at_classifier_scale(
+            label, "basic"), label
+    # the one dark-granuled class no longer owns texture: its granules are paler
+    assert _texture_at_classifier_scale("segmented_basophil", "textured") < _texture_at_classifier_scale(
+        "segmented_basophil", "basic")
+    a = render_cell("promyelocyte", np.random.default_rng(5), look="textured")
+    b = render_cell("promyelocyte", np.random.default_rng(5), look="textured")
+    assert np.array_equal(a.od, b.od)  # seeded
+    c = render_cell("promyelocyte", np.random.default_rng(5))
+    d = render_cell("promyelocyte", np.random.default_rng(5), look="basic")
+    assert np.array_equal(c.od, d.od) and not np.array_equal(a.od, c.od)
+    with pytest.raises(ValueError, match="unknown look"):
+        render_cell("promyelocyte", np.random.default_rng(5), look="glossy")
+
+
+def test_textured_look_travels_in_the_cohort_config() -> None:
+    from marrowscope.data.synth.cohort import SynthConfig
+
+    assert "look" not in SynthConfig().to_json()  # earlier cohorts' records read as before
+    cfg = SynthConfig(look="textured")
+    assert cfg.to_json()["look"] == "textured" and cfg.field_config().look == "textured"
+    with pytest.raises(ValueError, match="look: use one of basic, textured"):
+        SynthConfig(look="glossy")

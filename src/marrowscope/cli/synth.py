@@ -43,6 +43,11 @@ def synth(
     labelled: float = typer.Option(1.0, "--labelled", help="Weight of labelled slides."),
     detection_only: float = typer.Option(0.0, "--detection-only", help="Weight of detection-only slides."),
     roi_only: float = typer.Option(0.0, "--roi-only", help="Weight of slides with ROIs only."),
+    look: str = typer.Option(
+        "basic", "--look",
+        help="How cells are drawn: basic (what the bundled synthetic models were trained on) or textured "
+             "(real cells' chromatin and granule texture at 0.45 µm/px, paler red cells, warm to cool "
+             "glass; docs/synth.md)."),
     workers: int = typer.Option(
         min(2, os.cpu_count() or 1),
         "--workers",
@@ -71,6 +76,7 @@ def synth(
             n_rois=rois,
             cells_per_roi=cells_per_roi,
             kind_weights=_kind_weights(labelled, detection_only, roi_only),
+            look=look,
         )
     except ValueError as exc:
         raise InputError(out, f"bad synthetic cohort settings: {exc}") from exc

@@ -64,19 +64,19 @@ class StreamedSmear:
 
     def __init__(self, composition: Mapping[str, float], width: int, height: int, rng: np.random.Generator,
                  *, field_size: int = 2048, cells_per_field: int = 120, mpp: float = 0.11, n_rois: int = 2,
-                 stain: Stain | None = None) -> None:
+                 stain: Stain | None = None, look: str = "basic") -> None:
         if width < 4 * field_size or height < 4 * field_size:
             raise ValueError(f"a streamed smear needs at least 4 x 4 fields of {field_size} px "
                              f"(got {width} x {height} px)")
         self.width, self.height, self.field = width, height, field_size
         self.mpp = mpp
-        self.stain = stain if stain is not None else sample_stain(rng)
+        self.stain = stain if stain is not None else sample_stain(rng, look)
         P = field_size
         self._library: dict[str, list[_Field]] = {"thick": [], "monolayer": [], "thin": []}
         for _ in range(_LIBRARY_STRIPS):
             cfg = FieldConfig(width=3 * P, height=P + 2 * _MARGIN, roi_size=P, n_rois=0,
                               cells_per_roi=cells_per_field, mpp=mpp, thick_fraction=1 / 3,
-                              thin_fraction=1 / 3)
+                              thin_fraction=1 / 3, look=look)
             strip = render_field(composition, cfg, rng, stain=self.stain)
             for z, zone in enumerate(("thick", "monolayer", "thin")):
                 x0, y0 = z * P, _MARGIN

@@ -28,6 +28,7 @@ from marrowscope.cells import Cell, CellAnnotations, Region
 from marrowscope.data.synth.composition import DIAGNOSES, SynthPatient, assign_diagnoses, sample_patient
 from marrowscope.data.synth.experts import annotate, sample_experts
 from marrowscope.data.synth.field import FieldConfig, SmearField, render_field
+from marrowscope.data.synth.styles import LOOKS
 from marrowscope.errors import InputError
 from marrowscope.io.atomic import atomic_dir, write_text_atomic
 
@@ -62,6 +63,7 @@ class SynthConfig:
     raw_token_rate: float = 0.5  # share of eligible session labels written as raw "other:..." CSV tokens
     slide_height: int | None = None  # None: square slides of slide_size
     stream: bool | None = None  # compose and write tile by tile; None: for slides over STREAM_ABOVE_PX
+    look: str = "basic"  # how cells are drawn (styles.LOOKS); "basic": the bundled synthetic models' world
 
     @property
     def size(self) -> tuple[int, int]:
@@ -82,6 +84,8 @@ class SynthConfig:
             raise ValueError(
                 f"kind_weights: use positive weights over {SLIDE_KINDS}, got {dict(self.kind_weights)}"
             )
+        if self.look not in LOOKS:
+            raise ValueError(f"look: use one of {', '.join(LOOKS)}, got {self.look!r}")
         if self.diagnosis_weights is not None and set(self.diagnosis_weights) - set(DIAGNOSES):
             raise ValueError(f"diagnosis_weights: use keys from {DIAGNOSES}")
         self.field_config()  # validates the slide geometry
@@ -94,6 +98,7 @@ class SynthConfig:
             n_rois=self.n_rois,
             cells_per_roi=self.cells_per_roi,
             mpp=self.mpp,
+            look=self.look,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class SynthConfig:
         for k in ("slide_height", "stream"):
             if d[k] is None:
                 del d[k]  # records of earlier cohorts read as before
+        if d["look"] == "basic":
+            del d["look"]
         d["kind_weights"] = dict(self.kind_weights)
         d["diagnosis_weights"] = None if self.diagnosis_weights is None else dict(self.diagnosis_weights)
         d["expert_accuracy"] = list(self.expert_accuracy)
@@ -213,7 +220,8 @@ def _make_slide(cfg: SynthConfig, index: int, diagnosis: str, kind: str, root: P
 
         w, h = cfg.size
         smear = StreamedSmear(p.composition, w, h, prng, field_size=cfg.roi_size,
-                              cells_per_field=cfg.cells_per_roi, mpp=cfg.mpp, n_rois=cfg.n_rois)
+                              cells_per_field=cfg.cells_per_roi, mpp=cfg.mpp, n_rois=cfg.n_rois,
+                              look=cfg.look)
         fld = SmearField(image=np.zeros((0, 0, 3), np.uint8), cells=smear.roi_cells, rois=smear.rois,
                          stain=smear.stain, mpp=cfg.mpp)
         n_levels = cfg.n_levels

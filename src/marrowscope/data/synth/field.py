@@ -51,6 +51,7 @@ class FieldConfig:
         0.3,
     )  # boxed objects per area vs ROI: thick, mono, thin
     variants_per_label: int = 3  # distinct renders reused (flipped/rotated) for cells outside ROIs
+    look: str = "basic"  # how cells are drawn: marrowscope.data.synth.styles.LOOKS
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 64:
@@ -213,7 +214,7 @@ def render_field(
     from marrowscope.data.synth.render import sample_stain
 
     cfg = config
-    stain = stain if stain is not None else sample_stain(rng)
+    stain = stain if stain is not None else sample_stain(rng, cfg.look)
     W, H = cfg.width, cfg.height
     b1, b2, top, bottom = _borders(cfg, rng)
     rois = _place_rois(cfg, rng)
@@ -247,7 +248,7 @@ def render_field(
     # 1. boxed objects inside ROIs: each rendered individually, large ones first
     for roi in rois:
         labels = _labels_from(composition, cfg.cells_per_roi, rng)
-        cells = [render_cell(lb, rng, mpp=mpp, blur=blur) for lb in labels]
+        cells = [render_cell(lb, rng, mpp=mpp, blur=blur, look=cfg.look) for lb in labels]
         cells.sort(key=lambda c: -c.mask.size)
         for cell in cells:
             for _ in range(60):
@@ -282,7 +283,7 @@ def render_field(
     def variant(label: str) -> RenderedCell:
         lst = pool.setdefault(label, [])
         if len(lst) < cfg.variants_per_label:
-            lst.append(render_cell(label, rng, mpp=mpp, blur=blur))
+            lst.append(render_cell(label, rng, mpp=mpp, blur=blur, look=cfg.look))
             return lst[-1]
         key = (label, int(rng.integers(len(lst))), int(rng.integers(8)))
         if key not in transformed:
@@ -305,7 +306,9 @@ def render_field(
 
     # 3. scenery: unboxed red cells and platelets
     rbc_pool = [
-        _transform(render_cell("erythrocyte", rng, mpp=mpp, blur=blur), k) for _ in range(8) for k in range(8)
+        _transform(render_cell("erythrocyte", rng, mpp=mpp, blur=blur, look=cfg.look), k)
+        for _ in range(8)
+        for k in range(8)
     ]
     rbc_occ = _Occupancy(W, H)
     rbc_area = float(np.mean([float((c.mask > 0.5).sum()) for c in rbc_pool]))
@@ -334,7 +337,7 @@ def render_field(
                 stamps.append((rbc, x0, y0))
                 rbc_occ.add(rbc, x0, y0)
                 break
-    plt_pool = [render_cell("thrombocyte", rng, mpp=mpp, blur=blur) for _ in range(8)]
+    plt_pool = [render_cell("thrombocyte", rng, mpp=mpp, blur=blur, look=cfg.look) for _ in range(8)]
     for _ in range(int(len(placed) * cfg.platelets_per_cell)):
         p = plt_pool[int(rng.integers(len(plt_pool)))]
         x0, y0 = int(rng.uniform(0, W - 40)), int(rng.uniform(top, bottom - 40))

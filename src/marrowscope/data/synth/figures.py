@@ -58,11 +58,13 @@ def context_crop(
     stain: Stain | None = None,
     mpp: float = DEFAULT_MPP,
     n_rbc: int = 9,
+    look: str = "basic",
 ) -> np.ndarray:
-    """A ``size`` px RGB crop with one ``label`` object at the centre among red cells and platelets."""
+    """A ``size`` px RGB crop with one ``label`` object at the centre among red cells and platelets, drawn in
+    ``look`` (:data:`marrowscope.data.synth.styles.LOOKS`)."""
     stain = stain or Stain()
     canvas = np.zeros((size, size, 3), np.float32)
-    cell = render_cell(label, rng, mpp=mpp, blur=stain.blur)
+    cell = render_cell(label, rng, mpp=mpp, blur=stain.blur, look=look)
     h, w = cell.shape
     cx0, cy0 = size // 2 - w // 2, size // 2 - h // 2
     bx1, by1, bx2, by2 = cell.box
@@ -70,7 +72,7 @@ def context_crop(
     for _ in range(n_rbc * 6):
         if n_rbc <= 0:
             break
-        rb = render_cell("erythrocyte", rng, mpp=mpp, blur=stain.blur)
+        rb = render_cell("erythrocyte", rng, mpp=mpp, blur=stain.blur, look=look)
         x, y = rng.uniform(-20, size + 20, 2)
         if np.hypot(x - size / 2, y - size / 2) < r_cell + 0.42 * rb.shape[0]:
             continue
@@ -157,7 +159,8 @@ def _read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def comparison_image(real_root: Path, *, n: int = 3, thumb: int = 96, seed: int = 0) -> object:
+def comparison_image(real_root: Path, *, n: int = 3, thumb: int = 96, seed: int = 0, look: str = "basic"
+                     ) -> object:
     """Rows of real thumbnails (Matek bone marrow, PBC blood) beside synthetic cells of the mapped label."""
     from PIL import Image, ImageDraw
 
@@ -181,7 +184,7 @@ def comparison_image(real_root: Path, *, n: int = 3, thumb: int = 96, seed: int 
     img = Image.new("RGB", (width, head + len(rows) * (thumb + pad) + pad), "white")
     draw = ImageDraw.Draw(img)
     draw.text((label_w, 4), "real (CC BY 4.0)", fill=(0, 0, 0), font=font)  # type: ignore[arg-type]
-    draw.text((label_w + n * (thumb + pad) + 12, 4), "synthetic", fill=(0, 0, 0), font=font)  # type: ignore[arg-type]
+    draw.text((label_w + n * (thumb + pad) + 12, 4), f"synthetic ({look})", fill=(0, 0, 0), font=font)  # type: ignore[arg-type]
     for r, (name, files, label, crop_px) in enumerate(rows):
         y = head + r * (thumb + pad)
         draw.text((4, y + thumb // 2 - 14), name, fill=(0, 0, 0), font=font)  # type: ignore[arg-type]
@@ -194,8 +197,8 @@ def comparison_image(real_root: Path, *, n: int = 3, thumb: int = 96, seed: int 
                 )
         for k in range(n):
             crop = context_crop(
-                label, rng, size=crop_px, stain=sample_stain(rng), n_rbc=7 if crop_px < 300 else 14
-            )
+                label, rng, size=crop_px, stain=sample_stain(rng, look), n_rbc=7 if crop_px < 300 else 14,
+                look=look)
             img.paste(
                 Image.fromarray(crop).resize((thumb, thumb), Image.Resampling.LANCZOS),
                 (label_w + n * (thumb + pad) + 12 + k * (thumb + pad), y),
@@ -204,7 +207,8 @@ def comparison_image(real_root: Path, *, n: int = 3, thumb: int = 96, seed: int 
 
 
 def write_docs_figures(out_dir: str | Path, real_root: str | Path | None = None, seed: int = 0) -> list[Path]:
-    """Write gallery.png, roi.png and (with ``real_root``) real_vs_synthetic.png as palette PNGs."""
+    """Write gallery.png, roi.png and (with ``real_root``) real_vs_synthetic.png and
+    real_vs_synthetic_textured.png (the ``textured`` look) as palette PNGs."""
     from PIL import Image
 
     out = Path(out_dir)
@@ -215,6 +219,8 @@ def write_docs_figures(out_dir: str | Path, real_root: str | Path | None = None,
     ]
     if real_root is not None and Path(real_root).is_dir():
         figs.append(("real_vs_synthetic.png", comparison_image(Path(real_root), seed=seed, thumb=76)))
+        figs.append(("real_vs_synthetic_textured.png",
+                     comparison_image(Path(real_root), seed=seed, thumb=76, look="textured")))
     written = []
     for name, fig in figs:
         assert isinstance(fig, Image.Image)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from marrowscope.data.synth import styles as st
-from marrowscope.data.synth.styles import STYLES, CellStyle
+from marrowscope.data.synth.styles import STYLES, CellStyle, styles_for
 
 DEFAULT_MPP = 0.11
 _WHITE = 245.0
@@ -257,6 +257,10 @@ def _general(
     r_rel = np.clip(-cell_sd / max(R, 1.0), 0.0, 1.0)  # 0 at the edge, ~1 deep inside
     dens = _u(rng, style.cyto_density) * (1.0 + 0.12 * _noise(g.shape, R * 0.25 + 1, rng))
     dens = dens * (1.0 + _u(rng, style.cyto_edge) * np.exp(-r_rel * 8.0))
+    mottle = float(style.extra.get("cyto_mottle", 0.0))
+    if mottle > 0:  # granule clusters, ~0.4-0.7 µm: texture that survives downsampling to 0.45 µm/px
+        spots = np.maximum(_noise(g.shape, rng.uniform(0.35, 0.6) / mpp, rng), 0.0)
+        dens = dens * (1.0 + mottle * rng.uniform(0.6, 1.4) * (spots - 0.4))
     halo = _u(rng, style.halo)
     if halo > 0:  # Golgi zone next to the nucleus, towards the cell centre
         d = np.hypot(ncx, ncy) + 1e-3
@@ -314,6 +318,11 @@ def _general(
         if frac_baso > 0:
             gm2 = _granule_map(g.shape, cyto, _u(rng, style.granule_density) * frac_baso, 1.1, rng)
             od += (gm2 * cell * 0.5)[..., None] * od_of(st.GRAN_BASO)
+    speckle = float(style.extra.get("speckle", 0.0))
+    if speckle > 0:  # granularity at the resolution limit (~0.3 µm): chromatin and granules at 0.45 µm/px
+        grain = _noise(g.shape, rng.uniform(0.25, 0.4) / mpp, rng)
+        od *= (1.0 + speckle * rng.uniform(0.7, 1.3) * np.clip(grain, -2.5, 2.5) * cell)[..., None]
+        od = np.maximum(od, 0.0)
     buds = float(style.extra.get("platelet_buds", 0.0))
     if buds > 0 and rng.random() < buds:
         edge = (cell > 0.3) & (cell < 0.9)
@@ -502,11 +511,12 @@ def _phago(rng: np.random.Generator, mpp: float, style: CellStyle) -> tuple[np.n
 
 
 def render_cell(
-    label: str, rng: np.random.Generator, *, mpp: float = DEFAULT_MPP, blur: float = 0.6
+    label: str, rng: np.random.Generator, *, mpp: float = DEFAULT_MPP, blur: float = 0.6, look: str = "basic"
 ) -> RenderedCell:
-    """Render one object of ``label`` (a key of :data:`~marrowscope.data.synth.styles.STYLES`)."""
+    """Render one object of ``label`` (a key of :data:`~marrowscope.data.synth.styles.STYLES`) in ``look``
+    (:data:`~marrowscope.data.synth.styles.LOOKS`)."""
     try:
-        style = STYLES[label]
+        style = styles_for(look)[label]
     except KeyError:
         raise ValueError(f"no rendering style for label {label!r}") from None
     kind = style.kind
@@ -548,9 +558,14 @@ class Stain:
     blur: float = 1.1
 
 
-def sample_stain(rng: np.random.Generator) -> Stain:
-    """Slide-to-slide variation: warmer/cooler background, stronger/weaker staining, focus."""
+def sample_stain(rng: np.random.Generator, look: str = "basic") -> Stain:
+    """Slide-to-slide variation: warmer/cooler background, stronger/weaker staining, focus. The
+    ``textured`` look draws the glass from cool grey-blue to warm beige (illuminant and white balance
+    differ between scanners and microscope cameras)."""
     bg = np.array([236.0, 234.0, 240.0]) + rng.normal(0, 4.0, 3)
+    if look == "textured":
+        warm = rng.uniform(-0.3, 1.0)
+        bg = bg + warm * np.array([4.0, -10.0, -38.0])
     gain = np.clip(rng.normal(1.0, 0.08, 3) * rng.uniform(0.85, 1.15), 0.7, 1.35)
     return Stain(
         background=(float(bg[0]), float(bg[1]), float(bg[2])),

@@ -726,3 +726,57 @@ STYLES: Mapping[str, CellStyle] = {
 }
 
 STYLED_LABELS: tuple[str, ...] = tuple(STYLES)
+
+#: How the cells are drawn (``marrowscope synth --look``). ``basic``: the table above, as every bundled
+#: synthetic model was trained on. ``textured``: the same cells with the texture real May-Grünwald-Giemsa
+#: cells show at the classifier's 0.45 µm/px (coarser, higher-contrast chromatin, mottled granular
+#: cytoplasm in every granulocyte and monocyte, paler red cells), so that texture alone no longer singles
+#: out the one class with dark granules (``benchmarks/sim_to_real.py``: real neutrophils and immature
+#: granulocytes were called basophils).
+LOOKS: tuple[str, ...] = ("basic", "textured")
+
+
+#: the ``textured`` look's changes, fitted by eye and by ``benchmarks/texture_realism.py`` (texture of
+#: rendered vs real PBC training-part cells at 0.45 µm/px; never on a held-out or test set)
+TEXTURE: Mapping[str, float] = {
+    "chromatin_scale": 1.5, "chromatin_contrast": 1.7, "mottle_granular": 0.7, "mottle_plain": 0.35,
+    "granule_px": 2.0, "granule_strength": 0.9, "dark_granule_strength": 0.6, "rbc_density": 0.7,
+    "speckle": 0.3,
+}
+
+
+def _textured(style: CellStyle) -> CellStyle:
+    t = TEXTURE
+    if style.kind == "rbc":
+        lo, hi = style.cyto_density
+        return replace(style, cyto_density=(lo * t["rbc_density"] * 0.8, hi * t["rbc_density"]))
+    if style.kind != "cell":
+        return style
+    lo, hi = style.chromatin_scale
+    clo, chi = style.chromatin_contrast
+    out = replace(style, chromatin_scale=(lo * t["chromatin_scale"], hi * t["chromatin_scale"]),
+                  chromatin_contrast=(clo * t["chromatin_contrast"], chi * t["chromatin_contrast"]),
+                  extra={**style.extra, "speckle": t["speckle"],
+                         "cyto_mottle": t["mottle_granular" if style.granules else "mottle_plain"]})
+    gl, gh = style.granule_px
+    sl, sh = style.granule_strength
+    if style.granules in (GRAN_NEUTRO, GRAN_AZURO) and gh < 1.4:
+        # granules in clusters that survive the classifier's resolution: wider spots
+        out = replace(out, granule_px=(gl * t["granule_px"], gh * t["granule_px"]),
+                      granule_strength=(sl * t["granule_strength"], sh * t["granule_strength"]))
+    elif style.granules == GRAN_BASO:
+        k = t["dark_granule_strength"]
+        out = replace(out, granule_strength=(sl * k, sh * k))
+    return out
+
+
+STYLES_TEXTURED: Mapping[str, CellStyle] = {k: _textured(v) for k, v in STYLES.items()}
+
+
+def styles_for(look: str) -> Mapping[str, CellStyle]:
+    """The style table of a look (:data:`LOOKS`)."""
+    if look == "basic":
+        return STYLES
+    if look == "textured":
+        return STYLES_TEXTURED
+    raise ValueError(f"unknown look {look!r}; use one of {', '.join(LOOKS)}")
