@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_doc(res: dict[str, Any], json_path: Path | None, doc: Path | None) -> None:
-    from marrowscope.models.cards import END, replace_block
+    from marrowscope.models.cards import write_generated_block
 
     if doc is None:
         return
@@ -105,9 +105,8 @@ def write_doc(res: dict[str, Any], json_path: Path | None, doc: Path | None) -> 
         raise SystemExit("--doc needs --json (the block names its results file)")
     begin = f"<!-- BEGIN GENERATED sim_to_real from {json_path.as_posix()} by sim_to_real.py -->"
     m = res["meta"]
-    block = (f"{begin}\n\nCommand: `{m['command']}`; {m['seconds'] / 60:.1f} min.\n\n"
-             f"{render(res['rows'])}{END}\n")
-    doc.write_text(replace_block(doc.read_text(encoding="utf-8"), block, begin=begin), encoding="utf-8")
+    write_generated_block(doc, begin, f"Command: `{m['command']}`; {m['seconds'] / 60:.1f} min.\n\n"
+                                      f"{render(res['rows'])}")
 
 
 if __name__ == "__main__":

@@ -140,13 +140,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_doc(res: dict[str, Any], doc: Path | None) -> None:
-    from marrowscope.models.cards import END, replace_block
+    from marrowscope.models.cards import write_generated_block
 
     if doc is not None:
         m = res["meta"]
-        block = (f"{BEGIN}\n\nCommand: `{m['command']}`; {m['per_class']} cells per type and look, seed "
-                 f"{m['seed']}.\n\n{res['table']}{END}\n")
-        doc.write_text(replace_block(doc.read_text(encoding="utf-8"), block, begin=BEGIN), encoding="utf-8")
+        write_generated_block(doc, BEGIN, f"Command: `{m['command']}`; {m['per_class']} cells per type and "
+                                          f"look, seed {m['seed']}.\n\n{res['table']}")
 
 
 if __name__ == "__main__":

@@ -82,15 +82,13 @@ def score_at_red_cell_scale(data_root: Path, source: str, weights: Path, test: l
 
 
 def render(res: dict[str, Any]) -> str:
-    from marrowscope.models.cards import END
-
     m = res["meta"]
     head = (f"Command: `{m['command']}`; {m['cpu_count']} cores, {m['threads']} torch threads, torch "
             f"{m['torch']}, load average {m['load_avg_start'][0]:.2f} at the start and "
             f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m.get('seconds', 0) / 60:.0f} min; "
             f"training budget {m['budget_min']:g} min per source."
             + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else ""))
-    return f"{BEGIN}\n\n{head}\n\n{table(res)}\n{END}\n"
+    return f"{head}\n\n{table(res)}"
 
 
 def table(res: dict[str, Any]) -> str:
@@ -174,11 +172,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_doc(res: dict[str, Any], doc: Path | None) -> None:
-    from marrowscope.models.cards import replace_block
+    from marrowscope.models.cards import write_generated_block
 
     if doc is not None:
-        text = doc.read_text(encoding="utf-8")
-        doc.write_text(replace_block(text, render(res), begin=BEGIN), encoding="utf-8")
+        write_generated_block(doc, BEGIN, render(res))
 
 
 if __name__ == "__main__":

@@ -113,3 +113,19 @@ def test_export_writes_weights_meta_metrics_and_card_by_code(tmp_path: Path) -> 
 def test_every_bundled_model_is_listed_with_its_metrics() -> None:
     for m in list_models():
         assert m.metrics and all("." in k for k in m.metrics), m.name
+
+
+def test_write_generated_block_replaces_only_its_own_block(tmp_path: Path) -> None:
+    from marrowscope.models.cards import write_generated_block
+
+    doc = tmp_path / "doc.md"
+    a, b = "<!-- BEGIN GENERATED a -->", "<!-- BEGIN GENERATED b -->"
+    doc.write_text(f"intro\n\n{a}\nold a\n{END}\n\nmiddle\n\n{b}\nold b\n{END}\n\nend\n", encoding="utf-8")
+    write_generated_block(doc, a, "| new | a |\n")
+    write_generated_block(doc, a, "| newer | a |")
+    text = doc.read_text(encoding="utf-8")
+    assert text.count(a) == 1 and "old a" not in text
+    assert "| newer | a |" in text and "| new | a |" not in text
+    assert "old b" in text and text.startswith("intro") and "middle" in text and text.rstrip().endswith("end")
+    write_generated_block(doc, "<!-- BEGIN GENERATED c -->", "c")  # a block not there yet is appended
+    assert doc.read_text(encoding="utf-8").rstrip().endswith(END)

@@ -128,6 +128,14 @@ def replace_block(text: str, block: str, begin: str = BEGIN) -> str:
     return text.rstrip("\n") + "\n\n" + block
 
 
+def write_generated_block(doc: str | Path, begin: str, body: str) -> None:
+    """Rewrite ``doc``'s generated block that starts with ``begin`` (appended when there is none) to hold
+    ``body``: how a benchmark writes the numbers it measured into a doc."""
+    path = Path(doc)
+    block = f"{begin}\n\n{body.rstrip()}\n\n{END}\n"
+    path.write_text(replace_block(path.read_text(encoding="utf-8"), block, begin=begin), encoding="utf-8")
+
+
 def sync_bundle(folder: str | Path, *, check: bool = False) -> bool:
     """Render ``card.md``'s generated block and ``meta.json``'s ``metrics`` from ``metrics.json``.
 
