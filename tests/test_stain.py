@@ -14,6 +14,8 @@ from marrowscope.data.stain import (
     od_to_rgb,
     stain_jitter,
     standardise,
+    standardise_to,
+    standardise_units,
 )
 
 BLUE = np.array([0.55, 0.75, 0.37])  # a thiazine-like OD vector (absorbs red/green: blue-purple)
@@ -81,6 +83,23 @@ def test_colour_standardisation_round_trip() -> None:
     assert ColourStatsRoundTrip.ok(s_ref)
 
 
+def test_standardise_units_maps_each_unit_with_its_own_statistics() -> None:
+    a = _two_dye_images(seed=3)
+    b_lab = np.asarray(np.clip(_two_dye_images(seed=4).astype(int) * 0.7 + 30, 0, 255), dtype=np.uint8)
+    basis = estimate_stain_basis(a)
+    ref = colour_stats(a, basis)
+    both = np.concatenate([a, b_lab])
+    units = np.array([7] * len(a) + [2] * len(b_lab))
+    out = standardise_units(both, units, basis, ref)
+    assert out.shape == both.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[len(a):], standardise_to(b_lab, basis, ref))  # its own statistics
+    far = np.abs(np.subtract(colour_stats(b_lab, basis).mean, ref.mean))[:2]
+    near = np.abs(np.subtract(colour_stats(out[len(a):], basis).mean, ref.mean))[:2]
+    assert (near < 0.5 * far).all()
+    # pooled, the second lab would be mapped with the mixture's statistics: a different result
+    assert not np.array_equal(standardise_to(both, basis, ref)[len(a):], out[len(a):])
+
+
 class ColourStatsRoundTrip:
     @staticmethod
     def ok(s: object) -> bool:
@@ -124,6 +143,32 @@ def test_cli_train_romanowsky_gn_and_fine_tune(tmp_path) -> None:  # type: ignor
     w = str(tmp_path / "gn" / "classifier.pt")
     assert main([*base, "--out", str(tmp_path / "ft"), "--norm", "gn", "--init-weights", w]) == 0
     assert main([*base, "--out", str(tmp_path / "bad"), "--init-weights", w]) != 0  # bn vs gn
+    assert "colour_standardise" not in p  # inference-only standardisation is a separate, later choice
+    std_args = ["--out", str(tmp_path / "std"), "--augment", "romanowsky", "--standardise-colour"]
+    assert main([*base, *std_args]) == 0
+    std = load_classifier(tmp_path / "std" / "classifier.pt")
+    assert std.spec.params["colour_standardise"] is True
+
+
+def test_colour_units_one_per_real_dataset_and_one_per_synthetic_slide() -> None:
+    from marrowscope.data.classification_datasets import CropSet
+    from marrowscope.engines.train_classifier import colour_units
+
+    def crops(groups: list[int]) -> CropSet:
+        n = len(groups)
+        return CropSet(images=np.zeros((n, 4, 4, 3), np.uint8), targets=np.zeros((n, 2), np.float32),
+                       target_kind=np.zeros(n, np.int8), classes=("a", "b"), labels=("a",) * n,
+                       source_labels=("a",) * n, groups=np.asarray(groups, np.int64))
+
+    real_tr, real_va = crops([0, 5, 9]), crops([3])
+    syn_tr, syn_va = crops([0, 0, 1, 2]), crops([4, 4])
+    parts = [("pbc:x", "pbc", crops([]), {}), ("synth:y", "synth", crops([]), {})]
+    tr, va = colour_units(parts, [(real_tr, real_va), (syn_tr, syn_va)])  # type: ignore[list-item]
+    assert len(tr) == 7 and len(va) == 3
+    assert len(set(tr[:3].tolist())) == 1  # a real dataset's part is one set, whatever its groups
+    assert len(set(tr[3:].tolist())) == 3 and tr[3] == tr[4]  # one unit per synthetic patient
+    assert not set(tr[:3].tolist()) & set(tr[3:].tolist())  # datasets never share a unit
+    assert va[1] == va[2] and va[0] != va[1]
 
 
 def test_classify_crops_standardises_when_the_weights_ask() -> None:

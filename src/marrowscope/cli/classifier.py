@@ -72,6 +72,10 @@ def train_classifier_cmd(
                                           callback=params.one_of("all", "missing"),
                                           help="With several datasets: all (every synthetic cell) or "
                                           "missing (only synthetic cells of classes no real dataset has)."),
+    standardise: bool = typer.Option(False, "--standardise-colour",
+                                     help="Colour-standardise every dataset (each synthetic slide) onto the "
+                                     "training crops' stain statistics before training, and every slide or "
+                                     "set at inference."),
 ) -> None:
     """Train a cell classifier (resumes from OUT/checkpoint.pt); under torchrun, on every process."""
     from marrowscope.engines.train_classifier import TrainConfig, train_from_dataset
@@ -86,7 +90,7 @@ def train_classifier_cmd(
                              config=cfg, val_fraction=val_fraction, split_seed=seed, src_mpp=src_mpp,
                              cache_dir=cache_dir, resume=not no_resume, norm=norm, augment=augment,
                              init_weights=init_weights,
-                             synthetic_classes=synthetic_classes)
+                             synthetic_classes=synthetic_classes, standardise=standardise)
     state = "finished" if res.train.finished else "stopped early (rerun to resume)"
     typer.echo(f"{state}: {res.train.epochs_done} epochs, {res.n_train} train / {res.n_val} val crops")
     typer.echo(f"weights: {res.weights}")

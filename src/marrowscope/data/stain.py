@@ -188,3 +188,19 @@ def standardise_to(images: np.ndarray, basis: np.ndarray, reference: ColourStats
     """:func:`standardise` with the images' own statistics as the source, computed in the same pass."""
     conc, fg = _conc_np(images, basis)
     return _map_conc(conc, basis, _stats_of(conc, fg), reference)
+
+
+def standardise_units(images: np.ndarray, units: np.ndarray, basis: np.ndarray, reference: ColourStats
+                      ) -> np.ndarray:
+    """uint8 images with each unit's crops (``units[i]``: the unit of image ``i``, e.g. its slide)
+    standardised onto ``reference`` with that unit's own statistics, as inference standardises the
+    crops of one slide or set (:func:`standardise_to`)."""
+    img = np.asarray(images)
+    u = np.asarray(units)
+    if u.shape != (len(img),):
+        raise ValueError(f"need one unit per image: {len(img)} images, units of shape {u.shape}")
+    out = np.empty_like(img)
+    for k in np.unique(u):
+        sel = np.nonzero(u == k)[0]
+        out[sel] = standardise_to(img[sel], basis, reference)
+    return out

@@ -391,7 +391,7 @@ def train_from_dataset(
     eval_scheme: str | None = None, src_mpp: float | None = None, cache_dir: Path | None = None,
     uncertain_threshold: float = 0.5, resume: bool = True, progress: bool = True,
     norm: str | None = None, augment: str = "basic", init_weights: str | Path | None = None,
-    synthetic_classes: str = "all",
+    synthetic_classes: str = "all", standardise: bool = False,
 ) -> DatasetTrainResult:
     """Load ``dataset`` (``FORMAT:PATH``, or several), split it by near-duplicate/patient groups, train,
     fit the temperature on the validation part (with 8-view TTA) and write ``out_dir/classifier.pt``
@@ -413,6 +413,12 @@ def train_from_dataset(
     (``params['stain_basis']``, ``params['colour_reference']``), and the OOD statistics of
     :mod:`marrowscope.engines.ood` (``params['ood']``). ``init_weights`` may have other classes (see
     :func:`init_state_from`).
+
+    ``standardise``: colour standardisation at training **and** inference. Every training and
+    validation unit (a real dataset's part as a whole; each slide, i.e. patient, of a ``synth``
+    dataset) is mapped onto the training crops' colour reference with its own statistics before
+    training, as inference maps each slide or set (``params['colour_standardise']``), so the network
+    learns on the colours it will be shown. The OOD statistics stay on the unstandardised crops.
     """
     from marrowscope import taxonomy
     from marrowscope.data.classification_datasets import (
@@ -445,6 +451,7 @@ def train_from_dataset(
                                cache_dir=cache_dir, progress=progress,
                                synthetic_classes=synthetic_classes)
     splits = split_parts(parts, val_fraction, split_seed)
+    units = colour_units(parts, splits) if standardise else None
     train = concat_crop_sets([t for t, _ in splits])
     val = concat_crop_sets([v for _, v in splits])
     record: dict[str, Any] = {"dataset": names[0] if len(names) == 1 else names, "val_fraction": val_fraction,
@@ -466,7 +473,19 @@ def train_from_dataset(
                             extra={"dataset": record["dataset"]}, training_data=(
                                 "; ".join(desc) + f" (grouped split per dataset, validation fraction "
                                 f"{val_fraction}, seed {split_seed})"),
-                            norm=norm, augment=augment, init_weights=init_weights)
+                            norm=norm, augment=augment, init_weights=init_weights, colour_units=units)
+
+
+def colour_units(parts: Sequence[DatasetPart], splits: Sequence[tuple[CropSet, CropSet]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) colour-standardisation unit of every crop, in ``concat_crop_sets`` order:
+    one unit per real dataset part, one per slide (patient group) of a ``synth`` part."""
+    tr_u, va_u = [], []
+    for k, ((_n, f, _d, _u), (t, v)) in enumerate(zip(parts, splits, strict=True)):
+        base = k << 32
+        tr_u.append(base + (t.groups if f == "synth" else np.zeros(len(t), np.int64)))
+        va_u.append(base + (v.groups if f == "synth" else np.zeros(len(v), np.int64)))
+    return (np.concatenate(tr_u).astype(np.int64), np.concatenate(va_u).astype(np.int64))
 
 
 def load_dataset_parts(
@@ -523,10 +542,13 @@ def train_calibrated(
     resume: bool = True, progress: bool = True, extra: Mapping[str, Any] | None = None,
     training_data: str | None = None,
     norm: str | None = None, augment: str = "basic", init_weights: str | Path | None = None,
+    colour_units: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DatasetTrainResult:
     """Train on ``train`` crops (classes of ``scheme``), fit the temperature on ``val`` (8-view TTA) and
     write ``out_dir/classifier.pt`` (what :func:`train_from_dataset` and the ``reproduce`` study run).
-    ``norm``, ``augment``, ``init_weights``: see :func:`train_from_dataset`."""
+    ``norm``, ``augment``, ``init_weights``: see :func:`train_from_dataset`. ``colour_units``: the
+    (training, validation) standardisation unit of each crop; given, both are colour-standardised
+    per unit before training and the weights ask for standardisation at inference."""
     from marrowscope import taxonomy
     from marrowscope.engines.classify import fit_temperature, softmax, tta_logits
     from marrowscope.models.classifier import (
@@ -556,7 +578,16 @@ def train_calibrated(
 
     basis = estimate_stain_basis(train.images, seed=cfg.seed)
     params["stain_basis"] = basis.round(6).tolist()
-    params["colour_reference"] = colour_stats(train.images, basis).to_dict()
+    reference = colour_stats(train.images, basis)
+    params["colour_reference"] = reference.to_dict()
+    raw_train, raw_val = train, val  # the OOD statistics are fitted on these
+    if colour_units is not None:
+        from marrowscope.data.stain import standardise_units
+
+        params["colour_standardise"] = True
+        train = replace(train, images=standardise_units(train.images, colour_units[0], basis, reference))
+        if len(val):
+            val = replace(val, images=standardise_units(val.images, colour_units[1], basis, reference))
     if augment == "romanowsky":
         from marrowscope.data.cell_augment import romanowsky_config
 
@@ -589,12 +620,13 @@ def train_calibrated(
     from marrowscope.engines.ood import has_features, with_ood_stats
 
     if has_features(clf):  # OOD statistics for analyze's per-slide score (engines.ood)
-        clf = with_ood_stats(clf, train, val if len(val) else None, seed=cfg.seed)
+        clf = with_ood_stats(clf, raw_train, raw_val if len(raw_val) else None, seed=cfg.seed)
     from marrowscope.engines.distributed import device_record
 
     save_classifier(out / "classifier.pt", clf, extra={**dict(extra or {}), "run": device_record(clf.device),
                                                        "epochs": res.epochs_done, "augment": augment,
                                                        "init_weights": str(init_weights or ""),
+                                                       "standardise_training": colour_units is not None,
                                                        "n_train": len(train), "n_val": len(val)})
     return DatasetTrainResult(weights=out / "classifier.pt", train=res, n_train=len(train), n_val=len(val),
                               temperature=temperature, val_metrics=metrics)
