@@ -24,6 +24,10 @@ Run (CPU-heavy, idle machine; ~10 min per source with the default budget):
     .venv/bin/python benchmarks/txl_loso.py --data-root ../shared/data --budget-min 8 --threads 2 \\
         --work runs/loso --out benchmarks/results/txl_loso.json
 
+``--scales red-cells`` trains and scores every TXL-PBC image at its source's red-cell scale
+(``txl_source_scales``) instead of the assumed one: the recipe fix the first run pointed at, measured the
+same way (results in ``txl_loso_red_cells.json``, its own generated block).
+
 Prints a markdown table and writes every number to ``--out`` (after each source, so a failure keeps what
 was measured); ``--doc docs/benchmarks.md`` rewrites its generated block there (``--render-only``: from
 ``--out`` without training).
@@ -47,6 +51,8 @@ sys.path.insert(0, str(HERE))
 
 SOURCES = ("bccd", "bcd", "pbc", "raabin")
 BEGIN = "<!-- BEGIN GENERATED txl_loso from benchmarks/results/txl_loso.json by txl_loso.py -->"
+BEGIN_RED = ("<!-- BEGIN GENERATED txl_loso_red_cells from benchmarks/results/txl_loso_red_cells.json by "
+             "txl_loso.py -->")
 
 
 def score(weights: Path, samples: list[Any]) -> dict[str, Any]:
@@ -65,19 +71,11 @@ def score(weights: Path, samples: list[Any]) -> dict[str, Any]:
             "mpp": samples[0].mpp if samples else None}
 
 
-def red_cell_scale(data_root: Path, source: str) -> float | None:
-    """µm/px of a TXL-PBC source from its red-cell boxes (median side = 7.5 µm), all its images."""
-    from marrowscope.data.detection_datasets import BLOOD_CLASSES, estimate_mpp
-    from marrowscope.data.ood_datasets import txl_detection_by_source
-
-    by = txl_detection_by_source(data_root / "txl_pbc", BLOOD_CLASSES, splits=("train", "val"))
-    return estimate_mpp([s.annotations for s in by.get(source, [])], "RBC", 7.5)
-
-
 def score_at_red_cell_scale(data_root: Path, source: str, weights: Path, test: list[Any]) -> dict[str, Any]:
     from marrowscope.data.detection_datasets import with_mpp
+    from marrowscope.data.ood_datasets import txl_source_scales
 
-    mpp = red_cell_scale(data_root, source)
+    mpp = txl_source_scales(data_root / "txl_pbc").get(source)
     return {**score(weights, with_mpp(test, mpp)), "mpp": mpp}
 
 
@@ -92,6 +90,15 @@ def render(res: dict[str, Any]) -> str:
 
 
 def table(res: dict[str, Any]) -> str:
+    if res["meta"].get("scales") == "red-cells":
+        rows = ["| held-out source | training entries | WBC AP@0.5, all its images (its red cells' scale) | "
+                "its TXL `val` only | epochs | train min |", "|---|---|---|---|---|---|"]
+        for src, r in res["sources"].items():
+            a, v = r["test_all"], r["test_val"]
+            rows.append(f"| {src} | {r['n_train']} | {a['wbc_ap50']:.3f} ({a['n_images']}, {a['mpp']:.3f} "
+                        f"µm/px) | {v['wbc_ap50']:.3f} ({v['n_images']}) | {r['train']['epochs']} | "
+                        f"{r['train']['train_wall_s'] / 60:.1f} |")
+        return "\n".join(rows) + "\n"
     rows = ["| held-out source | training entries | WBC AP@0.5, all its images (assumed scale) | "
             "its TXL `val` only | all its images at its red cells' scale | epochs | train min |",
             "|---|---|---|---|---|---|---|"]
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "txl_loso.json")
     ap.add_argument("--doc", type=Path, default=None, help="rewrite this doc's generated block")
     ap.add_argument("--render-only", action="store_true", help="re-render --doc from --out")
+    ap.add_argument("--scales", choices=("assumed", "red-cells"), default="assumed",
+                    help="TXL-PBC fields at the assumed scales, or each source at its red cells' scale")
     ap.add_argument("--rescore", action="store_true",
                     help="score an earlier run's weights (--work, --out) again, adding the red-cell scale")
     a = ap.parse_args(argv)
@@ -126,7 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from marrowscope.data.detection_datasets import leave_one_source_out
+    from marrowscope.data.ood_datasets import txl_source_scales
     from peers import _git, train_ours_detector
+
+    red = a.scales == "red-cells"
+    if red and a.rescore:
+        print("error: --rescore adds the red-cell scale to an --scales assumed run; drop one of them",
+              file=sys.stderr)
+        return 2
+    scales = txl_source_scales(a.data_root / "txl_pbc") if red else None
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -134,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.platform(),
         "cpu_count": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
         "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, "sources": {}}
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
+        "txl_mpp": scales}, "sources": {}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.rescore:
         res = json.loads(a.out.read_text())
         res["meta"]["rescored"] = " ".join([Path(sys.executable).name, *sys.argv])
     for src in a.sources:
-        train, val, test = leave_one_source_out(a.data_root, src)
+        train, val, test = leave_one_source_out(a.data_root, src, txl_mpp=scales)
         if a.rescore:
             r = res["sources"][src]
             w = a.work / src / "det_ours" / r["train"]["weights"]
@@ -156,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         test_val = [s for s in test if "/val/" in str(s.annotations.image_path).replace(os.sep, "/")]
         res["sources"][src] = {"n_train": len(train), "n_val": len(val), "train": rec,
                                "test_all": score(weights, test), "test_val": score(weights, test_val),
-                               "test_all_red_cell_scale": score_at_red_cell_scale(a.data_root, src, weights,
-                                                                                  test),
                                "load_avg_after": os.getloadavg()}
+        if not red:  # (at the red-cell scale already otherwise)
+            res["sources"][src]["test_all_red_cell_scale"] = score_at_red_cell_scale(
+                a.data_root, src, weights, test)
         print(src, res["sources"][src]["test_all"], res["sources"][src]["test_val"], flush=True)
         a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     if not a.rescore:
@@ -175,7 +194,8 @@ def write_doc(res: dict[str, Any], doc: Path | None) -> None:
     from marrowscope.models.cards import write_generated_block
 
     if doc is not None:
-        write_generated_block(doc, BEGIN, render(res))
+        red = res["meta"].get("scales") == "red-cells"
+        write_generated_block(doc, BEGIN_RED if red else BEGIN, render(res))
 
 
 if __name__ == "__main__":

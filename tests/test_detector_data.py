@@ -156,6 +156,18 @@ def test_leave_one_source_out_holds_every_image_of_the_source_back(tmp_path: Pat
     assert [s.image_id for s in train] == ["t2"]  # no BCCD field, and no TXL copy of one
     assert [(s.image_id, s.mpp) for s in val] == [("t3", 0.075)]  # the other sources' TXL val
     assert sorted(s.image_id for s in test) == ["t0", "t1"]
+    # per-source scales (e.g. read from each source's red cells): training, validation and test alike
+    from marrowscope.data.ood_datasets import txl_source_scales
+
+    scales = txl_source_scales(root / "txl_pbc")
+    assert scales == pytest.approx({"bccd": 7.5 / 16, "pbc": 7.5 / 16, "raabin": 7.5 / 16})  # 16 px RBCs
+    train, val, test = leave_one_source_out(root, "bccd", txl_mpp={"pbc": 0.11, "raabin": 0.06})
+    assert [(s.image_id, s.mpp) for s in train] == [("t2", 0.11)]
+    assert [(s.image_id, s.mpp) for s in val] == [("t3", 0.06)]
+    assert {s.mpp for s in test} == {0.075}  # a source the mapping does not name keeps its assumed scale
+    train, _, test = leave_one_source_out(root, "raabin", txl_mpp={"pbc": 0.11, "raabin": 0.06})
+    assert {(s.image_id, s.mpp) for s in train} == {("b0", 0.075), ("b1", 0.075), ("t2", 0.11)}
+    assert [(s.image_id, s.mpp) for s in test] == [("t3", 0.06)]
     with pytest.raises(InputError, match="unknown TXL-PBC source"):
         leave_one_source_out(root, "elsewhere")
     with pytest.raises(InputError, match="no images of source 'bcd'"):

@@ -335,6 +335,7 @@ def blood_recipe_samples(data_root: str | Path, *, bccd_repeats: int = 3,
                          classes: Sequence[str] = BLOOD_CLASSES,
                          mapping: Mapping[str, str | None] | None = None,
                          txl_splits: Sequence[str] = ("train", "val"),
+                         txl_mpp: Mapping[str, float] | None = None,
                          ) -> tuple[list[DetectionSample], list[DetectionSample]]:
     """The ``detector-blood`` training data, on BCCD's own VOC split. Returns (train, validation).
 
@@ -348,7 +349,9 @@ def blood_recipe_samples(data_root: str | Path, *, bccd_repeats: int = 3,
     style, the one BCCD's validation and test splits are scored against. In a GPU sweep (3-4 epochs,
     validation AP@0.5) these two choices gave 0.869 -> 0.896 over BCCD train + all other TXL images.
     Every image is taken as a field at :data:`BLOOD_FIELD_MPP`. ``classes``/``mapping`` relabel the
-    boxes (e.g. ``WBC`` to ``cell``, red cells and platelets dropped); ``txl_splits``: the TXL-PBC splits."""
+    boxes (e.g. ``WBC`` to ``cell``, red cells and platelets dropped); ``txl_splits``: the TXL-PBC splits;
+    ``txl_mpp``: µm/px per TXL-PBC source (e.g. :func:`~marrowscope.data.ood_datasets.txl_source_scales`)
+    instead of :data:`BLOOD_FIELD_MPP` for every TXL image."""
     import csv
 
     root = Path(data_root)
@@ -362,8 +365,15 @@ def blood_recipe_samples(data_root: str | Path, *, bccd_repeats: int = 3,
         copies = {Path(row["txl_path"]).stem for row in csv.DictReader(f)}
     bccd_train = voc_samples(bccd, classes, "train", mpp=BLOOD_FIELD_MPP, mapping=mapping)
     train = bccd_train * max(1, bccd_repeats)
+    source_of: dict[str, str] = {}
+    if txl_mpp:
+        from marrowscope.data.ood_datasets import read_txl_manifest
+
+        source_of = {Path(r["abs_path"]).stem: r["source"] for r in read_txl_manifest(root / "txl_pbc",
+                                                                                      txl_splits)}
     for split in txl_splits:
-        train.extend(s for s in yolo_samples(txl, classes, split, mpp=BLOOD_FIELD_MPP, mapping=mapping)
+        train.extend(replace(s, mpp=(txl_mpp or {}).get(source_of.get(s.image_id, ""), BLOOD_FIELD_MPP))
+                     for s in yolo_samples(txl, classes, split, mpp=BLOOD_FIELD_MPP, mapping=mapping)
                      if s.image_id not in copies)
     val = voc_samples(bccd, classes, "val", mpp=BLOOD_FIELD_MPP, mapping=mapping)
     logger.info("blood recipe: %d training images (BCCD train x%d, %d TXL-PBC), %d validation (BCCD val); "
@@ -379,6 +389,7 @@ NUCLEATED_MAPPING: dict[str, str | None] = {"WBC": "cell", "RBC": None, "Platele
 def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: int = 3,
                          classes: Sequence[str] = ("cell",),
                          mapping: Mapping[str, str | None] | None = NUCLEATED_MAPPING,
+                         txl_mpp: Mapping[str, float] | None = None,
                          ) -> tuple[list[DetectionSample], list[DetectionSample], list[DetectionSample]]:
     """The blood fields of :func:`blood_recipe_samples` (TXL-PBC ``train`` only) with one of TXL-PBC's four
     sources (``bccd``, ``bcd``, ``pbc``, ``raabin``) held out. Returns (train, validation, test).
@@ -387,7 +398,10 @@ def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: in
     - validation: BCCD ``val`` or, when ``source`` is ``bccd``, the TXL-PBC ``val`` images of the three
       other sources: nothing of the held-out source is used to choose;
     - test: every TXL-PBC image (``train`` and ``val``) of ``source``, at its source's scale (PBC fields at
-      0.1 µm/px, the others at :data:`BLOOD_FIELD_MPP`); BCCD ``test`` is never touched."""
+      0.1 µm/px, the others at :data:`BLOOD_FIELD_MPP`); BCCD ``test`` is never touched.
+
+    ``txl_mpp`` (µm/px per source, e.g. read from each source's red cells): every TXL-PBC image, in
+    training, validation and test, is taken at its source's scale instead."""
     from marrowscope.data.crops import PBC_MPP
     from marrowscope.data.ood_datasets import TXL_SOURCES, txl_detection_by_source
 
@@ -396,15 +410,17 @@ def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: in
         raise InputError(source, f"unknown TXL-PBC source; use one of {', '.join(TXL_SOURCES)}")
     root = Path(data_root)
     train, val = blood_recipe_samples(root, bccd_repeats=bccd_repeats, classes=classes, mapping=mapping,
-                                      txl_splits=("train",))
+                                      txl_splits=("train",), txl_mpp=txl_mpp)
     txl = root / "txl_pbc"
     mpps = {k: PBC_MPP if k == "pbc" else BLOOD_FIELD_MPP for k in TXL_SOURCES}
+    mpps.update(txl_mpp or {})
     by_source = txl_detection_by_source(txl, classes, splits=("train", "val"), mpp=mpps, mapping=mapping)
     source_of = {s.image_id: k for k, v in by_source.items() for s in v}
     train = [s for s in train if source_of.get(s.image_id, "bccd") != key]
     if key == "bccd":
         others = txl_detection_by_source(txl, classes, splits=("val",), mapping=mapping)
-        val = [replace(s, mpp=BLOOD_FIELD_MPP) for k, v in others.items() if k != key for s in v]
+        val = [replace(s, mpp=(txl_mpp or {}).get(k, BLOOD_FIELD_MPP)) for k, v in others.items() if k != key
+               for s in v]
     test = by_source.get(key, [])
     if not test:
         raise InputError(txl, f"TXL-PBC has no images of source {key!r} to hold out")
@@ -414,7 +430,8 @@ def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: in
 
 
 def marrow_recipe_samples(data_root: str | Path, cohort: str | Path, *, bccd_repeats: int = 3,
-                          cohort_repeats: int = 4, val_fraction: float = 0.2, seed: int = 0
+                          cohort_repeats: int = 4, val_fraction: float = 0.2, seed: int = 0,
+                          txl_mpp: Mapping[str, float] | None = None,
                           ) -> tuple[list[DetectionSample], list[DetectionSample]]:
     """The ``detector-marrow`` training data: one class ``cell`` (nucleated cells). Returns (train, val).
 
@@ -424,9 +441,12 @@ def marrow_recipe_samples(data_root: str | Path, cohort: str | Path, *, bccd_rep
     - the synthetic cohort ``cohort`` (every boxed object of its ROIs, as in the pediatric dataset's
       detection task: marrow-like density, blasts, erythroid stages, megakaryocytes that no real set
       here boxes), split by patient, the training ROIs listed ``cohort_repeats`` times;
-    - validation: BCCD ``val`` (white cells) plus the cohort's validation patients."""
+    - validation: BCCD ``val`` (white cells) plus the cohort's validation patients.
+
+    ``txl_mpp``: as in :func:`blood_recipe_samples`."""
     blood_train, blood_val = blood_recipe_samples(data_root, bccd_repeats=bccd_repeats, classes=("cell",),
-                                                  mapping=NUCLEATED_MAPPING, txl_splits=("train",))
+                                                  mapping=NUCLEATED_MAPPING, txl_splits=("train",),
+                                                  txl_mpp=txl_mpp)
     synth = cohort_samples(cohort, ("cell",))
     if not synth:
         raise InputError(cohort, "the synthetic cohort has no ROIs (write one with marrowscope synth)")

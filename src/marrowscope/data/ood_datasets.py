@@ -316,6 +316,24 @@ def txl_detection_by_source(root: str | Path, classes: Sequence[str], *, splits:
     return dict(sorted(out.items()))
 
 
+#: the red cell's diameter the blood-field scales are read from (µm), as for BCCD's pixel size
+RED_CELL_UM = 7.5
+
+
+def txl_source_scales(root: str | Path, *, splits: Sequence[str] = ("train", "val")) -> dict[str, float]:
+    """µm/px of each TXL-PBC source read from its own red-cell boxes (median box side = 7.5 µm), for
+    fields that carry no pixel size (JPEGs from four labs and scanners)."""
+    from marrowscope.data.detection_datasets import BLOOD_CLASSES, estimate_mpp
+
+    by = txl_detection_by_source(root, BLOOD_CLASSES, splits=splits)
+    out = {}
+    for k, v in by.items():
+        m = estimate_mpp([s.annotations for s in v], "RBC", RED_CELL_UM)
+        if m is not None:
+            out[k] = m
+    return out
+
+
 # --- one entry point -------------------------------------------------------------------------------------
 def parse_ood_arg(arg: str) -> tuple[str, Path, str | None] | None:
     """``bccd-wbc:PATH``, ``matek:PATH``, ``txl-pbc:PATH[:SOURCE]`` -> (format, path, extra); None when
