@@ -108,6 +108,15 @@ def test_export_writes_weights_meta_metrics_and_card_by_code(tmp_path: Path) -> 
     assert meta["sha256"] == sha256_file(g) and meta["training_data"] == "PBC subset"
     assert sync_bundle(g.parent, check=True)
     assert torch.is_tensor(load_weights(g, sha256=meta["sha256"])[0][next(iter(load_weights(g)[0]))])
+    assert "training_data_kind" not in meta  # a bare description says nothing about the kind
+
+    from marrowscope.models.provenance import TrainingData, training_data_from_meta
+
+    td = TrainingData("PBC + synthetic", "mixed", ("PBC", "synthetic cohort"))
+    h = export_classifier(tmp_path / "c.pt", tmp_path / "b" / "clf-y", name="clf-y", training_data=td)
+    meta = json.loads((h.parent / "meta.json").read_text())
+    assert training_data_from_meta(meta) == td  # re-exporting from this meta keeps the kind analyze reports
+    assert load_weights(h)[1].training_data == "PBC + synthetic"
 
 
 def test_every_bundled_model_is_listed_with_its_metrics() -> None:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from marrowscope.models.provenance import TrainingData
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "msresnet_s"
@@ -284,14 +286,21 @@ def default_device() -> str:
 
 
 def export_classifier(
-    weights: str | Path, out_dir: str | Path, *, name: str, training_data: str, description: str = "",
-    sections: list[dict[str, Any]] | None = None, half: bool = True,
+    weights: str | Path, out_dir: str | Path, *, name: str, training_data: str | TrainingData,
+    description: str = "", sections: list[dict[str, Any]] | None = None, half: bool = True,
 ) -> Path:
     """Write a bundled classifier folder: ``<name>.pt`` (fp16 by default, ``training_data`` stored in
     its spec), ``meta.json`` (written by code: sha256, classes, training data, metrics), ``metrics.json``
-    (``sections`` from ``evaluate classifier --out`` runs) and the generated block of ``card.md``."""
+    (``sections`` from ``evaluate classifier --out`` runs) and the generated block of ``card.md``.
+    A :class:`~marrowscope.models.provenance.TrainingData` also records its kind (synthetic, real, mixed)
+    and dataset names in ``meta.json``, which ``analyze`` reports (and warns on synthetic-only)."""
+    from marrowscope.models.provenance import TrainingData as _TD
     from marrowscope.models.registry import write_bundle
 
+    td = training_data if isinstance(training_data, _TD) else _TD(training_data)
+    provenance = ({"training_data_kind": td.kind, "training_datasets": list(td.datasets)}
+                  if isinstance(training_data, _TD) else {})
+    training_data = td.description
     sd, spec, extra = load_weights(weights, task="classifier")
     spec = replace(spec, training_data=training_data)
     out = Path(out_dir)
@@ -301,6 +310,6 @@ def export_classifier(
     write_bundle(out, name=name, task="classifier", file=file, classes=spec.classes,
                  training_data=training_data, description=description, sections=sections,
                  extra={"arch": spec.arch, "mpp": spec.mpp, "input_size": spec.input_size,
-                        "scheme": spec.scheme})
+                        "scheme": spec.scheme, **provenance})
     return file
 
