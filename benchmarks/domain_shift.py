@@ -206,7 +206,18 @@ def main(argv: list[str] | None = None) -> int:
                     "weights) to score again with per-set colour standardisation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", type=Path, default=Path("runs/cache"))
+    ap.add_argument("--doc", type=Path, default=None,
+                    help="also write the table into this doc's generated block named --block")
+    ap.add_argument("--block", default=None, help="the doc block's name (with --doc)")
+    ap.add_argument("--render-only", action="store_true", help="write --doc from --out/results.json")
     a = ap.parse_args(argv)
+    if a.doc is not None and not a.block:
+        ap.error("--doc needs --block NAME (which generated block of the doc to write)")
+    if a.render_only:
+        if a.doc is None:
+            ap.error("--render-only needs --doc and --block")
+        write_doc(json.loads((a.out / "results.json").read_text()), a.out, a.doc, a.block)
+        return 0
     logging.basicConfig(level=logging.WARNING)
     import torch
 
@@ -225,7 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "table.md").write_text(table)
     print(table)
     print(f"{meta['seconds']:.0f} s; results in {a.out / 'results.json'}")
+    if a.doc is not None:
+        write_doc({"meta": meta, "rows": rows}, a.out, a.doc, a.block)
     return 0
+
+
+def write_doc(res: dict[str, Any], out: Path, doc: Path, block: str) -> None:
+    """The table of ``res`` with its command, machine and wall time, as ``doc``'s generated block."""
+    from marrowscope.models.cards import write_generated_block
+
+    m = res["meta"]
+    begin = f"<!-- BEGIN GENERATED domain_shift {block} from {out / 'results.json'} by domain_shift.py -->"
+    body = (f"Command: `{m['command']}`; {m['machine']}, {m['threads']} torch threads, "
+            f"{m['seconds']:.0f} s.\n\n{render(res['rows'])}")
+    write_generated_block(doc, begin, body)
 
 
 if __name__ == "__main__":
