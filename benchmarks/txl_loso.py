@@ -26,7 +26,8 @@ Run (CPU-heavy, idle machine; ~10 min per source with the default budget):
 
 ``--scales red-cells`` trains and scores every TXL-PBC image at its source's red-cell scale
 (``txl_source_scales``) instead of the assumed one: the recipe fix the first run pointed at, measured the
-same way (results in ``txl_loso_red_cells.json``, its own generated block).
+same way (results in ``txl_loso_red_cells.json``, its own generated block). Measured in session 9: it
+is not a fix (Raabin 0.64 at the assumed scales, 0.44 trained and scored at the red-cell scales).
 
 Prints a markdown table and writes every number to ``--out`` (after each source, so a failure keeps what
 was measured); ``--doc docs/benchmarks.md`` rewrites its generated block there (``--render-only``: from
