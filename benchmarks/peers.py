@@ -142,7 +142,8 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
     from sweep_detector_blood import _step_seconds
 
     t0 = time.monotonic()
-    cfg = replace(recipe_config(data["recipe"], seed, threads, scratch), device="cpu")
+    cfg = replace(recipe_config(data["recipe"], seed, threads, scratch, data.get("augment", "basic")),
+                  device="cpu")
     state = None
     if cfg.init_weights:
         from marrowscope.models.registry import resolve_model
@@ -172,20 +173,23 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
                   "epochs": epochs, "steps_planned": epochs * steps, "finished": res.finished,
                   "steps_done": int(load_checkpoint(res.last_checkpoint)["global_step"]), "history": hist,
                   "scale": f"{cfg.mpp} um/px (fields at 0.075 um/px resampled), 512 px tiles",
-                  "recipe": data["recipe"], "init_weights": cfg.init_weights}
+                  "recipe": data["recipe"], "init_weights": cfg.init_weights,
+                  "augment": data.get("augment", "basic")}
 
 
-def recipe_config(recipe: str, seed: int, threads: int, scratch: bool = False) -> Any:
+def recipe_config(recipe: str, seed: int, threads: int, scratch: bool = False, augment: str = "basic") -> Any:
     """Our side's training recipe; ``marrow`` fine-tunes the bundled ``detector-synth`` as the recipe does and
     takes the bundled ``detector-marrow``'s test-time RPN setting (picked on validation by its build);
-    ``scratch``: the same recipe from randomly initialised weights, as YOLO trains here."""
+    ``scratch``: the same recipe from randomly initialised weights, as YOLO trains here; ``augment``
+    ``romanowsky``: the marrow recipe with the classifier's domain randomisation."""
     from marrowscope.engines.detector_runs import MARROW_INIT
     from marrowscope.engines.train_detector import blood_recipe_config, marrow_recipe_config
     from marrowscope.models.detector import load_detector
 
     if recipe == "blood":
         return blood_recipe_config(seed=seed, num_threads=threads)
-    cfg = marrow_recipe_config(seed=seed, num_threads=threads, init_weights=None if scratch else MARROW_INIT)
+    cfg = marrow_recipe_config(seed=seed, num_threads=threads, init_weights=None if scratch else MARROW_INIT,
+                               romanowsky=augment == "romanowsky")
     bundled = load_detector("detector-marrow", device="cpu")
     rpn = {k: v for k, v in bundled.spec.params.items() if k.startswith("rpn_")}
     return replace(cfg, spec_params={**cfg.spec_params, **rpn})

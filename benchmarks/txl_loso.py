@@ -24,6 +24,9 @@ Run (CPU-heavy, idle machine; ~10 min per source with the default budget):
     .venv/bin/python benchmarks/txl_loso.py --data-root ../shared/data --budget-min 8 --threads 2 \\
         --work runs/loso --out benchmarks/results/txl_loso.json
 
+``--augment romanowsky`` trains with the classifier's Romanowsky domain randomisation instead of the
+recipe's colour and blur jitter (results in ``txl_loso_romanowsky.json``, its own generated block).
+
 ``--scales red-cells`` trains and scores every TXL-PBC image at its source's red-cell scale
 (``txl_source_scales``) instead of the assumed one: the recipe fix the first run pointed at, measured the
 same way (results in ``txl_loso_red_cells.json``, its own generated block). Measured in session 9: it
@@ -51,9 +54,18 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 SOURCES = ("bccd", "bcd", "pbc", "raabin")
-BEGIN = "<!-- BEGIN GENERATED txl_loso from benchmarks/results/txl_loso.json by txl_loso.py -->"
-BEGIN_RED = ("<!-- BEGIN GENERATED txl_loso_red_cells from benchmarks/results/txl_loso_red_cells.json by "
-             "txl_loso.py -->")
+
+
+def block_name(meta: dict[str, Any]) -> str:
+    """The doc block (and results file stem) of a run: ``txl_loso``, ``txl_loso_red_cells``,
+    ``txl_loso_romanowsky``, ..."""
+    return ("txl_loso" + ("_red_cells" if meta.get("scales") == "red-cells" else "")
+            + ("_romanowsky" if meta.get("augment", "basic") == "romanowsky" else ""))
+
+
+def begin_marker(meta: dict[str, Any]) -> str:
+    name = block_name(meta)
+    return f"<!-- BEGIN GENERATED {name} from benchmarks/results/{name}.json by txl_loso.py -->"
 
 
 def score(weights: Path, samples: list[Any]) -> dict[str, Any]:
@@ -85,7 +97,8 @@ def render(res: dict[str, Any]) -> str:
     head = (f"Command: `{m['command']}`; {m['cpu_count']} cores, {m['threads']} torch threads, torch "
             f"{m['torch']}, load average {m['load_avg_start'][0]:.2f} at the start and "
             f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m.get('seconds', 0) / 60:.0f} min; "
-            f"training budget {m['budget_min']:g} min per source."
+            f"training budget {m['budget_min']:g} min per source; photometric augmentation "
+            f"`{m.get('augment', 'basic')}`."
             + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else ""))
     return f"{head}\n\n{table(res)}"
 
@@ -126,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-only", action="store_true", help="re-render --doc from --out")
     ap.add_argument("--scales", choices=("assumed", "red-cells"), default="assumed",
                     help="TXL-PBC fields at the assumed scales, or each source at its red cells' scale")
+    ap.add_argument("--augment", choices=("basic", "romanowsky"), default="basic",
+                    help="the recipe's colour/blur jitter, or the classifier's Romanowsky domain "
+                         "randomisation")
     ap.add_argument("--rescore", action="store_true",
                     help="score an earlier run's weights (--work, --out) again, adding the red-cell scale")
     a = ap.parse_args(argv)
@@ -153,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
         "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
-        "txl_mpp": scales}, "sources": {}}
+        "txl_mpp": scales, "augment": a.augment}, "sources": {}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.rescore:
         res = json.loads(a.out.read_text())
@@ -169,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if a.subset:
             train, val, test = train[: a.subset], val[: max(2, a.subset // 8)], test[: max(2, a.subset // 8)]
-        data = {"recipe": "marrow", "train": train, "val": val}
+        data = {"recipe": "marrow", "train": train, "val": val, "augment": a.augment}
         weights, rec = train_ours_detector(data, a.work / src, a.budget_min, a.threads, a.seed,
                                            quick=bool(a.subset))
         test_val = [s for s in test if "/val/" in str(s.annotations.image_path).replace(os.sep, "/")]
@@ -195,8 +211,7 @@ def write_doc(res: dict[str, Any], doc: Path | None) -> None:
     from marrowscope.models.cards import write_generated_block
 
     if doc is not None:
-        red = res["meta"].get("scales") == "red-cells"
-        write_generated_block(doc, BEGIN_RED if red else BEGIN, render(res))
+        write_generated_block(doc, begin_marker(res["meta"]), render(res))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,31 @@ def test_augmenter_is_deterministic_and_keeps_dtype() -> None:
     assert crop.shape == (32, 32, 3) and crop.flags["C_CONTIGUOUS"]
 
 
+def test_romanowsky_augmenter_keeps_shapes_ranges_boxes_and_is_seeded() -> None:
+    from marrowscope.data.augment import stain_basis_of
+
+    img = np.full((40, 56, 3), 235, np.uint8)
+    img[8:24, 10:30] = (110, 50, 150)  # a purple nucleus
+    img[26:38, 30:50] = (215, 150, 160)  # a pink red cell
+    basis = stain_basis_of([img, img[:20]], seed=0)
+    assert basis.shape == (3, 3) and np.allclose(np.linalg.norm(basis, axis=1), 1.0)
+    assert basis[0, 0] / np.linalg.norm(basis[0]) >= basis[1, 0] / np.linalg.norm(basis[1])  # blue dye first
+    boxes = np.array([[10.0, 8.0, 30.0, 24.0]])
+    aug = Augmenter(AugmentConfig(romanowsky=True, rot90=False, hflip=0, vflip=0, scale_range=(1, 1)),
+                    stain_basis=basis)
+    a1, b1 = aug.image_boxes(img, boxes, np.random.default_rng(5))
+    a2, _ = aug.image_boxes(img, boxes, np.random.default_rng(5))
+    assert a1.dtype == np.uint8 and a1.shape == img.shape and np.array_equal(a1, a2)
+    assert np.array_equal(b1, boxes)  # photometry only
+    draws = [aug.image_boxes(img, boxes, np.random.default_rng(k))[0] for k in range(6)]
+    assert len({d.tobytes() for d in draws}) == 6
+    # the nucleus stays darker than the background under every draw (stain jitter, not a colour scramble)
+    assert all(d[10:22, 12:28].mean() < d[:4, :].mean() for d in draws)
+    # and the basic photometry is a different recipe
+    basic = Augmenter(AugmentConfig(rot90=False, hflip=0, vflip=0, scale_range=(1, 1)))
+    assert not np.array_equal(basic.image_boxes(img, boxes, np.random.default_rng(5))[0], a1)
+
+
 def test_class_mapping_rules() -> None:
     assert class_mapping(["WBC", "Platelets", "rbc"], ("WBC", "RBC", "Platelet")) == {
         "WBC": "WBC", "Platelets": "Platelet", "rbc": "RBC"}
@@ -93,6 +119,19 @@ def test_yolo_dataset_arg(tmp_path: Path) -> None:
     assert s.load().shape == (40, 50, 3)
     with pytest.raises(InputError, match="FORMAT"):
         parse_dataset_arg(f"png:{root}")
+
+
+def test_detector_run_takes_the_photometric_augmentation(tmp_path: Path) -> None:
+    from marrowscope.engines.detector_runs import DetectorRunRequest, prepare_detector_run
+
+    root = _yolo_folder(tmp_path / "yolo")
+    req = DetectorRunRequest(datasets=(f"yolo:{root}",), val_datasets=(f"yolo:{root}:val",))
+    assert not prepare_detector_run(req).config.augment.romanowsky
+    rom = prepare_detector_run(replace(req, augment="romanowsky")).config
+    assert rom.augment.romanowsky and rom.augment.scale_range == AugmentConfig().scale_range
+    assert not prepare_detector_run(replace(req, augment="basic")).config.augment.romanowsky
+    with pytest.raises(InputError, match="unknown augmentation"):
+        prepare_detector_run(replace(req, augment="hed"))
 
 
 def _blood_root(root: Path) -> Path:

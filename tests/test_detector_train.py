@@ -105,3 +105,21 @@ def test_dataloader_workers_give_the_same_training(tmp_path: Path) -> None:
     sd1 = torch.load(a.best_weights, weights_only=True)["state_dict"]
     sd2 = torch.load(b.best_weights, weights_only=True)["state_dict"]
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_romanowsky_training_writes_its_stain_basis_and_is_deterministic(tmp_path: Path) -> None:
+    import json
+
+    from marrowscope.data.augment import AugmentConfig
+
+    cfg = _config(augment=AugmentConfig(romanowsky=True))
+    r1 = train_detector(_samples(4), [], cfg, tmp_path / "a", progress=False)
+    r2 = train_detector(_samples(4), [], cfg, tmp_path / "b", progress=False)
+    basis = json.loads((tmp_path / "a" / "stain_basis.json").read_text())["stain_basis"]
+    assert np.asarray(basis).shape == (3, 3)
+    assert r1.best_weights is not None and r2.best_weights is not None
+    sd1 = torch.load(r1.best_weights, weights_only=True)["state_dict"]
+    sd2 = torch.load(r2.best_weights, weights_only=True)["state_dict"]
+    assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    plain = train_detector(_samples(4), [], _config(), tmp_path / "c", progress=False)
+    assert not (tmp_path / "c" / "stain_basis.json").exists() and plain.best_weights is not None

@@ -62,6 +62,11 @@ def train_detector_cmd(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (mixed precision)."),
     workers: int = typer.Option(0, "--workers", min=0,
                                 help="DataLoader processes augmenting ahead (same results for any number)."),
+    augment: str | None = typer.Option(
+        None, "--augment", callback=params.one_of("basic", "romanowsky"),
+        help="Photometric augmentation: 'basic' (colour, HED stain and blur jitter) or 'romanowsky' "
+             "(stain-space jitter in a basis estimated from the training images, hue/saturation/gamma, blur, "
+             "resolution loss, noise, JPEG). Default: the recipe's."),
 ) -> None:
     """Train a Faster R-CNN cell detector (from scratch by default); resumes from OUT/last.pt.
     Under ``torchrun --nproc_per_node N -m marrowscope train detector ...`` each process trains on its
@@ -80,7 +85,7 @@ def train_detector_cmd(
         input_mpp=input_mpp, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
         seed=seed, threads=threads, max_minutes=max_minutes, device=device,
         init_weights=str(init_weights) if init_weights else None,
-        backbone_weights=str(backbone_weights) if backbone_weights else None,
+        backbone_weights=str(backbone_weights) if backbone_weights else None, augment=augment,
     ))
     train, val, cfg = run.train, run.val, run.config
     cfg = replace(cfg, precision=_precision(precision), workers=workers)

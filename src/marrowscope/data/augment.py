@@ -4,6 +4,12 @@ Geometry (flips, 90° rotations, scale) moves boxes with the image; photometry (
 space, brightness/contrast/saturation/hue jitter, Gaussian blur) changes pixels only. Every function takes
 a ``numpy.random.Generator``: the same seed gives the same result.
 
+``AugmentConfig(romanowsky=True)`` replaces that photometry with the classifier's domain randomisation for
+other labs (:func:`marrowscope.data.cell_augment.romanowsky_config`: stain-space jitter in an OD basis
+estimated for Romanowsky stains, hue/saturation/gamma, blur, resolution loss, noise, JPEG), one image at a
+time; the basis comes from the training images (:func:`stain_basis_of`) and is given to the
+:class:`Augmenter`.
+
     aug = Augmenter(AugmentConfig())
     image, boxes = aug.image_boxes(image, boxes, rng)   # boxes (N, 4) x1,y1,x2,y2 in pixels
     image = aug.image(image, rng)                        # crops for a classifier
@@ -11,6 +17,7 @@ a ``numpy.random.Generator``: the same seed gives the same result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +41,7 @@ class AugmentConfig:
     hue: float = 0.03  # fraction of the hue circle
     blur: float = 0.2  # probability of Gaussian blur
     blur_sigma: tuple[float, float] = (0.3, 1.2)
+    romanowsky: bool = False  # the photometry of cell_augment.romanowsky_config instead of the steps above
 
 
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +123,48 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(gaussian_filter(image, sigma=(sigma, sigma, 0)), dtype=np.uint8)
 
 
-class Augmenter:
-    """Applies an :class:`AugmentConfig`; stateless apart from the config."""
+def stain_basis_of(images: Sequence[np.ndarray], *, seed: int = 0, pixels_per_image: int = 4000
+                   ) -> np.ndarray:
+    """The Romanowsky OD basis (:func:`marrowscope.data.stain.estimate_stain_basis`) of RGB images of any
+    sizes: ``pixels_per_image`` random pixels of each, drawn under ``seed``."""
+    from marrowscope.data.stain import estimate_stain_basis
 
-    def __init__(self, config: AugmentConfig | None = None) -> None:
+    rng = np.random.default_rng(seed)
+    picks = []
+    for im in images:
+        px = np.asarray(im).reshape(-1, 3)
+        picks.append(px[rng.choice(len(px), min(len(px), pixels_per_image), replace=False)])
+    if not picks:
+        raise ValueError("no images to estimate a stain basis from")
+    return estimate_stain_basis(np.concatenate(picks)[None, :, None, :], seed=seed)
+
+
+def romanowsky_photometric(image: np.ndarray, rng: np.random.Generator, basis: np.ndarray | None
+                           ) -> np.ndarray:
+    """:func:`marrowscope.data.cell_augment.photometric` under ``romanowsky_config(basis)`` on one uint8 RGB
+    image, its torch generator seeded from ``rng``."""
+    import torch
+
+    from marrowscope.data.cell_augment import photometric, romanowsky_config
+
+    g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
+    y = photometric(x, romanowsky_config(basis), g)[0]
+    return (y.permute(1, 2, 0) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+
+
+class Augmenter:
+    """Applies an :class:`AugmentConfig`; stateless apart from the config and, for ``romanowsky``, the stain
+    basis (3 x 3 OD rows; ``None``: the domain randomisation without the stain-space step)."""
+
+    def __init__(self, config: AugmentConfig | None = None, stain_basis: np.ndarray | None = None) -> None:
         self.config = config or AugmentConfig()
+        self.stain_basis = None if stain_basis is None else np.asarray(stain_basis, dtype=np.float64)
 
     def photometric(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
+        if c.romanowsky:
+            return romanowsky_photometric(image, rng, self.stain_basis)
         if c.stain > 0 and rng.random() < c.stain:
             image = stain_jitter(image, rng, c.stain_sigma, c.stain_bias)
         if c.color > 0 and rng.random() < c.color:

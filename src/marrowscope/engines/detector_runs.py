@@ -20,6 +20,9 @@ from marrowscope.errors import InputError
 from marrowscope.eval.detection import DetectionMetrics
 
 RECIPES = ("blood", "synth", "marrow")
+#: photometric augmentation: the config's colour/HED/blur jitter, or the classifier's Romanowsky domain
+#: randomisation (:class:`~marrowscope.data.augment.AugmentConfig` ``romanowsky``)
+AUGMENTS = ("basic", "romanowsky")
 #: the weights ``--recipe marrow`` fine-tunes unless given others (same class and scale)
 MARROW_INIT = "detector-synth"
 
@@ -58,6 +61,7 @@ class DetectorRunRequest:
     device: str | None = None
     init_weights: str | None = None
     backbone_weights: str | None = None
+    augment: str | None = None  # basic or romanowsky photometry; None: the recipe's (basic without one)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ def prepare_detector_run(req: DetectorRunRequest) -> DetectorRun:
         )
     if req.recipe is not None and req.epochs is not None:  # e.g. a longer schedule on a GPU
         cfg = replace(cfg, epochs=req.epochs)
+    if req.augment is not None:
+        if req.augment not in AUGMENTS:
+            raise InputError(req.augment, f"unknown augmentation; use {' or '.join(AUGMENTS)}")
+        cfg = replace(cfg, augment=replace(cfg.augment, romanowsky=req.augment == "romanowsky"))
     return DetectorRun(list(train), list(val), cfg)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from marrowscope.data.augment import AugmentConfig, Augmenter, rescale
+from marrowscope.data.augment import AugmentConfig, Augmenter, rescale, stain_basis_of
 from marrowscope.data.detection_datasets import DetectionSample
 from marrowscope.models.detector import (
     DEFAULT_ARCH,
@@ -160,6 +160,23 @@ def _window_size(config: DetectorTrainConfig) -> int:
     covers the training crop, so every crop the full image could give stays possible."""
     smallest = min(1.0, *config.augment.scale_range)
     return int(np.ceil(config.crop_size / max(smallest, 1e-3))) + 1
+
+
+def _stain_basis(train_p: Sequence[_Prepared], config: DetectorTrainConfig, out: Path | None
+                 ) -> np.ndarray | None:
+    """For ``augment.romanowsky``: the OD basis of (up to 256 of) the training images, drawn under the seed,
+    written to ``out/stain_basis.json``; otherwise ``None``."""
+    if not config.augment.romanowsky:
+        return None
+    from marrowscope.io.atomic import write_text_atomic
+
+    pick = np.random.default_rng(config.seed).permutation(len(train_p))[:256]
+    basis = stain_basis_of([train_p[int(i)].image for i in pick], seed=config.seed)
+    logger.info("Romanowsky stain basis of %d training images: %s", len(pick), np.round(basis, 3).tolist())
+    if out is not None:
+        write_text_atomic(out / "stain_basis.json", json.dumps({"stain_basis": basis.tolist(),
+                                                                 "n_images": len(pick)}) + "\n")
+    return basis
 
 
 def batch_tensors(items: Sequence[tuple[Any, Any, Any]], device: str
@@ -357,7 +374,7 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
         return TrainResult(best_path if best_path.exists() else None, last_path, tuple(history), True, spent)
     train_p = prepare_samples(train, config.classes, config.mpp, progress)
     val_p = prepare_samples(val, config.classes, config.mpp, progress) if val else []
-    aug = Augmenter(config.augment)
+    aug = Augmenter(config.augment, stain_basis=_stain_basis(train_p, config, out if dist.is_main else None))
     n = len(train_p)
     n_epoch = n * max(1, config.repeats)
     steps_per_epoch = max(1, n_epoch // config.batch_size)
@@ -507,13 +524,15 @@ def synth_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 10
 
 
 def marrow_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 4,
-                         max_minutes: float | None = None, init_weights: str | None = None
-                         ) -> DetectorTrainConfig:
+                         max_minutes: float | None = None, init_weights: str | None = None,
+                         romanowsky: bool = False) -> DetectorTrainConfig:
     """The ``detector-marrow`` recipe: one class ``cell`` (nucleated cells) at 0.25 µm/px, the scale and
     speed of ``detector-synth`` (a 2048 px marrow ROI at 0.11 µm/px is 2 x 2 tiles), fine-tuned from its
     weights by default on real blood fields plus a synthetic cohort
     (:func:`~marrowscope.data.detection_datasets.marrow_recipe_samples`); wider colour and blur jitter than
-    the other recipes (other labs' stains and optics), AdamW 5e-4, batch 4, cosine over ``epochs``."""
+    the other recipes (other labs' stains and optics), AdamW 5e-4, batch 4, cosine over ``epochs``.
+    ``romanowsky``: the classifier's domain randomisation instead of that colour and blur jitter
+    (:class:`~marrowscope.data.augment.AugmentConfig` ``romanowsky``)."""
     from marrowscope.data.detection_datasets import BLOOD_FIELD_MPP
 
     return DetectorTrainConfig(
@@ -521,6 +540,6 @@ def marrow_recipe_config(*, seed: int = 0, num_threads: int = 1, epochs: int = 4
         batch_size=4, eval_every=2, lr=5e-4, weight_decay=1e-4, warmup_iters=50, seed=seed,
         num_threads=num_threads, checkpoint_every_s=180.0, max_minutes=max_minutes,
         augment=AugmentConfig(scale_range=(0.8, 1.25), stain_sigma=0.08, saturation=0.3, hue=0.05,
-                              blur=0.3, blur_sigma=(0.3, 1.5)),
+                              blur=0.3, blur_sigma=(0.3, 1.5), romanowsky=romanowsky),
         init_weights=init_weights, spec_params={"default_input_mpp": BLOOD_FIELD_MPP},
     )
