@@ -12,6 +12,11 @@ there. Each validation part is scored at its granularity: PBC (``pbc:``) at PBC'
 Weights that ask for colour standardisation are given each unit's crops in one call, as inference
 does (one call per real dataset part, one per synthetic slide), so they standardise per unit.
 
+``--skewed``: the PBC part is classified in label-skewed calls instead: for each label, its crops with
+a quarter as many of the others drawn at random (seed 0), so every crop is classified in a call where its
+own label makes up 80 % of the crops (what per-call statistics, colour standardisation or BatchNorm
+adaptation, meet in a leukaemic marrow region); each crop is scored from its own label's call.
+
 Prints one line per weights file and writes every number to ``--out``.
 """
 
@@ -35,23 +40,38 @@ def centre(images: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(t.permute(0, 2, 3, 1).numpy())
 
 
-def score_part(clf: Any, fmt: str, val: Any, units: np.ndarray, tta: int) -> dict[str, Any]:
+def skewed_calls(labels: list[Any], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(call crops, crops scored from that call) per label: the label's crops + a quarter as many others."""
+    keys = np.array([str(lab) for lab in labels])
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in sorted(set(keys)):
+        own, rest = np.nonzero(keys == k)[0], np.nonzero(keys != k)[0]
+        extra = rng.choice(rest, min(len(rest), len(own) // 4), replace=False)
+        out.append((np.r_[own, extra], own))
+    return out
+
+
+def score_part(clf: Any, fmt: str, val: Any, units: np.ndarray, tta: int, skewed: bool = False
+               ) -> dict[str, Any]:
     from marrowscope.data.classification_datasets import SET, scheme_of_spec
     from marrowscope.engines.classify import classify_crops
     from marrowscope.eval.classification import score_predictions
 
     crops = centre(val.images, clf.input_size)
     probs = np.zeros((len(val), len(clf.classes)), dtype=np.float64)
-    for u in np.unique(units):  # one call per unit: what standardisation sees at inference
-        sel = np.nonzero(units == u)[0]
-        probs[sel] = classify_crops(clf, crops[sel], tta=tta).probabilities
+    calls = ([(np.nonzero(units == u)[0],) * 2 for u in np.unique(units)]  # one call per unit, as inference
+             if not (skewed and fmt == "pbc") else skewed_calls(list(val.labels)))
+    for sel, scored in calls:
+        p = classify_crops(clf, crops[sel], tta=tta).probabilities
+        probs[scored] = p[: len(scored)]  # the scored crops come first in each call
     scheme = "pbc8" if fmt == "pbc" else "bmdeep33"
     keep = np.arange(len(val)) if fmt == "pbc" else np.nonzero(np.asarray(val.target_kind) != SET)[0]
     labels = [val.labels[i] for i in keep]
     rep = score_predictions(probs[keep], clf.classes, labels, eval_scheme=scheme,
                             model_scheme=scheme_of_spec(clf.spec))
     return {"scheme": scheme, "macro_f1": rep.macro_f1, "accuracy": rep.accuracy, "n": int(len(keep)),
-            "n_units": int(len(np.unique(units)))}
+            "n_calls": len(calls)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--skewed", action="store_true",
+                    help="the PBC part in label-skewed calls (80 %% one label)")
     a = ap.parse_args(argv)
 
     import torch
@@ -85,14 +107,16 @@ def main(argv: list[str] | None = None) -> int:
               "changed since that run); score with the code and data it was trained on", file=sys.stderr)
         return 2
     _, va_units = colour_units(parts, splits)
-    results: dict[str, Any] = {"run": str(a.run), "datasets": names, "tta": a.tta, "weights": {}}
+    results: dict[str, Any] = {"run": str(a.run), "datasets": names, "tta": a.tta, "skewed": a.skewed,
+                               "weights": {}}
     for w in a.weights:
         clf = load_classifier(w, device="cpu")
         row: dict[str, Any] = {"sha256": clf.sha256,
-                               "colour_standardise": bool(clf.spec.params.get("colour_standardise"))}
+                               "colour_standardise": bool(clf.spec.params.get("colour_standardise")),
+                               "bn_adapt": bool(clf.spec.params.get("bn_adapt"))}
         offset = 0
         for (name, fmt, _, _), (_, v) in zip(parts, splits, strict=True):
-            row[name] = score_part(clf, fmt, v, va_units[offset:offset + len(v)], a.tta)
+            row[name] = score_part(clf, fmt, v, va_units[offset:offset + len(v)], a.tta, a.skewed)
             offset += len(v)
         row["mean_macro_f1"] = float(np.mean([row[n]["macro_f1"] for n, _, _, _ in parts]))
         results["weights"][w] = row

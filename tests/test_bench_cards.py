@@ -50,6 +50,9 @@ def test_card_section_helpers_map_benchmark_outputs_to_card_keys(tmp_path: Path)
     p = tmp_path / "vp.json"
     p.write_text(json.dumps(vp))
     assert choice_metrics(p) == {"r/classifier": {"pbc8": 0.9, "bmdeep33": 0.7, "mean": 0.8}}
+    skew = tmp_path / "vp_skew.json"
+    skew.write_text(json.dumps({**vp, "skewed": True}))
+    assert set(choice_metrics(p, skew)) == {"r/classifier", "r/classifier skewed"}
     ev = tmp_path / "metrics.json"
     ev.write_text(json.dumps({"macro_f1": 0.3, "macro_f1_min_support": 0.4, "n_images": 316}))
     got = evaluate_output(ev)

@@ -185,3 +185,34 @@ def test_alignment_without_scheme_reports_unknown_labels():
     rep = score_predictions(probs, classes, ["neutrophil", "lymphocyte", "plasma_cell"])
     assert rep.n_images == 2 and rep.extra["excluded"] == {"plasma_cell": 1}
     assert rep.macro_f1 == pytest.approx(1.0)
+
+
+def test_batchnorm_adaptation_per_call(tmp_path):
+    from marrowscope.engines.classify import MIN_STANDARDISE, adapt_batchnorm
+
+    clf = create_classifier(make_spec(CLASSES, input_size=32, mpp=0.5), seed=1)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(120, 255, (MIN_STANDARDISE, 32, 32, 3), dtype=np.uint8)
+    bns = lambda net: [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]  # noqa: E731
+    stored = [m.running_mean.clone() for m in bns(clf.net)]
+    assert adapt_batchnorm(clf, crops) is clf  # the weights do not ask for it
+    ask = clf.with_params(bn_adapt=True)
+    assert adapt_batchnorm(ask, crops[: MIN_STANDARDISE - 1]) is ask  # too few crops: the stored statistics
+    adapted = adapt_batchnorm(ask, crops)
+    assert all(not m.training for m in bns(adapted.net))
+    assert all(not torch.allclose(m.running_mean, s) for m, s in zip(bns(adapted.net), stored, strict=True))
+    assert all(torch.equal(m.running_mean, s) for m, s in zip(bns(clf.net), stored, strict=True))  # a copy
+    first = adapt_batchnorm(clf.with_params(bn_adapt=1), crops)
+    changed = [not torch.allclose(m.running_mean, s) for m, s in zip(bns(first.net), stored, strict=True)]
+    assert changed[0] and not any(changed[1:])
+    # the call's statistics reach the probabilities, through a folded copy (the same up to rounding)
+    p0 = classify_crops(clf, crops, tta=1).probabilities
+    p1 = classify_crops(ask, crops, tta=1).probabilities
+    assert not np.allclose(p1, p0)
+    assert not bns(adapt_batchnorm(ask, crops, fold=True).net)
+    assert np.allclose(p1, softmax(tta_logits(adapted, crops, tta=1), clf.temperature), atol=1e-4)
+    # a predicting-only load keeps BatchNorm unfolded for weights that adapt it
+    save_classifier(tmp_path / "a.pt", ask)
+    assert bns(load_classifier(tmp_path / "a.pt", device="cpu", optimise=True).net)
+    save_classifier(tmp_path / "b.pt", clf)
+    assert not bns(load_classifier(tmp_path / "b.pt", device="cpu", optimise=True).net)

@@ -12,6 +12,10 @@
   crops' stain statistics first, using the statistics of those crops (a region's cells in ``analyze``,
   a whole set in evaluation); calls with fewer than :data:`MIN_STANDARDISE` crops are left as they are
   (too few cells for stable statistics).
+- BatchNorm adaptation: weights with ``params['bn_adapt']`` classify each call's crops (after colour
+  standardisation) with a copy of the network whose BatchNorm statistics are re-estimated on those crops
+  (AdaBN, Li et al. 2018), under the same :data:`MIN_STANDARDISE` rule; the OOD score keeps the stored
+  network (:mod:`marrowscope.engines.ood`), so a foreign slide still looks foreign.
 """
 
 from __future__ import annotations
@@ -45,6 +49,47 @@ def standardise_crops(clf: CellClassifier, crops: np.ndarray) -> np.ndarray:
 
     basis = np.asarray(p["stain_basis"], dtype=np.float64)
     return standardise_to(crops, basis, ColourStats.from_dict(p["colour_reference"]))
+
+
+def adapt_batchnorm(clf: CellClassifier, crops: np.ndarray, batch_size: int = 256, *, fold: bool = False
+                    ) -> CellClassifier:
+    """``clf`` with its BatchNorm statistics re-estimated on ``crops`` when the weights ask for it
+    (``params['bn_adapt']``: ``True`` every BatchNorm layer, an integer ``k`` the first ``k`` in the
+    network's order, i.e. the early, colour- and texture-level ones) and there are at least
+    :data:`MIN_STANDARDISE` crops; otherwise ``clf``. ``fold``: the adapted copy with its BatchNorm folded
+    into the convolutions (:func:`marrowscope.models.inference.fold_batchnorm`), to predict at full speed."""
+    want = clf.spec.params.get("bn_adapt")
+    if not want:
+        return clf
+    import copy
+    from dataclasses import replace
+
+    import torch
+
+    if len(crops) < MIN_STANDARDISE:
+        log.info("%d crops: too few to re-estimate BatchNorm statistics (need %d); stored ones used",
+                 len(crops), MIN_STANDARDISE)
+        return clf
+    net = copy.deepcopy(clf.net)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:  # e.g. an int8 body with BatchNorm folded into its convolutions
+        log.info("the network has no BatchNorm layers to adapt (precision %s)", clf.precision)
+        return clf
+    if want is not True:
+        norms = norms[: int(want)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch of the call
+        m.train()
+    with torch.no_grad():  # equal-sized batches: the cumulative average weighs every batch alike
+        for part in np.array_split(np.arange(len(crops)), -(-len(crops) // batch_size)):
+            net(clf.to_tensor(crops[part]))
+    net.eval()
+    if fold:
+        from marrowscope.models.inference import fold_batchnorm
+
+        fold_batchnorm(net)
+    return replace(clf, net=net)
 
 
 @dataclass(frozen=True)
@@ -116,7 +161,9 @@ def classify_crops(
     thr = clf.uncertain_threshold if threshold is None else float(threshold)
     if len(crops) == 0:
         return Classification(np.zeros((0, len(clf.classes))), clf.classes, (), thr, t, tta)
-    probs = softmax(tta_logits(clf, standardise_crops(clf, crops), tta=tta, batch_size=batch_size), t)
+    crops = standardise_crops(clf, crops)
+    adapted = adapt_batchnorm(clf, crops, batch_size, fold=True)
+    probs = softmax(tta_logits(adapted, crops, tta=tta, batch_size=batch_size), t)
     top = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     labels = tuple(clf.classes[int(k)] if c >= thr else None for k, c in zip(top, conf, strict=True))

@@ -236,6 +236,7 @@ def load_classifier(name_or_path: str | Path, device: str | None = None,
     ``auto`` (:func:`marrowscope.models.inference.resolve_precision`).
     ``optimise``: fold BatchNorm into the convolutions and use channels-last memory format, for a
     classifier that only predicts (same outputs up to rounding; never save or train a folded network).
+    Weights that re-estimate their BatchNorm statistics per call (``params['bn_adapt']``) keep it unfolded.
     """
     import torch
 
@@ -267,7 +268,7 @@ def load_classifier(name_or_path: str | Path, device: str | None = None,
         qnet = quantize_int8(net, ranges or {}, spec.pixel_size)
         fold_batchnorm(net)  # the fp32 network stays for the OOD features only
         fp32_net, net = net.to(memory_format=torch.channels_last), qnet
-    elif optimise:
+    elif optimise and not spec.params.get("bn_adapt"):
         fold_batchnorm(net)
     if optimise:
         net = net.to(memory_format=torch.channels_last)
