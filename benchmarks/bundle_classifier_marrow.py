@@ -54,14 +54,15 @@ def evaluate_output(path: Path) -> dict[str, Any]:
 
 def choice_metrics(*paths: Path) -> dict[str, Any]:
     """val_parts.py's outputs as ``<weights>.{pbc8, bmdeep33, mean}`` (macro F1 on each validation part;
-    ``<weights>``: the file path without ``runs/`` and ``.pt``, plus `` skewed`` for a ``--skewed`` run)."""
+    ``<weights>``: the file path without ``runs/`` and ``.pt``, plus `` skewed`` for a ``--skewed`` run;
+    ``mean`` only where there are several parts)."""
     out: dict[str, Any] = {}
     for path in paths:
         d = json.loads(path.read_text())
         for w, r in d["weights"].items():
             parts = {r[k]["scheme"]: r[k]["macro_f1"] for k in d["datasets"]}
             key = w.removeprefix("runs/").removesuffix(".pt") + (" skewed" if d.get("skewed") else "")
-            out[key] = {**parts, "mean": r["mean_macro_f1"]}
+            out[key] = {**parts, "mean": r["mean_macro_f1"]} if len(parts) > 1 else parts
     return out
 
 

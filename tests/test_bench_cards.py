@@ -53,6 +53,10 @@ def test_card_section_helpers_map_benchmark_outputs_to_card_keys(tmp_path: Path)
     skew = tmp_path / "vp_skew.json"
     skew.write_text(json.dumps({**vp, "skewed": True}))
     assert set(choice_metrics(p, skew)) == {"r/classifier", "r/classifier skewed"}
+    one = tmp_path / "vp_one.json"
+    one.write_text(json.dumps({"datasets": ["pbc:P"], "weights": {"w.pt": {
+        "pbc:P": {"scheme": "pbc8", "macro_f1": 0.9}, "mean_macro_f1": 0.9}}}))
+    assert choice_metrics(one) == {"w": {"pbc8": 0.9}}
     ev = tmp_path / "metrics.json"
     ev.write_text(json.dumps({"macro_f1": 0.3, "macro_f1_min_support": 0.4, "n_images": 316}))
     got = evaluate_output(ev)

@@ -205,6 +205,8 @@ def test_batchnorm_adaptation_per_call(tmp_path):
     first = adapt_batchnorm(clf.with_params(bn_adapt=1), crops)
     changed = [not torch.allclose(m.running_mean, s) for m, s in zip(bns(first.net), stored, strict=True)]
     assert changed[0] and not any(changed[1:])
+    # its pass stopped early, with the first layer's statistics those of a full pass
+    assert torch.allclose(bns(first.net)[0].running_var, bns(adapted.net)[0].running_var)
     # the call's statistics reach the probabilities, through a folded copy (the same up to rounding)
     p0 = classify_crops(clf, crops, tta=1).probabilities
     p1 = classify_crops(ask, crops, tta=1).probabilities

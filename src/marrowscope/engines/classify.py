@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,10 @@ def standardise_crops(clf: CellClassifier, crops: np.ndarray) -> np.ndarray:
     return standardise_to(crops, basis, ColourStats.from_dict(p["colour_reference"]))
 
 
+class _StopForward(Exception):
+    """Raised by a forward hook to end a statistics-only pass early."""
+
+
 def adapt_batchnorm(clf: CellClassifier, crops: np.ndarray, batch_size: int = 256, *, fold: bool = False
                     ) -> CellClassifier:
     """``clf`` with its BatchNorm statistics re-estimated on ``crops`` when the weights ask for it
@@ -61,6 +66,7 @@ def adapt_batchnorm(clf: CellClassifier, crops: np.ndarray, batch_size: int = 25
     want = clf.spec.params.get("bn_adapt")
     if not want:
         return clf
+    import contextlib
     import copy
     from dataclasses import replace
 
@@ -81,9 +87,22 @@ def adapt_batchnorm(clf: CellClassifier, crops: np.ndarray, batch_size: int = 25
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over every batch of the call
         m.train()
+    # each pass stops once every adapted layer has run: nothing deeper changes their statistics
+    seen: set[int] = set()
+
+    def stop_when_all_seen(module: Any, *_: object) -> None:
+        seen.add(id(module))
+        if len(seen) == len(norms):
+            raise _StopForward
+
+    hooks = [m.register_forward_hook(stop_when_all_seen) for m in norms]
     with torch.no_grad():  # equal-sized batches: the cumulative average weighs every batch alike
         for part in np.array_split(np.arange(len(crops)), -(-len(crops) // batch_size)):
-            net(clf.to_tensor(crops[part]))
+            seen.clear()
+            with contextlib.suppress(_StopForward):
+                net(clf.to_tensor(crops[part]))
+    for h in hooks:
+        h.remove()
     net.eval()
     if fold:
         from marrowscope.models.inference import fold_batchnorm
