@@ -10,25 +10,19 @@ compared with ``bn_adapt = 3``. Prints a markdown table with the ratio.
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from bench_classifier import best_of
+from bench_classifier import bench_args, best_of
 from marrowscope.engines.classify import classify_crops
 from marrowscope.models.classifier import load_classifier
 
 
 def main() -> None:
-    logging.disable(logging.WARNING)
-    weights = sys.argv[1] if len(sys.argv) > 1 else "classifier-pbc"
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 2048
-    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-    torch.set_num_threads(threads)
+    weights, n, threads = bench_args()
     clf = load_classifier(weights, device="cpu", optimise=True)
     k = clf.spec.params.get("bn_adapt") or 3
     # the same file loaded twice: once folded (no adaptation), once unfolded with it

@@ -44,12 +44,19 @@ def best_of(f: Callable[[], Any], n: int = 3) -> tuple[float, float]:
     return best, best_cpu
 
 
-def main() -> None:
+def bench_args() -> tuple[str, int, int]:
+    """``[WEIGHTS] [N_CELLS] [THREADS]`` from the command line (defaults classifier-pbc, 2048, 2); sets the
+    torch threads and quiets logging."""
     logging.disable(logging.WARNING)
     weights = sys.argv[1] if len(sys.argv) > 1 else "classifier-pbc"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2048
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     torch.set_num_threads(threads)
+    return weights, n, threads
+
+
+def main() -> None:
+    weights, n, threads = bench_args()
     clf: CellClassifier
     try:
         clf = load_classifier(weights, device="cpu")
