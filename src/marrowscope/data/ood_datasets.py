@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from marrowscope.data.scale import RED_CELL_UM
 from marrowscope.errors import InputError
 from marrowscope.io.formats import DATASET_IMAGE_SUFFIXES
 from marrowscope.taxonomy import UnknownLabelError
@@ -316,8 +317,6 @@ def txl_detection_by_source(root: str | Path, classes: Sequence[str], *, splits:
     return dict(sorted(out.items()))
 
 
-#: the red cell's diameter the blood-field scales are read from (µm), as for BCCD's pixel size
-RED_CELL_UM = 7.5
 
 
 def txl_source_scales(root: str | Path, *, splits: Sequence[str] = ("train", "val")) -> dict[str, float]:

@@ -29,11 +29,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-#: a red cell's diameter in a dried smear (µm)
+if TYPE_CHECKING:
+    from marrowscope.io.slides.base import SlideReader
+
+#: a red cell's diameter in a dried smear (µm); the blood fields' scales are read from it, as BCCD's
 RED_CELL_UM = 7.5
+CALIBRATION_FILE = "red_cell_scale.json"
+#: ``--mpp auto``: a slide without a pixel size gets the one its red cells give
+MPP_AUTO = "auto"
+#: a pixel size as the user gives it: µm/px, ``auto``, or None (the slide's own)
+PixelSize = float | str | None
+#: slide property (JSON of :meth:`RedCellScale.to_dict`) that marks a pixel size read from red cells
+MPP_ESTIMATED_PROPERTY = "marrowscope.mpp_estimated"
+#: the smallest opening radius (working px; smaller ones remove pixel noise and rims) and the step
+MIN_RADIUS, RADIUS_STEP = 2.0, 1.05
+#: a slide larger than this (level-0 pixels) is sampled in tiles rather than read whole
+WHOLE_IMAGE_PX = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,9 @@ class ScaleConfig:
     closing: int = 1  # px at working resolution: bridges a red cell's broken rim before holes are filled
     min_stained: float = 0.02  # fraction of the image; less is a blank field
     bandwidth: float = 0.06  # kernel width on ln(diameter)
+    #: estimated µm/px x calibration = µm/px by red-cell boxes; None: the package's measured factor
+    #: (``red_cell_scale.json``, written by ``benchmarks/red_cell_scale.py``); 1.0: the raw estimate
+    calibration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,7 @@ def _stained(green: np.ndarray, closing: int) -> np.ndarray:
 
     if float(green.max()) - float(green.min()) < 1e-6:
         return np.zeros(green.shape, dtype=bool)
-    fg = green < threshold_otsu(green)
+    fg = green <= threshold_otsu(green)
     if closing:
         fg = ndimage.binary_closing(fg, iterations=closing, border_value=0)
     return np.asarray(ndimage.binary_fill_holes(fg), dtype=bool)
@@ -117,11 +135,13 @@ def _spectrum_at(green: np.ndarray, factor: float, cfg: ScaleConfig) -> SizeSpec
     total = float(fg.size)
     if fg.mean() < cfg.min_stained:
         return SizeSpectrum(np.zeros(0), np.zeros(0))
-    radii = np.arange(1, max(4, min(g.shape) // 6) + 1)  # a red cell is at most a third of the field
-    left = np.concatenate([[float(fg.sum())], _opening_areas(fg, radii)])
-    removed = -np.diff(left) / total  # removed by the opening of radius r: inscribed radius in (r-1, r]
-    keep = radii > 2  # radius-1 and -2 openings remove pixel noise and rims
-    return SizeSpectrum(diameters_px=2.0 * (radii[keep] - 0.5) * factor, area=removed[keep])
+    # radii in steps of RADIUS_STEP (the distance transforms take any radius), up to a sixth of the short
+    # side: a red cell is at most a third of the field
+    top = max(4.0, min(g.shape) / 6)
+    radii = MIN_RADIUS * RADIUS_STEP ** np.arange(int(np.log(top / MIN_RADIUS) / np.log(RADIUS_STEP)) + 2)
+    left = _opening_areas(fg, radii)
+    removed = -np.diff(left) / total  # removed between two radii: objects of inscribed radius in between
+    return SizeSpectrum(diameters_px=2.0 * np.sqrt(radii[:-1] * radii[1:]) * factor, area=removed)
 
 
 def size_spectrum(rgb: np.ndarray, cfg: ScaleConfig | None = None) -> SizeSpectrum:
@@ -164,12 +184,26 @@ def _peak(s: SizeSpectrum, bandwidth: float) -> tuple[float, float] | None:
     return d, float(w[near].sum() / w.sum())
 
 
-def scale_from_spectrum(s: SizeSpectrum, n_fields: int, cfg: ScaleConfig | None = None) -> RedCellScale | None:
+def package_calibration() -> float:
+    """The factor ``benchmarks/red_cell_scale.py`` measured (1.0 when the file is missing)."""
+    import json
+    from importlib import resources
+
+    try:
+        text = resources.files("marrowscope.data").joinpath(CALIBRATION_FILE).read_text(encoding="utf-8")
+        return float(json.loads(text)["factor"])
+    except (OSError, KeyError, ValueError):
+        return 1.0
+
+
+def scale_from_spectrum(s: SizeSpectrum, n_fields: int, cfg: ScaleConfig | None = None
+                        ) -> RedCellScale | None:
     cfg = cfg or ScaleConfig()
     peak = _peak(s, cfg.bandwidth)
     if peak is None:
         return None
-    return RedCellScale(mpp=cfg.red_cell_um / peak[0], diameter_px=peak[0], peak_share=peak[1],
+    factor = package_calibration() if cfg.calibration is None else cfg.calibration
+    return RedCellScale(mpp=factor * cfg.red_cell_um / peak[0], diameter_px=peak[0], peak_share=peak[1],
                         n_fields=n_fields)
 
 
@@ -178,7 +212,20 @@ def estimate_red_cell_scale(rgb: np.ndarray, cfg: ScaleConfig | None = None) -> 
     return scale_from_spectrum(size_spectrum(rgb, cfg), 1, cfg)
 
 
-def pooled_red_cell_scale(images: Iterable[np.ndarray], cfg: ScaleConfig | None = None) -> RedCellScale | None:
+def pooled_red_cell_scale(images: Iterable[np.ndarray], cfg: ScaleConfig | None = None
+                          ) -> RedCellScale | None:
     """One µm/px for fields of one microscope and magnification, from their spectra added up."""
     spectra = [size_spectrum(im, cfg) for im in images]
     return scale_from_spectrum(_sum(spectra), len(spectra), cfg)
+
+
+def estimate_slide_scale(slide: SlideReader, cfg: ScaleConfig | None = None, *, tile: int = 1024,
+                         grid: int = 3) -> RedCellScale | None:
+    """µm/px of a slide or field image that lacks one: read from its red cells at level 0 (the whole image
+    when small; else a ``grid`` x ``grid`` of ``tile`` px tiles over its central 60 %, pooled)."""
+    w, h = slide.info.width, slide.info.height
+    if w * h <= WHOLE_IMAGE_PX:
+        return estimate_red_cell_scale(slide.read_region(0, 0, w, h), cfg)
+    xs = np.linspace(0.2 * w, 0.8 * w - tile, grid).astype(int)
+    ys = np.linspace(0.2 * h, 0.8 * h - tile, grid).astype(int)
+    return pooled_red_cell_scale((slide.read_region(int(x), int(y), tile, tile) for y in ys for x in xs), cfg)
