@@ -33,6 +33,9 @@ def _err_line(capsys) -> str:  # noqa: ANN001
     (["analyze", "s.png", "--out", "o", "--target-cells", "0"], "--target-cells"),
     (["analyze", "s.png", "--out", "o", "--mpp", "0"], "--mpp"),
     (["analyze", "s.png", "--out", "o", "--mpp", "-0.5"], "--mpp"),
+    (["analyze", "s.png", "--out", "o", "--mpp", "abc"], "--mpp"),
+    (["analyze", "s.png", "--out", "o", "--mpp", "inf"], "--mpp"),
+    (["analyze", "s.png", "--out", "o", "--mpp", "nan"], "--mpp"),
     (["analyze", "s.png", "--out", "o", "--seed", "-1"], "--seed"),
     (["train", "diagnosis", "--cohort", "c", "--out", "m.skops", "--estimator", "svm"], "--estimator"),
     (["evaluate", "diagnosis", "--cohort", "c", "--out", "o", "--train-on", "both"], "--train-on"),
@@ -121,3 +124,23 @@ def test_train_classifier_rejects_zero_epochs_before_reading_data(tmp_path: Path
                  "--epochs", "0"])
     assert code == 2 and "--epochs" in _err_line(capsys)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("given, passed", [("auto", "auto"), ("AUTO", "auto"), ("0.25", 0.25)])
+def test_mpp_takes_a_number_or_auto(given: str, passed: object, tmp_path: Path,
+                                    monkeypatch) -> None:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    import marrowscope.engines.batch as batch_mod
+
+    seen: list[object] = []
+
+    def fake(slides, out, cfg, *, mpp, **kw):  # noqa: ANN001, ANN202, ARG001
+        seen.append(mpp)
+        return SimpleNamespace(slides=[], failures=[], n_done=0, n_skipped=0, index="i", summary_path="s")
+
+    monkeypatch.setattr(batch_mod, "analyze_batch", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.png").write_bytes(b"")
+    assert main(["analyze", "s.png", "--out", "o", "--mpp", given]) == 0
+    assert seen == [passed]

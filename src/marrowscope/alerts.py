@@ -73,6 +73,9 @@ THRESHOLD_UNDECIDED = register_code(
 NO_LOW_RES_LEVEL = register_code(
     "no_low_res_level", "the slide has no low-resolution level: field selection read a downsampled overview "
     "tile by tile from level 0 (slower, same result)", severity="info")
+MPP_ESTIMATED = register_code(
+    "mpp_estimated", "the slide carries no pixel size; it was read from the size of its red cells "
+    "(--mpp auto): give the real one with --mpp when it is known")
 EMPTY_REGION = register_code("empty_region", "a counting region had no cells", severity="info")
 
 

@@ -79,9 +79,11 @@ def analyze(
     target_cells: int = _TARGET,
     max_cells: int = typer.Option(5000, "--max-cells", min=1,
                                   help="Most cells counted while a blast interval straddles a threshold."),
-    mpp: float | None = typer.Option(None, "--mpp", callback=params.POSITIVE_FLOAT,
-                                     help="Pixel size in µm/px of slides that lack one (the slide's scale; "
-                                          "the models' own scales come from their weights)."),
+    mpp: str | None = typer.Option(None, "--mpp", callback=params.pixel_size, metavar="MPP|auto",
+                                   help="Pixel size in µm/px of slides that lack one (the slide's scale; the "
+                                        "models' own scales come from their weights), or 'auto': read "
+                                        "it from the red cells of a slide that has none (the report says "
+                                        "so)."),
     rois: Path | None = typer.Option(None, "--rois", help="ROI CSV (dataset format) or QuPath GeoJSON."),
     seed: int = _SEED,
     regions: str = typer.Option(

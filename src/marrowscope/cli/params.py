@@ -3,6 +3,7 @@ with one line, e.g. ``Invalid value for '--epochs': must be at least 1, got 0``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -69,3 +70,17 @@ def device(value: str | None) -> str | None:
         return resolve_device(value)
     except InputError as e:
         raise typer.BadParameter(e.problem) from e
+
+
+def pixel_size(value: str | None) -> float | str | None:
+    """``--mpp``: a positive number of µm/px, or ``auto`` (read from the slide's red cells where it has
+    none); None passes."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number):
+        raise typer.BadParameter(f"must be a pixel size in µm/px (e.g. 0.25) or 'auto', got {value!r}")
+    return POSITIVE_FLOAT(number)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from marrowscope.alerts import warning_codes
 from marrowscope.cells import CellAnnotations, Region
+from marrowscope.data.scale import MPP_AUTO, MPP_ESTIMATED_PROPERTY, PixelSize
 from marrowscope.engines import fingerprint as fp
 from marrowscope.engines.pipeline import AnalysisConfig, Models, analyze_slide, load_models
 from marrowscope.errors import InputError
@@ -250,12 +251,34 @@ def collect_jobs(sources: Sequence[str | Path]) -> tuple[list[SlideJob], list[Sl
     return unique, bad
 
 
-def _open(job: SlideJob, mpp: float | None) -> SlideReader:
+def _open_at(job: SlideJob, mpp: float | None) -> SlideReader:
     from marrowscope.io.slides import open_slide
 
     if job.slide_files:
         return open_slide([Path(f) for f in job.slide_files], mpp=mpp, series_uid=job.series_uid)
     return open_slide(job.source, mpp=mpp)
+
+
+def _open(job: SlideJob, mpp: PixelSize) -> SlideReader:
+    """The slide at ``mpp``; with ``auto``, a slide without a pixel size gets the one its red cells give
+    (:func:`marrowscope.data.scale.estimate_slide_scale`), recorded in its properties for the report."""
+    if mpp != MPP_AUTO:
+        return _open_at(job, None if mpp is None else float(mpp))
+    slide = _open_at(job, None)
+    if slide.info.mpp is not None:
+        return slide
+    from marrowscope.data.scale import estimate_slide_scale
+
+    with slide:
+        est = estimate_slide_scale(slide)
+    if est is None:
+        raise InputError(job.source, "the slide has no pixel size and too little stained area to read one "
+                                     "from its red cells; pass it with --mpp, e.g. --mpp 0.25")
+    log.info("%s: no pixel size; %.4f µm/px read from its red cells", job.source, est.mpp)
+    slide = _open_at(job, est.mpp)
+    slide.info = replace(slide.info, properties={**slide.info.properties,
+                                                 MPP_ESTIMATED_PROPERTY: json.dumps(est.to_dict())})
+    return slide
 
 
 def _pick_rois(job: SlideJob, sid: str, by_slide: RoiMap,
@@ -375,7 +398,7 @@ def _chosen_rois(job: SlideJob, sid: str, by_slide: RoiMap, for_all: tuple[Regio
 
 
 def analyze_one(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
-                mpp: float | None, by_slide: RoiMap,
+                mpp: PixelSize, by_slide: RoiMap,
                 for_all: tuple[Region, ...], progress: bool = False,
                 model_ids: Mapping[str, str] | None = None) -> SlideStatus:
     """Analyse one slide and write its outputs; a finished slide is reused when its fingerprints match
@@ -427,7 +450,7 @@ class _ModelsUnavailable(Exception):
 
 
 def run_slide(job: SlideJob, out_dir: Path, cfg: AnalysisConfig, get_models: Callable[[], Models],
-              mpp: float | None, by_slide: RoiMap, for_all: tuple[Region, ...],
+              mpp: PixelSize, by_slide: RoiMap, for_all: tuple[Region, ...],
               progress: bool = False, model_ids: Mapping[str, str] | None = None) -> SlideStatus:
     """:func:`analyze_one` with the batch's failure isolation: any error of this slide becomes a
     ``failed`` status with its reason (and time). ``_ModelsUnavailable`` (no models, or an output disk
@@ -459,7 +482,7 @@ def analyze_batch(
     sources: Sequence[str | Path],
     out_dir: str | Path,
     cfg: AnalysisConfig | None = None,
-    mpp: float | None = None,
+    mpp: PixelSize = None,
     rois: str | Path | None = None,
     *,
     models: Models | None = None,

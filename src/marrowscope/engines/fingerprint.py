@@ -89,7 +89,7 @@ def rois_signature(rois: CellAnnotations | None, source: str | None) -> dict[str
             "regions": [[r.roi_id, *r.box.as_tuple()] for r in rois.regions]}
 
 
-def settings_fingerprint(config: Mapping[str, Any], mpp: float | None, rois: Mapping[str, Any] | None,
+def settings_fingerprint(config: Mapping[str, Any], mpp: float | str | None, rois: Mapping[str, Any] | None,
                          models: Mapping[str, str]) -> dict[str, Any]:
     return {"config": dict(config), "mpp": mpp, "rois": rois, "models": dict(models)}
 

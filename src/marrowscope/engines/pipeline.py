@@ -8,6 +8,7 @@ remain.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from marrowscope.alerts import ResultWarning
 from marrowscope.cells import Box, Cell, CellAnnotations
 from marrowscope.counting import Differential, compute_differential
 from marrowscope.data.regions import FieldQuality, FieldSelectionConfig, plan_overview, select_regions
+from marrowscope.data.scale import MPP_ESTIMATED_PROPERTY
 from marrowscope.engines.classify import classify_cells
 from marrowscope.engines.detect import TileDetector, detect_region
 from marrowscope.errors import InputError
@@ -458,6 +460,12 @@ def _analyze_slide(
     done: list[RegionResult] = []
     taken: list[Box] = []
     warnings: list[ResultWarning] = []
+    if (estimated := info.properties.get(MPP_ESTIMATED_PROPERTY)) is not None:
+        e = json.loads(estimated)
+        warnings.append(ResultWarning(alerts.MPP_ESTIMATED.code, (
+            f"no pixel size in the slide: {e['mpp']:.4f} µm/px was read from its red cells (modal stained "
+            f"diameter {e['diameter_px']:.0f} px; its accuracy is in docs/benchmarks.md); give the real one "
+            "with --mpp when it is known")))
     timings: dict[str, float] = {}
     annotated = bool(rois is not None and rois.regions)
     if not annotated and (note := plan_overview(slide, cfg.fields).note) is not None:

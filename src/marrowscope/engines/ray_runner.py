@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marrowscope.cells import Region
+from marrowscope.data.scale import PixelSize
 from marrowscope.errors import InputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class SlideWorker:
             return (e.error.path, e.error.problem), (t0, time.time())
         return None, (t0, time.time())
 
-    def run(self, job: SlideJob, out_dir: str, mpp: float | None, by_slide: RoiMap,
+    def run(self, job: SlideJob, out_dir: str, mpp: PixelSize, by_slide: RoiMap,
             for_all: tuple[Region, ...], model_ids: Mapping[str, str]) -> SlideStatus | tuple[str, str]:
         """The slide's status, or (what, why) of an error that stops the whole batch (a full disk)."""
         from marrowscope.engines.batch import _ModelsUnavailable, run_slide
@@ -227,7 +228,7 @@ def run_on_ray(
     jobs: Sequence[SlideJob],
     out_dir: Path,
     cfg: AnalysisConfig,
-    mpp: float | None,
+    mpp: PixelSize,
     by_slide: RoiMap,
     for_all: tuple[Region, ...],
     rc: RayConfig,
