@@ -60,7 +60,8 @@ def block_name(meta: dict[str, Any]) -> str:
     """The doc block (and results file stem) of a run: ``txl_loso``, ``txl_loso_red_cells``,
     ``txl_loso_romanowsky``, ..."""
     return ("txl_loso" + ("_red_cells" if meta.get("scales") == "red-cells" else "")
-            + ("_romanowsky" if meta.get("augment", "basic") == "romanowsky" else ""))
+            + ("_romanowsky" if meta.get("augment", "basic") == "romanowsky" else "")
+            + ("_estimated" if meta.get("estimated") else ""))
 
 
 def begin_marker(meta: dict[str, Any]) -> str:
@@ -92,6 +93,62 @@ def score_at_red_cell_scale(data_root: Path, source: str, weights: Path, test: l
     return {**score(weights, with_mpp(test, mpp)), "mpp": mpp}
 
 
+def score_at_estimated_scales(fields_file: Path, source: str, weights: Path, test: list[Any]
+                              ) -> dict[str, Any]:
+    """The held-out source scored with each field at the scale read from its own red cells
+    (``red_cell_scale.py``'s per-field estimates): calibrated on the other sources' train fields (the
+    primary), uncalibrated, and one scale for the source (the median of its calibrated fields)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from red_cell_scale import calibrated_mpps
+
+    fields = json.loads(fields_file.read_text())["fields"]
+    cal = calibrated_mpps(fields, source)
+    raw = {f["image_id"]: f["est_mpp"] for f in fields if f["source"] == source and f.get("est_mpp")}
+
+    def at(m: dict[str, float]) -> list[Any]:
+        return [replace(s, mpp=m.get(s.image_id, s.mpp)) for s in test]
+
+    one = float(np.median(list(cal.values())))
+    return {"calibrated": {**score(weights, at(cal)), "mpp": float(np.median(list(cal.values()))),
+                           "fields_estimated": sum(1 for s in test if s.image_id in cal)},
+            "raw": {**score(weights, at(raw)), "mpp": float(np.median(list(raw.values())))},
+            "per_source": {**score(weights, at(dict.fromkeys(cal, one))), "mpp": one}}
+
+
+def estimated_table(res: dict[str, Any]) -> str:
+    rows = ["| held-out source | training entries | WBC AP@0.5, all its images (assumed scale) | **each "
+            "field at its red cells' estimated scale, calibrated on the other sources** | the same, "
+            "uncalibrated | one estimated scale for the source | the source's red-cell boxes' scale | "
+            "epochs | train min |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for src, r in res["sources"].items():
+        a, e, rb = r["test_all"], r["test_all_estimated"], r["test_all_red_cell_scale"]
+        c, w, one = e["calibrated"], e["raw"], e["per_source"]
+        rows.append(f"| {src} | {r['n_train']} | {a['wbc_ap50']:.3f} ({a['n_images']}, {a['mpp']:g} µm/px) | "
+                    f"**{c['wbc_ap50']:.3f}** (median {c['mpp']:.3f} µm/px; {c['fields_estimated']} fields "
+                    f"estimated) | {w['wbc_ap50']:.3f} ({w['mpp']:.3f}) | "
+                    f"{one['wbc_ap50']:.3f} ({one['mpp']:.3f}) | "
+                    f"{rb['wbc_ap50']:.3f} ({rb['mpp']:.3f}) | {r['train']['epochs']} | "
+                    f"{r['train']['train_wall_s'] / 60:.1f} |")
+    return "\n".join(rows) + "\n\n" + estimated_verdict(res) + "\n"
+
+
+def estimated_verdict(res: dict[str, Any]) -> str:
+    """The pre-registered rule (``results/txl_loso_estimated_rule.txt``) applied."""
+    srcs = res["sources"].values()
+    base = [r["test_all"]["wbc_ap50"] for r in srcs]
+    est = [r["test_all_estimated"]["calibrated"]["wbc_ap50"] for r in srcs]
+    worst = min(e - b for e, b in zip(est, base, strict=True))
+    mb, me = sum(base) / len(base), sum(est) / len(est)
+    ok = me > mb and worst >= -0.02
+    return (f"Mean over the held-out sources: {mb:.3f} at the assumed scales, {me:.3f} at the calibrated "
+            f"estimates; largest fall {max(0.0, -worst):.3f}. Rule (`txl_loso_estimated_rule.txt`): "
+            f"{'**adopted**' if ok else '**not adopted**'}.")
+
+
 def render(res: dict[str, Any]) -> str:
     m = res["meta"]
     head = (f"Command: `{m['command']}`; {m['cpu_count']} cores, {m['threads']} torch threads, torch "
@@ -99,11 +156,14 @@ def render(res: dict[str, Any]) -> str:
             f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m.get('seconds', 0) / 60:.0f} min; "
             f"training budget {m['budget_min']:g} min per source; photometric augmentation "
             f"`{m.get('augment', 'basic')}`."
-            + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else ""))
+            + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else "")
+            + (f" Note: {m['note']}." if "note" in m else ""))
     return f"{head}\n\n{table(res)}"
 
 
 def table(res: dict[str, Any]) -> str:
+    if res["meta"].get("estimated"):
+        return estimated_table(res)
     if res["meta"].get("scales") == "red-cells":
         rows = ["| held-out source | training entries | WBC AP@0.5, all its images (its red cells' scale) | "
                 "its TXL `val` only | epochs | train min |", "|---|---|---|---|---|---|"]
@@ -142,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", choices=("basic", "romanowsky"), default="basic",
                     help="the recipe's colour/blur jitter, or the classifier's Romanowsky domain "
                          "randomisation")
+    ap.add_argument("--estimated", type=Path, default=None, metavar="FIELDS_JSON",
+                    help="also score each held-out source at the scales read from its fields' red cells "
+                         "(red_cell_scale.py's results file)")
     ap.add_argument("--rescore", action="store_true",
                     help="score an earlier run's weights (--work, --out) again, adding the red-cell scale")
     a = ap.parse_args(argv)
@@ -169,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
         "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
-        "txl_mpp": scales, "augment": a.augment}, "sources": {}}
+        "txl_mpp": scales, "augment": a.augment,
+        "estimated": None if a.estimated is None else str(a.estimated)},
+        "sources": {}}
+    if a.estimated is not None and (red or not a.estimated.exists()):
+        print(f"error: --estimated needs an --scales assumed run and {a.estimated} (run red_cell_scale.py)",
+              file=sys.stderr)
+        return 2
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.rescore:
         res = json.loads(a.out.read_text())
@@ -195,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         if not red:  # (at the red-cell scale already otherwise)
             res["sources"][src]["test_all_red_cell_scale"] = score_at_red_cell_scale(
                 a.data_root, src, weights, test)
+        if a.estimated is not None:
+            res["sources"][src]["test_all_estimated"] = score_at_estimated_scales(
+                a.estimated, src, weights, test)
         print(src, res["sources"][src]["test_all"], res["sources"][src]["test_val"], flush=True)
         a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     if not a.rescore:
