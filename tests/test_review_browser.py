@@ -72,9 +72,19 @@ def browser(programs: tuple[str, str]) -> Iterator[Any]:
 
 
 def _wait(what: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``what`` until it is truthy.
+
+    The page re-renders panels by replacing their nodes, so an element found in one
+    poll can be gone before its text is read: that is a "not yet", not a failure.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        v = what()
+        try:
+            v = what()
+        except StaleElementReferenceException:
+            v = None
         if v:
             return v
         time.sleep(0.1)
@@ -85,6 +95,11 @@ def _open_slide(d: Any) -> None:
     d.execute_script("document.body.dataset.ready = ''")
     d.refresh()
     _wait(lambda: d.execute_script("return document.body.dataset.ready") == "1")
+
+
+def _text(d: Any, element_id: str) -> str:
+    """The element's rendered text, read in the page so a re-render cannot make it stale."""
+    return str(d.execute_script(f"return document.getElementById('{element_id}').innerText")).strip()
 
 
 def _js(d: Any, expr: str) -> Any:
@@ -103,7 +118,7 @@ def test_review_a_slide_in_the_browser(server: tuple[str, Path], browser: Any, t
     d = browser
     d.get(url)
     link = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#slides a"))
-    assert "not reviewed" in d.find_element(By.ID, "slides").text
+    assert "not reviewed" in _text(d, "slides")
     link[0].click()
     _wait(lambda: d.execute_script("return document.body.dataset.ready") == "1")
     body = d.find_element(By.TAG_NAME, "body")
@@ -112,17 +127,17 @@ def test_review_a_slide_in_the_browser(server: tuple[str, Path], browser: Any, t
     cell = _js(d, f"window.__marrowscope.cells.get({sel})")
     assert cell["label"] == "myeloblast" and cell["state"] == "pending"
     key = _js(d, "window.__marrowscope.slide.classes.find(c => c.label === 'lymphocyte').key")
-    blast_before = d.find_element(By.ID, "blast-pct").text
+    blast_before = _text(d, "blast-pct")
     n_blasts = _js(d, "window.__marrowscope.tally.blast.count")
     body.send_keys(key)
-    _wait(lambda: d.find_element(By.ID, "blast-pct").text != blast_before)
+    _wait(lambda: _text(d, "blast-pct") != blast_before)
     assert _js(d, "window.__marrowscope.tally.blast.count") == n_blasts - 1
     assert _js(d, f"window.__marrowscope.cells.get({sel}).label") == "lymphocyte"
     assert _js(d, "window.__marrowscope.sel") != sel  # went on to the next cell of the queue
     # undo and redo from the keyboard
     body.send_keys(Keys.CONTROL, "z")
     _wait(lambda: _js(d, f"window.__marrowscope.cells.get({sel}).label") == "myeloblast")
-    assert d.find_element(By.ID, "blast-pct").text == blast_before
+    _wait(lambda: _text(d, "blast-pct") == blast_before)
     body.send_keys(Keys.CONTROL, "y")
     _wait(lambda: _js(d, f"window.__marrowscope.cells.get({sel}).label") == "lymphocyte")
     # walk on (undo/redo selected the cell again) and accept the next cell with Enter
@@ -150,22 +165,22 @@ def test_review_a_slide_in_the_browser(server: tuple[str, Path], browser: Any, t
     d.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
     # reload: every edit is still there
-    blast_after = d.find_element(By.ID, "blast-pct").text
+    blast_after = _text(d, "blast-pct")
     _open_slide(d)
     body = d.find_element(By.TAG_NAME, "body")
     assert _js(d, f"window.__marrowscope.cells.get({sel}).label") == "lymphocyte"
     assert _js(d, f"window.__marrowscope.cells.get({sel}).state") == "reclassified"
     assert _js(d, f"window.__marrowscope.cells.get({nxt}).state") == "accepted"
     assert _js(d, f"window.__marrowscope.cells.get({added['id']}).label") == "segmented_neutrophil"
-    assert d.find_element(By.ID, "blast-pct").text == blast_after
-    assert d.find_element(By.ID, "status").text == "in review"
+    assert _text(d, "blast-pct") == blast_after
+    assert _text(d, "status") == "in review"
     # validate (confirm dialog), then the slide is locked
     d.find_element(By.ID, "validate").click()
     _wait(lambda: d.switch_to.alert).accept()
-    _wait(lambda: d.find_element(By.ID, "status").text == "validated", timeout=60)
-    assert "Dr Browser" in d.find_element(By.ID, "message").text
+    _wait(lambda: _text(d, "status") == "validated", timeout=60)
+    assert "Dr Browser" in _text(d, "message")
     body.send_keys(key)
-    _wait(lambda: "locked" in d.find_element(By.ID, "message").text)
+    _wait(lambda: "locked" in _text(d, "message"))
     # the correction is in the exports
     folder = out / "marrowscope-review" / DICOM_KEY
     gj = {c.row_id: c for c in read_geojson(folder / "cells_reviewed.geojson").cells}
@@ -174,4 +189,4 @@ def test_review_a_slide_in_the_browser(server: tuple[str, Path], browser: Any, t
     box = tuple(round(v) for v in cell["box"])
     assert [c.label for c in ann if tuple(round(v) for v in c.box.as_tuple()) == box] == ["lymphocyte"]
     d.get(url)
-    _wait(lambda: "validated" in d.find_element(By.ID, "slides").text)
+    _wait(lambda: "validated" in _text(d, "slides"))
