@@ -75,6 +75,20 @@ def test_white_cells_do_not_move_the_estimate() -> None:
     assert more.diameter_px == pytest.approx(few.diameter_px, rel=0.05)
 
 
+def test_a_field_around_one_white_cell_reads_the_red_cells_not_the_white_cell() -> None:
+    # a PBC-like crop: one large white cell (lilac cytoplasm, purple nucleus) fills the centre and
+    # outweighs the few red cells around it; left in, it is the spectrum's peak
+    img = field(30, n=10, white_cells=0, size=(360, 360), seed=3)
+    yy, xx = np.mgrid[0:360, 0:360]
+    d2 = (yy - 180.0) ** 2 + (xx - 180.0) ** 2
+    img[d2 <= 75**2] = (200, 170, 215)
+    img[d2 <= 50**2] = PURPLE
+    kept = estimate_red_cell_scale(img, ScaleConfig(calibration=1.0, nucleus_blue=None))
+    est = estimate_red_cell_scale(img, RAW)
+    assert kept is not None and kept.diameter_px > 60  # the white cell's size
+    assert est is not None and est.diameter_px == pytest.approx(30, rel=0.12)
+
+
 def test_blank_field_has_no_estimate_and_bad_shapes_are_refused() -> None:
     assert estimate_red_cell_scale(np.full((300, 300, 3), WHITE, np.uint8)) is None
     with pytest.raises(ValueError, match="RGB"):

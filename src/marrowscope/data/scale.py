@@ -6,12 +6,16 @@ object in a field. :func:`estimate_red_cell_scale` reads their size without any 
 (the morphological size distribution, Matheron/Serra):
 
 1. the stained mask: the green channel (haemoglobin and both Romanowsky dyes absorb green) below its Otsu
-   threshold, closed by one pixel and with holes filled (a red cell's pale centre);
+   threshold, closed by one pixel and with holes filled (a red cell's pale centre); then without the
+   nucleated cells: where the darkest of three grey classes (multi-Otsu on green) is bluer than the rest
+   of the stain (a nucleus, not a dark red cell), an object with a tenth of its area or more in it is
+   a nucleated cell; the threshold is redone on the rest of the field (a nucleus can set it below pale
+   red cells) and what the new mask joins to a nucleated cell (its cytoplasm) is left out as well;
 2. the pattern spectrum: the stained area removed by an opening with a disk of radius r, for r = 1, 2, ...
    (an opening removes every object, or part of a clump, whose inscribed disk is smaller than r; computed
    with two distance transforms per radius). Touching red cells are removed at their own radius, since
    the necks between them are thinner than the cells; white cells, platelets and noise are fewer and
-   sit at other radii;
+   sit at other radii (and step 1 has left the nucleated ones out);
 3. the peak of that spectrum, as a kernel density over ln(diameter) in the image's own pixels.
 
 ``mpp = red_cell_um / diameter_px``. A field is analysed at a working resolution whose short side is
@@ -21,7 +25,8 @@ redone on a full-resolution window. Spectra of several fields of one microscope 
 estimate (``None``) and the caller needs a pixel size from the user.
 
 The parameters follow from the description above (a red cell is round and ~7.5 µm); they were checked, not
-fitted, on 30 TXL-PBC training fields of each of its four sources against their red-cell boxes.
+fitted, on 30 TXL-PBC training fields of each of its four sources against their red-cell boxes (the
+nucleated-cell step on 80).
 ``benchmarks/red_cell_scale.py`` measures the estimate on every TXL-PBC field.
 """
 
@@ -61,6 +66,11 @@ class ScaleConfig:
     closing: int = 1  # px at working resolution: bridges a red cell's broken rim before holes are filled
     min_stained: float = 0.02  # fraction of the image; less is a blank field
     bandwidth: float = 0.06  # kernel width on ln(diameter)
+    #: nucleated cells are left out of the mask: a stained object more than ``nucleus_share`` of whose
+    #: area is in the darkest of three grey classes (multi-Otsu on green), when that class is bluer
+    #: (blue minus red, 0-255) than the rest of the stain by at least ``nucleus_blue``; None keeps them
+    nucleus_blue: float | None = 15.0
+    nucleus_share: float = 0.1
     #: estimated µm/px x calibration = µm/px by red-cell boxes; None: the package's measured factor
     #: (``red_cell_scale.json``, written by ``benchmarks/red_cell_scale.py``); 1.0: the raw estimate
     calibration: float | None = None
@@ -90,16 +100,53 @@ class SizeSpectrum:
     area: np.ndarray
 
 
-def _stained(green: np.ndarray, closing: int) -> np.ndarray:
+def _stained(green: np.ndarray, closing: int, within: np.ndarray | None = None) -> np.ndarray:
+    """The stained mask with holes filled (the module's step 1); the threshold from ``within`` if given."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
-    if float(green.max()) - float(green.min()) < 1e-6:
+    ref = green if within is None else green[within]
+    if ref.size == 0 or float(ref.max()) - float(ref.min()) < 1e-6:
         return np.zeros(green.shape, dtype=bool)
-    fg = green <= threshold_otsu(green)
+    fg = green <= threshold_otsu(ref)
     if closing:
         fg = ndimage.binary_closing(fg, iterations=closing, border_value=0)
     return np.asarray(ndimage.binary_fill_holes(fg), dtype=bool)
+
+
+def _without_nucleated(rgb: np.ndarray, fg: np.ndarray, cfg: ScaleConfig) -> np.ndarray:
+    """The stained mask without nucleated cells (the module's step 1); ``fg`` where none reads as nuclei."""
+    from scipy import ndimage
+    from skimage.filters import threshold_multiotsu
+
+    if cfg.nucleus_blue is None:
+        return fg
+    green = rgb[..., 1]
+    try:
+        dark = green <= threshold_multiotsu(green, classes=3)[0]
+    except ValueError:  # too few grey levels for three classes
+        return fg
+    rest = fg & ~dark
+    if not dark.any() or not rest.any():
+        return fg
+    blue = rgb[..., 2] - rgb[..., 0]
+    if float(blue[dark].mean() - blue[rest].mean()) < cfg.nucleus_blue:
+        return fg  # the darkest class is not bluer than the rest: darker red cells, not nuclei
+    lab, n = ndimage.label(fg)
+    index = np.arange(1, n + 1)
+    share = ndimage.sum(dark, lab, index) / np.maximum(ndimage.sum(fg, lab, index), 1)
+    nucleated = np.concatenate([[False], share > cfg.nucleus_share])[lab]
+    if not nucleated.any():
+        return fg
+    # the threshold is redone without them: a dark nucleus can have set it below pale red cells; what the
+    # new mask joins to a nucleated cell (its cytoplasm, a red cell touching it) is left out as well
+    zone = ndimage.binary_dilation(nucleated, iterations=max(1, cfg.closing))
+    fg2 = _stained(green, cfg.closing, within=~zone)
+    lab2, n2 = ndimage.label(fg2)
+    touching = np.zeros(n2 + 1, dtype=bool)
+    touching[np.unique(lab2[zone & fg2])] = True
+    touching[0] = True
+    return fg2 & ~touching[lab2]
 
 
 def _opening_areas(fg: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -127,17 +174,18 @@ def _windows(rgb: np.ndarray, side: int, n: int) -> list[np.ndarray]:
     return [tiles[i] for i in np.argsort(dark)[::-1][:n]]
 
 
-def _spectrum_at(green: np.ndarray, factor: float, cfg: ScaleConfig) -> SizeSpectrum:
+def _spectrum_at(rgb: np.ndarray, factor: float, cfg: ScaleConfig) -> SizeSpectrum:
     from skimage.transform import rescale
 
-    g = rescale(green, 1.0 / factor, anti_aliasing=True) if factor > 1 else green
-    fg = _stained(g, cfg.closing)
+    g = rescale(rgb, 1.0 / factor, anti_aliasing=True, channel_axis=-1) if factor > 1 else rgb
+    fg = _stained(g[..., 1], cfg.closing)
     total = float(fg.size)
-    if fg.mean() < cfg.min_stained:
+    if fg.mean() < cfg.min_stained:  # a blank field; judged before nucleated cells are left out
         return SizeSpectrum(np.zeros(0), np.zeros(0))
+    fg = _without_nucleated(g, fg, cfg)
     # radii in steps of RADIUS_STEP (the distance transforms take any radius), up to a sixth of the short
     # side: a red cell is at most a third of the field
-    top = max(4.0, min(g.shape) / 6)
+    top = max(4.0, min(g.shape[:2]) / 6)
     radii = MIN_RADIUS * RADIUS_STEP ** np.arange(int(np.log(top / MIN_RADIUS) / np.log(RADIUS_STEP)) + 2)
     left = _opening_areas(fg, radii)
     removed = -np.diff(left) / total  # removed between two radii: objects of inscribed radius in between
@@ -153,12 +201,12 @@ def size_spectrum(rgb: np.ndarray, cfg: ScaleConfig | None = None) -> SizeSpectr
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
     parts = []
     for win in _windows(arr, cfg.window, cfg.max_windows):
-        green = win[..., 1].astype(np.float32)
-        factor = max(1.0, min(green.shape) / cfg.work_side)
-        s = _spectrum_at(green, factor, cfg)
+        win = win[..., :3].astype(np.float32)
+        factor = max(1.0, min(win.shape[:2]) / cfg.work_side)
+        s = _spectrum_at(win, factor, cfg)
         peak = _peak(s, cfg.bandwidth)
         if factor > 1 and peak is not None and peak[0] / (2 * factor) < cfg.min_work_radius:
-            s = _spectrum_at(green, 1.0, cfg)  # small red cells: full resolution
+            s = _spectrum_at(win, 1.0, cfg)  # small red cells: full resolution
         parts.append(s)
     return _sum(parts)
 
