@@ -8,7 +8,7 @@ object in a field. :func:`estimate_red_cell_scale` reads their size without any 
 1. the stained mask: the green channel (haemoglobin and both Romanowsky dyes absorb green) below its Otsu
    threshold, closed by one pixel and with holes filled (a red cell's pale centre); then without the
    nucleated cells: where the darkest of three grey classes (multi-Otsu on green) is bluer than the rest
-   of the stain (a nucleus, not a dark red cell), an object with a tenth of its area or more in it is
+   of the stain (a nucleus, not a dark red cell), an object with more than a tenth of its area in it is
    a nucleated cell; the threshold is redone on the rest of the field (a nucleus can set it below pale
    red cells) and what the new mask joins to a nucleated cell (its cytoplasm) is left out as well;
 2. the pattern spectrum: the stained area removed by an opening with a disk of radius r, for r = 1, 2, ...
@@ -26,7 +26,7 @@ estimate (``None``) and the caller needs a pixel size from the user.
 
 The parameters follow from the description above (a red cell is round and ~7.5 µm); they were checked, not
 fitted, on 30 TXL-PBC training fields of each of its four sources against their red-cell boxes (the
-nucleated-cell step on 80).
+nucleated-cell step on 80; its second threshold on PBC training fields that it had left with no red cell).
 ``benchmarks/red_cell_scale.py`` measures the estimate on every TXL-PBC field.
 """
 
