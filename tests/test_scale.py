@@ -89,6 +89,17 @@ def test_a_field_around_one_white_cell_reads_the_red_cells_not_the_white_cell() 
     assert est is not None and est.diameter_px == pytest.approx(30, rel=0.12)
 
 
+def test_a_crop_filled_by_one_large_cell_has_no_estimate() -> None:
+    # nothing in it is small enough to be a red cell: no estimate rather than a size read off its rim
+    img = np.full((250, 250, 3), WHITE, np.uint8)
+    yy, xx = np.mgrid[0:250, 0:250]
+    img[(yy - 125) ** 2 + (xx - 125) ** 2 <= 75**2] = PURPLE
+    img[(yy - 125) ** 2 + (xx - 125) ** 2 <= 45**2] = (60, 20, 110)  # its nucleus
+    unguarded = ScaleConfig(calibration=1.0, max_left=1.0, edge_peak=10.0)
+    assert estimate_red_cell_scale(img, unguarded) is not None  # read off its nucleus and rim
+    assert estimate_red_cell_scale(img, RAW) is None
+
+
 def test_blank_field_has_no_estimate_and_bad_shapes_are_refused() -> None:
     assert estimate_red_cell_scale(np.full((300, 300, 3), WHITE, np.uint8)) is None
     with pytest.raises(ValueError, match="RGB"):

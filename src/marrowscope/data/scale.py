@@ -16,7 +16,9 @@ object in a field. :func:`estimate_red_cell_scale` reads their size without any 
    with two distance transforms per radius). Touching red cells are removed at their own radius, since
    the necks between them are thinner than the cells; white cells, platelets and noise are fewer and
    sit at other radii (and step 1 has left the nucleated ones out);
-3. the peak of that spectrum, as a kernel density over ln(diameter) in the image's own pixels.
+3. the peak of that spectrum, as a kernel density over ln(diameter) in the image's own pixels. A window
+   whose objects are too large to be red cells (most of the mask outlasts the largest opening, or the
+   peak sits at the largest diameters tried: a crop around one cell) adds nothing.
 
 ``mpp = red_cell_um / diameter_px``. A field is analysed at a working resolution whose short side is
 ~``work_side`` px; where the red cells come out small there (< ``min_work_radius`` px), the estimate is
@@ -66,6 +68,11 @@ class ScaleConfig:
     closing: int = 1  # px at working resolution: bridges a red cell's broken rim before holes are filled
     min_stained: float = 0.02  # fraction of the image; less is a blank field
     bandwidth: float = 0.06  # kernel width on ln(diameter)
+    #: a window is left out where its objects are too large for it to hold red cells (a crop around one
+    #: cell): more than ``max_left`` of the mask outlasts the largest opening, or the spectrum peaks
+    #: above ``edge_peak`` of the largest diameter tried
+    max_left: float = 0.5
+    edge_peak: float = 0.85
     #: nucleated cells are left out of the mask: a stained object more than ``nucleus_share`` of whose
     #: area is in the darkest of three grey classes (multi-Otsu on green), when that class is bluer
     #: (blue minus red, 0-255) than the rest of the stain by at least ``nucleus_blue``; None keeps them
@@ -185,9 +192,11 @@ def _spectrum_at(rgb: np.ndarray, factor: float, cfg: ScaleConfig) -> SizeSpectr
     fg = _without_nucleated(g, fg, cfg)
     # radii in steps of RADIUS_STEP (the distance transforms take any radius), up to a sixth of the short
     # side: a red cell is at most a third of the field
-    top = max(4.0, min(g.shape[:2]) / 6)
+    top = _largest_diameter(rgb.shape[:2], factor) / (2 * factor)
     radii = MIN_RADIUS * RADIUS_STEP ** np.arange(int(np.log(top / MIN_RADIUS) / np.log(RADIUS_STEP)) + 2)
     left = _opening_areas(fg, radii)
+    if left[-1] > cfg.max_left * max(float(fg.sum()), 1.0):
+        return SizeSpectrum(np.zeros(0), np.zeros(0))  # mostly objects larger than any red cell here
     removed = -np.diff(left) / total  # removed between two radii: objects of inscribed radius in between
     return SizeSpectrum(diameters_px=2.0 * np.sqrt(radii[:-1] * radii[1:]) * factor, area=removed)
 
@@ -206,9 +215,18 @@ def size_spectrum(rgb: np.ndarray, cfg: ScaleConfig | None = None) -> SizeSpectr
         s = _spectrum_at(win, factor, cfg)
         peak = _peak(s, cfg.bandwidth)
         if factor > 1 and peak is not None and peak[0] / (2 * factor) < cfg.min_work_radius:
-            s = _spectrum_at(win, 1.0, cfg)  # small red cells: full resolution
+            factor = 1.0
+            s = _spectrum_at(win, factor, cfg)  # small red cells: full resolution
+            peak = _peak(s, cfg.bandwidth)
+        if peak is not None and peak[0] > cfg.edge_peak * _largest_diameter(win.shape[:2], factor):
+            continue  # the objects are as large as the window allows: cut off, not a red cell's size
         parts.append(s)
     return _sum(parts)
+
+
+def _largest_diameter(shape: tuple[int, ...], factor: float) -> float:
+    """The largest opening diameter :func:`_spectrum_at` tries on a window of ``shape``, in its own px."""
+    return 2 * factor * max(4.0, min(shape) / factor / 6)
 
 
 def _sum(parts: Sequence[SizeSpectrum]) -> SizeSpectrum:
