@@ -144,6 +144,8 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
     t0 = time.monotonic()
     cfg = replace(recipe_config(data["recipe"], seed, threads, scratch, data.get("augment", "basic")),
                   device="cpu")
+    if data.get("scale_range"):
+        cfg = replace(cfg, augment=replace(cfg.augment, scale_range=tuple(data["scale_range"])))
     state = None
     if cfg.init_weights:
         from marrowscope.models.registry import resolve_model
@@ -174,7 +176,7 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
                   "steps_done": int(load_checkpoint(res.last_checkpoint)["global_step"]), "history": hist,
                   "scale": f"{cfg.mpp} um/px (fields at 0.075 um/px resampled), 512 px tiles",
                   "recipe": data["recipe"], "init_weights": cfg.init_weights,
-                  "augment": data.get("augment", "basic")}
+                  "augment": data.get("augment", "basic"), "scale_range": list(cfg.augment.scale_range)}
 
 
 def recipe_config(recipe: str, seed: int, threads: int, scratch: bool = False, augment: str = "basic") -> Any:

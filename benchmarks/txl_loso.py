@@ -27,6 +27,9 @@ Run (CPU-heavy, idle machine; ~10 min per source with the default budget):
 ``--augment romanowsky`` trains with the classifier's Romanowsky domain randomisation instead of the
 recipe's colour and blur jitter (results in ``txl_loso_romanowsky.json``, its own generated block).
 
+``--scale-range LO HI`` trains with that scale jitter instead of the recipe's (0.8, 1.25) (results in
+``txl_loso_scale_jitter.json``, its own generated block).
+
 ``--scales red-cells`` trains and scores every TXL-PBC image at its source's red-cell scale
 (``txl_source_scales``) instead of the assumed one: the recipe fix the first run pointed at, measured the
 same way (results in ``txl_loso_red_cells.json``, its own generated block). Measured in session 9: it
@@ -61,6 +64,7 @@ def block_name(meta: dict[str, Any]) -> str:
     ``txl_loso_romanowsky``, ..."""
     return ("txl_loso" + ("_red_cells" if meta.get("scales") == "red-cells" else "")
             + ("_romanowsky" if meta.get("augment", "basic") == "romanowsky" else "")
+            + ("_scale_jitter" if meta.get("scale_range") else "")
             + ("_estimated" if meta.get("estimated") else ""))
 
 
@@ -155,7 +159,10 @@ def render(res: dict[str, Any]) -> str:
             f"{m['torch']}, load average {m['load_avg_start'][0]:.2f} at the start and "
             f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m.get('seconds', 0) / 60:.0f} min; "
             f"training budget {m['budget_min']:g} min per source; photometric augmentation "
-            f"`{m.get('augment', 'basic')}`."
+            f"`{m.get('augment', 'basic')}`"
+            + (f"; scale jitter {m['scale_range'][0]:g}-{m['scale_range'][1]:g}"
+               if m.get("scale_range") else "")
+            + "."
             + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else "")
             + (f" Note: {m['note']}." if "note" in m else ""))
     return f"{head}\n\n{table(res)}"
@@ -202,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", choices=("basic", "romanowsky"), default="basic",
                     help="the recipe's colour/blur jitter, or the classifier's Romanowsky domain "
                          "randomisation")
+    ap.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="the recipe's scale jitter instead of its own (0.8 1.25)")
     ap.add_argument("--estimated", type=Path, default=None, metavar="FIELDS_JSON",
                     help="also score each held-out source at the scales read from its fields' red cells "
                          "(red_cell_scale.py's results file)")
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
         "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
-        "txl_mpp": scales, "augment": a.augment,
+        "txl_mpp": scales, "augment": a.augment, "scale_range": a.scale_range,
         "estimated": None if a.estimated is None else str(a.estimated)},
         "sources": {}}
     if a.estimated is not None and (red or not a.estimated.exists()):
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if a.subset:
             train, val, test = train[: a.subset], val[: max(2, a.subset // 8)], test[: max(2, a.subset // 8)]
-        data = {"recipe": "marrow", "train": train, "val": val, "augment": a.augment}
+        data = {"recipe": "marrow", "train": train, "val": val, "augment": a.augment,
+                "scale_range": a.scale_range}
         weights, rec = train_ours_detector(data, a.work / src, a.budget_min, a.threads, a.seed,
                                            quick=bool(a.subset))
         test_val = [s for s in test if "/val/" in str(s.annotations.image_path).replace(os.sep, "/")]
