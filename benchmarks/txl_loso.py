@@ -65,7 +65,8 @@ def block_name(meta: dict[str, Any]) -> str:
     return ("txl_loso" + ("_red_cells" if meta.get("scales") == "red-cells" else "")
             + ("_romanowsky" if meta.get("augment", "basic") == "romanowsky" else "")
             + ("_scale_jitter" if meta.get("scale_range") else "")
-            + ("_estimated" if meta.get("estimated") else ""))
+            + ("_estimated" if meta.get("estimated") else "")
+            + (f"_{meta['tag']}" if meta.get("tag") else ""))
 
 
 def begin_marker(meta: dict[str, Any]) -> str:
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", choices=("basic", "romanowsky"), default="basic",
                     help="the recipe's colour/blur jitter, or the classifier's Romanowsky domain "
                          "randomisation")
+    ap.add_argument("--tag", default="", help="a suffix for the results' doc block and file name (a rerun "
+                                               "of a recipe beside an earlier one)")
     ap.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="the recipe's scale jitter instead of its own (0.8 1.25)")
     ap.add_argument("--estimated", type=Path, default=None, metavar="FIELDS_JSON",
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
         "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
-        "txl_mpp": scales, "augment": a.augment, "scale_range": a.scale_range,
+        "txl_mpp": scales, "augment": a.augment, "scale_range": a.scale_range, "tag": a.tag,
         "estimated": None if a.estimated is None else str(a.estimated)},
         "sources": {}}
     if a.estimated is not None and (red or not a.estimated.exists()):
