@@ -166,7 +166,12 @@ def render(res: dict[str, Any]) -> str:
             + "."
             + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else "")
             + (f" Note: {m['note']}." if "note" in m else ""))
-    return f"{head}\n\n{table(res)}"
+    mean = ""
+    if not m.get("estimated") and len(res["sources"]) > 1:
+        aps = [r["test_all"]["wbc_ap50"] for r in res["sources"].values()]
+        at = "their red cells'" if m.get("scales") == "red-cells" else "the assumed"
+        mean = f"\nMean over the held-out sources at {at} scales: {sum(aps) / len(aps):.3f}.\n"
+    return f"{head}\n\n{table(res)}{mean}"
 
 
 def table(res: dict[str, Any]) -> str:
