@@ -146,13 +146,19 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
                   device="cpu")
     if data.get("scale_range"):
         cfg = replace(cfg, augment=replace(cfg.augment, scale_range=tuple(data["scale_range"])))
+    if data.get("classes"):
+        cfg = replace(cfg, classes=tuple(data["classes"]))
     state = None
     if cfg.init_weights:
         from marrowscope.models.registry import resolve_model
         from marrowscope.models.weights import load_weights
 
         path, sha = resolve_model(cfg.init_weights, task="detector")
-        state = load_weights(path, task="detector", sha256=sha)[0]
+        state, spec, _ = load_weights(path, task="detector", sha256=sha)
+        if tuple(spec.classes) != tuple(cfg.classes):  # as train_detector does: the predictor starts fresh
+            from marrowscope.engines.train_detector import BOX_PREDICTOR
+
+            state = {k: v for k, v in state.items() if not k.startswith(BOX_PREDICTOR)}
     # calibrate on images drawn from the whole training list (BCCD fields come first, TXL-PBC's after)
     pick = np.random.default_rng(seed).permutation(len(data["train"]))[:64]
     t_step = _step_seconds(cfg, prepare_samples([data["train"][int(i)] for i in pick], cfg.classes, cfg.mpp),

@@ -30,6 +30,9 @@ recipe's colour and blur jitter (results in ``txl_loso_romanowsky.json``, its ow
 ``--scale-range LO HI`` trains with that scale jitter instead of the recipe's (0.8, 1.25) (results in
 ``txl_loso_scale_jitter.json``, its own generated block).
 
+``--red-cell-class`` trains the RBC boxes as a second class ``red_cell`` (the initial weights' box
+predictor starts fresh); only ``cell`` is scored (results in ``txl_loso_red_cell_class.json``).
+
 ``--scales red-cells`` trains and scores every TXL-PBC image at its source's red-cell scale
 (``txl_source_scales``) instead of the assumed one: the recipe fix the first run pointed at, measured the
 same way (results in ``txl_loso_red_cells.json``, its own generated block). Measured in session 9: it
@@ -57,6 +60,9 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 SOURCES = ("bccd", "bcd", "pbc", "raabin")
+#: ``--red-cell-class``: the RBC boxes become a second class, which is trained and not scored
+RED_CELL_CLASSES = ("cell", "red_cell")
+RED_CELL_MAPPING = {"WBC": "cell", "RBC": "red_cell", "Platelet": None}
 
 
 def block_name(meta: dict[str, Any]) -> str:
@@ -65,6 +71,7 @@ def block_name(meta: dict[str, Any]) -> str:
     return ("txl_loso" + ("_red_cells" if meta.get("scales") == "red-cells" else "")
             + ("_romanowsky" if meta.get("augment", "basic") == "romanowsky" else "")
             + ("_scale_jitter" if meta.get("scale_range") else "")
+            + ("_red_cell_class" if meta.get("red_cell_class") else "")
             + ("_estimated" if meta.get("estimated") else "")
             + (f"_{meta['tag']}" if meta.get("tag") else ""))
 
@@ -163,6 +170,8 @@ def render(res: dict[str, Any]) -> str:
             f"`{m.get('augment', 'basic')}`"
             + (f"; scale jitter {m['scale_range'][0]:g}-{m['scale_range'][1]:g}"
                if m.get("scale_range") else "")
+            + ("; red cells trained as a second class (only `cell` scored)"
+               if m.get("red_cell_class") else "")
             + "."
             + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else "")
             + (f" Note: {m['note']}." if "note" in m else ""))
@@ -217,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                          "randomisation")
     ap.add_argument("--tag", default="", help="a suffix for the results' doc block and file name (a rerun "
                                                "of a recipe beside an earlier one)")
+    ap.add_argument("--red-cell-class", action="store_true",
+                    help="train red cells as a second class (red_cell, from the RBC boxes); only `cell` "
+                         "is scored")
     ap.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="the recipe's scale jitter instead of its own (0.8 1.25)")
     ap.add_argument("--estimated", type=Path, default=None, metavar="FIELDS_JSON",
@@ -241,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     scales = txl_source_scales(a.data_root / "txl_pbc") if red else None
+    classes: dict[str, Any] = ({"classes": RED_CELL_CLASSES, "mapping": RED_CELL_MAPPING}
+                               if a.red_cell_class else {})
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -250,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_start": os.getloadavg(), "commit": _git("rev-parse", "HEAD"), "budget_min": a.budget_min,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
         "txl_mpp": scales, "augment": a.augment, "scale_range": a.scale_range, "tag": a.tag,
+        "red_cell_class": a.red_cell_class,
         "estimated": None if a.estimated is None else str(a.estimated)},
         "sources": {}}
     if a.estimated is not None and (red or not a.estimated.exists()):
@@ -261,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(a.out.read_text())
         res["meta"]["rescored"] = " ".join([Path(sys.executable).name, *sys.argv])
     for src in a.sources:
-        train, val, test = leave_one_source_out(a.data_root, src, txl_mpp=scales)
+        train, val, test = leave_one_source_out(a.data_root, src, txl_mpp=scales, **classes)
         if a.rescore:
             r = res["sources"][src]
             w = a.work / src / "det_ours" / r["train"]["weights"]
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.subset:
             train, val, test = train[: a.subset], val[: max(2, a.subset // 8)], test[: max(2, a.subset // 8)]
         data = {"recipe": "marrow", "train": train, "val": val, "augment": a.augment,
-                "scale_range": a.scale_range}
+                "scale_range": a.scale_range, "classes": classes.get("classes")}
         weights, rec = train_ours_detector(data, a.work / src, a.budget_min, a.threads, a.seed,
                                            quick=bool(a.subset))
         test_val = [s for s in test if "/val/" in str(s.annotations.image_path).replace(os.sep, "/")]

@@ -95,6 +95,27 @@ def test_init_weights_must_match_the_contract(tmp_path: Path) -> None:
         train_detector(_samples(2), [], _config(init_weights=str(bad)), tmp_path / "bad", progress=False)
 
 
+def test_init_weights_with_other_classes_keep_all_but_the_box_predictor(tmp_path: Path) -> None:
+    from marrowscope.engines.train_detector import BOX_PREDICTOR
+    from marrowscope.models.detector import build_detector, detector_spec, save_detector
+
+    spec = detector_spec(("cell",), mpp=0.3, tile_size=64)
+    torch.manual_seed(5)
+    init = tmp_path / "init.pt"
+    save_detector(init, build_detector(spec), spec, half=False)
+    cfg = _config(classes=("cell", "red_cell"), init_weights=str(init), lr=0.0, warmup_iters=0)
+    r = train_detector(_samples(2), [], cfg, tmp_path / "two", progress=False)
+    assert r.finished and r.best_weights is not None
+    det = load_detector(r.best_weights, device="cpu")
+    assert det.classes == ("cell", "red_cell")
+    before = torch.load(init, weights_only=True)["state_dict"]
+    after = torch.load(r.best_weights, weights_only=True)["state_dict"]
+    # lr 0: the loaded layers are the initial ones (BatchNorm statistics aside); the predictor is new
+    convs = [k for k in before if k.endswith("weight") and "bn" not in k and not k.startswith(BOX_PREDICTOR)]
+    assert convs and all(torch.equal(before[k], after[k]) for k in convs)
+    assert after[BOX_PREDICTOR + "cls_score.weight"].shape[0] == 3  # background + two classes
+
+
 def test_dataloader_workers_give_the_same_training(tmp_path: Path) -> None:
     # augmentation in 2 DataLoader worker processes draws exactly what the in-loop path draws
     train = _samples(4)

@@ -235,6 +235,10 @@ def _as_is(item: Any) -> Any:
 _ARCH_PARAMS = ("anchor_sizes", "aspect_ratios", "fpn_channels", "representation_size")
 
 
+#: the state-dict prefix of the per-class layers (classification and box regression)
+BOX_PREDICTOR = "roi_heads.box_predictor."
+
+
 def _arch_fields(spec: dict[str, Any]) -> dict[str, Any]:
     """The parts of a spec that shape the weights (thresholds and notes may change on resume)."""
     keep = {k: spec.get(k) for k in ("task", "arch", "classes", "mpp", "input_size", "mean", "std")}
@@ -347,10 +351,19 @@ def train_detector(train: Sequence[DetectionSample], val: Sequence[DetectionSamp
 
         init_path, init_sha = resolve_model(config.init_weights, task="detector")  # a file or a bundled name
         sd, init_spec, _ = load_weights(init_path, task="detector", sha256=init_sha)
-        if _arch_fields(init_spec.to_dict()) != _arch_fields(spec.to_dict()):
-            raise InputError(config.init_weights, "initial weights have another architecture, classes or mpp")
-        model.load_state_dict(sd)
-        logger.info("initialised from %s", config.init_weights)
+        mine, theirs = _arch_fields(spec.to_dict()), _arch_fields(init_spec.to_dict())
+        if {**theirs, "classes": mine["classes"]} != mine:
+            raise InputError(config.init_weights, "initial weights have another architecture or mpp")
+        if theirs["classes"] != mine["classes"]:  # all but the box predictor, which starts fresh
+            sd = {k: v for k, v in sd.items() if not k.startswith(BOX_PREDICTOR)}
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+            if unexpected or any(not k.startswith(BOX_PREDICTOR) for k in missing):
+                raise InputError(config.init_weights, "initial weights do not fit this detector")
+            logger.info("initialised from %s (classes %s; the box predictor for %s starts fresh)",
+                        config.init_weights, theirs["classes"], mine["classes"])
+        else:
+            model.load_state_dict(sd)
+            logger.info("initialised from %s", config.init_weights)
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path)
         if _arch_fields(ck["spec"]) != _arch_fields(spec.to_dict()):
