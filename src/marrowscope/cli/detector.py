@@ -56,7 +56,8 @@ def train_detector_cmd(
                                       help="cpu or cuda (default: cuda when present)."),
     init_weights: Path | None = typer.Option(
         None, "--init-weights",
-        help="Start from these detector weights (same classes and scale), e.g. to fine-tune."),
+        help="Start from these detector weights (same architecture and scale; with other classes the box "
+             "predictor starts fresh), e.g. to fine-tune."),
     backbone_weights: Path | None = typer.Option(
         None, "--backbone-weights", help="Optional local ImageNet state dict for the backbone."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (mixed precision)."),
