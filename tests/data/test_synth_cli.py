@@ -40,6 +40,27 @@ def test_synth_cli_look_is_recorded_and_part_of_the_settings(tmp_path: Path,
     assert "look" in err and "Traceback" not in err
 
 
+def test_synth_cli_box_red_cells_is_recorded_and_refused_for_streamed_slides(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "R"
+    args = ["synth", "--patients", "1", "--out", str(out), "--seed", "2", "--slide-size", "1536",
+            "--roi-size", "512", "--rois", "1", "--cells-per-roi", "6", "--workers", "1"]  # fmt: skip
+    assert main([*args, "--box-red-cells"]) == 0
+    rec = json.loads((out / "synth_record.json").read_text())
+    assert rec["config"]["box_red_cells"] is True and rec["slides"][0]["counts"]["erythrocyte"] > 10
+    capsys.readouterr()
+    assert main(args) != 0  # the same folder without the flag is another cohort: refused, kept
+    assert json.loads((out / "synth_record.json").read_text())["config"]["box_red_cells"] is True
+    capsys.readouterr()
+    rc = main(["synth", "--patients", "1", "--out", str(tmp_path / "big"), "--slide-size", "17000x17000",
+               "--box-red-cells"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "streamed" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "big").exists()
+
+
 def test_synth_cli_bad_settings_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["synth", "--patients", "1", "--out", str(tmp_path / "x"), "--slide-size", "600"])
     err = capsys.readouterr().err

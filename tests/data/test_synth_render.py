@@ -96,6 +96,26 @@ def test_field_places_cells_in_rois_and_is_deterministic() -> None:
     assert a.image[:, :150].mean() < a.image[:, -120:].mean()
 
 
+def test_field_can_box_its_background_red_cells_with_the_same_pixels() -> None:
+    from dataclasses import replace
+
+    cfg = FieldConfig(width=1536, height=1536, roi_size=512, n_rois=2, cells_per_roi=6)
+    comp = {"lymphocyte": 0.7, "segmented_neutrophil": 0.3}
+    a = render_field(comp, cfg, np.random.default_rng(5))
+    b = render_field(comp, replace(cfg, box_red_cells=True), np.random.default_rng(5))
+    assert np.array_equal(a.image, b.image)  # the same slide: only the truth gains boxes
+    assert b.cells[: len(a.cells)] == a.cells
+    red = b.cells[len(a.cells):]
+    assert len(red) > 10 and {c.label for c in red} == {"erythrocyte"}
+    assert {c.zone for c in red} == {"monolayer"}
+    for c in red:  # only red cells whose centre lies in an ROI, each in its own ROI
+        assert c.box.within(1536, 1536)
+        assert [r.roi_id for r in b.rois if r.box.contains_point(*c.box.center)] == [c.roi_id]
+    # a red cell is about 7.5 µm across at 0.11 µm/px: boxes of that size, not of the whole stamp
+    sides = np.array([(c.box.x2 - c.box.x1, c.box.y2 - c.box.y1) for c in red])
+    assert 40 < np.median(sides) < 100
+
+
 def test_field_geometry_is_checked() -> None:
     with pytest.raises(ValueError, match="ROIs fit"):
         FieldConfig(width=600, height=600, roi_size=512, n_rois=1)

@@ -48,6 +48,10 @@ def synth(
         help="How cells are drawn: basic (what the bundled synthetic models were trained on) or textured "
              "(real cells' chromatin and granule texture at 0.45 µm/px, paler red cells, warm to cool "
              "glass; docs/synth.md)."),
+    box_red_cells: bool = typer.Option(
+        False, "--box-red-cells",
+        help="Also box the ROIs' background red cells (label erythrocyte), as in data that boxes every red "
+             "cell: for a detector with a red_cell class (detector-marrow's recipe). Same pixels."),
     workers: int = typer.Option(
         min(2, os.cpu_count() or 1),
         "--workers",
@@ -77,6 +81,7 @@ def synth(
             cells_per_roi=cells_per_roi,
             kind_weights=_kind_weights(labelled, detection_only, roi_only),
             look=look,
+            box_red_cells=box_red_cells,
         )
     except ValueError as exc:
         raise InputError(out, f"bad synthetic cohort settings: {exc}") from exc

@@ -64,6 +64,7 @@ class SynthConfig:
     slide_height: int | None = None  # None: square slides of slide_size
     stream: bool | None = None  # compose and write tile by tile; None: for slides over STREAM_ABOVE_PX
     look: str = "basic"  # how cells are drawn (styles.LOOKS); "basic": the bundled synthetic models' world
+    box_red_cells: bool = False  # also box the ROIs' background red cells (erythrocyte); same pixels
 
     @property
     def size(self) -> tuple[int, int]:
@@ -86,6 +87,9 @@ class SynthConfig:
             )
         if self.look not in LOOKS:
             raise ValueError(f"look: use one of {', '.join(LOOKS)}, got {self.look!r}")
+        if self.box_red_cells and self.streamed:
+            raise ValueError("box_red_cells: slides over 16384 x 16384 px are streamed, and their red cells "
+                             "are never boxed; use a smaller slide size")
         if self.diagnosis_weights is not None and set(self.diagnosis_weights) - set(DIAGNOSES):
             raise ValueError(f"diagnosis_weights: use keys from {DIAGNOSES}")
         self.field_config()  # validates the slide geometry
@@ -99,6 +103,7 @@ class SynthConfig:
             cells_per_roi=self.cells_per_roi,
             mpp=self.mpp,
             look=self.look,
+            box_red_cells=self.box_red_cells,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +113,8 @@ class SynthConfig:
                 del d[k]  # records of earlier cohorts read as before
         if d["look"] == "basic":
             del d["look"]
+        if not d["box_red_cells"]:
+            del d["box_red_cells"]
         d["kind_weights"] = dict(self.kind_weights)
         d["diagnosis_weights"] = None if self.diagnosis_weights is None else dict(self.diagnosis_weights)
         d["expert_accuracy"] = list(self.expert_accuracy)
@@ -191,7 +198,8 @@ def _annotated_cells(
         return [], [], 0
     inside = [c for c in fld.cells if c.roi_id >= 0]
     outside_pool = [c for c in fld.cells if c.roi_id < 0 and c.zone == "monolayer"]
-    n_out = min(len(outside_pool), int(round(cfg.outside_fraction * len(inside))))
+    n_inside = sum(1 for c in inside if not c.scenery)  # boxed red cells do not draw more boxes outside
+    n_out = min(len(outside_pool), int(round(cfg.outside_fraction * n_inside)))
     chosen = list(inside)
     if n_out:
         idx = rng.choice(len(outside_pool), size=n_out, replace=False)
@@ -200,7 +208,9 @@ def _annotated_cells(
     experts = sample_experts(rng, cfg.expert_accuracy) if kind == "labelled" else []
     cells: list[Cell] = []
     for pc in chosen:
-        if kind == "labelled":
+        if kind == "labelled" and pc.scenery:  # a class-level red-cell box: two sessions agree, no vote
+            cells.append(Cell(box=pc.box, label=pc.label, roi_id=pc.roi_id, session_labels=(pc.label,) * 2))
+        elif kind == "labelled":
             sessions, consensus = annotate(pc.label, experts, rng)
             cells.append(Cell(box=pc.box, label=consensus, roi_id=pc.roi_id, session_labels=sessions))
         else:

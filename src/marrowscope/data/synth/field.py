@@ -5,6 +5,8 @@ middle (where the ROIs lie, like the annotated 2048 x 2048 px monolayer ROIs of 
 and a thin feathered edge at the right, with glass around it. Every object that is placed from the
 patient's composition gets a true box and label (:class:`PlacedCell`); background red cells and
 platelets are scenery (never boxed, as in the real annotations where most red cells are unboxed).
+``FieldConfig.box_red_cells`` boxes the background red cells inside ROIs too (label ``erythrocyte``), for a
+detector that learns red cells as a class of their own; the pixels are the same either way.
 
 Coordinates are pixels of the returned image (the slide's level-0 frame, before any MRXS offset).
 """
@@ -12,7 +14,7 @@ Coordinates are pixels of the returned image (the slide's level-0 frame, before 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +54,7 @@ class FieldConfig:
     )  # boxed objects per area vs ROI: thick, mono, thin
     variants_per_label: int = 3  # distinct renders reused (flipped/rotated) for cells outside ROIs
     look: str = "basic"  # how cells are drawn: marrowscope.data.synth.styles.LOOKS
+    box_red_cells: bool = False  # box the background red cells whose centre lies in an ROI (erythrocyte)
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 64:
@@ -87,12 +90,15 @@ class FieldConfig:
 
 @dataclass(frozen=True)
 class PlacedCell:
-    """One boxed object on the slide: label, true box, ROI (-1 = outside) and smear zone."""
+    """One boxed object on the slide: label, true box, ROI (-1 = outside) and smear zone. ``scenery``: a
+    background red cell boxed by ``FieldConfig.box_red_cells`` (a class-level box, as in data that boxes
+    every red cell, not a cell the simulated experts label one by one)."""
 
     label: str
     box: Box
     roi_id: int
     zone: str
+    scenery: bool = False
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,8 @@ def render_field(
                 if in_roi(cx, cy) == -1 and try_place(cell, cx, cy, zone, -1):
                     break
 
-    # 3. scenery: unboxed red cells and platelets
+    # 3. scenery: unboxed red cells (boxed in ROIs with ``box_red_cells``) and platelets
+    n_boxed = len(placed)
     rbc_pool = [
         _transform(render_cell("erythrocyte", rng, mpp=mpp, blur=blur, look=cfg.look), k)
         for _ in range(8)
@@ -336,9 +343,11 @@ def render_field(
                     continue
                 stamps.append((rbc, x0, y0))
                 rbc_occ.add(rbc, x0, y0)
+                if cfg.box_red_cells:
+                    _box_red_cell(rbc, x0, y0, W, H, in_roi, placed)
                 break
     plt_pool = [render_cell("thrombocyte", rng, mpp=mpp, blur=blur, look=cfg.look) for _ in range(8)]
-    for _ in range(int(len(placed) * cfg.platelets_per_cell)):
+    for _ in range(int(n_boxed * cfg.platelets_per_cell)):
         p = plt_pool[int(rng.integers(len(plt_pool)))]
         x0, y0 = int(rng.uniform(0, W - 40)), int(rng.uniform(top, bottom - 40))
         if occ.overlap(p, x0, y0) == 0.0:
@@ -347,6 +356,16 @@ def render_field(
     image = _compose_image(stamps, W, H, b1, b2, top, bottom, stain, rng)
     log.debug("smear %dx%d: %d boxed objects, %d ROIs", W, H, len(placed), len(rois))
     return SmearField(image=image, cells=tuple(placed), rois=tuple(rois), stain=stain, mpp=mpp)
+
+
+def _box_red_cell(rbc: RenderedCell, x0: int, y0: int, width: int, height: int,
+                  in_roi: Callable[[float, float], int], placed: list[PlacedCell]) -> None:
+    """Box a background red cell stamped at (x0, y0) when its centre lies in an ROI."""
+    bx1, by1, bx2, by2 = rbc.box
+    box = Box(max(x0 + bx1, 0), max(y0 + by1, 0), min(x0 + bx2, width), min(y0 + by2, height))
+    roi_id = in_roi(*box.center) if box.x2 > box.x1 and box.y2 > box.y1 else -1
+    if roi_id >= 0:
+        placed.append(PlacedCell(label="erythrocyte", box=box, roi_id=roi_id, zone="monolayer", scenery=True))
 
 
 def _interp_matrix(n_full: int, n_low: int, f: int, start: int = 0, stop: int | None = None) -> np.ndarray:
