@@ -133,17 +133,19 @@ def classifier_row(name: str, data: Path, pbc_items: list[LabelledImage], tta: i
 
 
 def detector_row(name: str, data: Path, pbc_items: list[LabelledImage]) -> dict[str, Any]:
-    from marrowscope.data.detection_datasets import BLOOD_FIELD_MPP, voc_samples
+    from marrowscope.data.detection_datasets import BLOOD_FIELD_MPP, RED_CELL, voc_samples
     from marrowscope.data.ood_datasets import txl_detection_by_source
     from marrowscope.engines.evaluate import evaluate_detector
     from marrowscope.models.detector import load_detector
 
     det = load_detector(name, device="cpu")
     classes = tuple(det.classes)
-    one = len(classes) == 1
-    # a one-class (nucleated cell) detector is scored on the WBC boxes only
-    mapping = {"WBC": classes[0], "RBC": None, "Platelets": None, "Platelet": None} if one else None
-    wbc = classes[0] if one else "WBC"
+    # a nucleated-cell detector (one class, or cell + red_cell) is scored on the WBC boxes as its cell class;
+    # its red cells, when it has the class, are the RBC boxes (trained, not scored)
+    cell = classes[0] if len(classes) == 1 else ("cell" if set(classes) == {"cell", RED_CELL} else None)
+    mapping = ({"WBC": cell, "RBC": RED_CELL if RED_CELL in classes else None, "Platelets": None,
+                "Platelet": None} if cell else None)
+    wbc = cell or "WBC"
     row: dict[str, Any] = {"model": name, "kind": "detector", "classes": list(classes)}
     bccd = voc_samples(data / "bccd" / "BCCD", classes, "test", mpp=BLOOD_FIELD_MPP, mapping=mapping)
     m = evaluate_detector(det, bccd)

@@ -146,8 +146,8 @@ def train_ours_detector(data: dict[str, Any], work: Path, budget_min: float, thr
                   device="cpu")
     if data.get("scale_range"):
         cfg = replace(cfg, augment=replace(cfg.augment, scale_range=tuple(data["scale_range"])))
-    if data.get("classes"):
-        cfg = replace(cfg, classes=tuple(data["classes"]))
+    if data.get("classes") or data["recipe"] == "marrow":  # the blood fields' boxes: WBC as cell unless told
+        cfg = replace(cfg, classes=tuple(data.get("classes") or ("cell",)))
     state = None
     if cfg.init_weights:
         from marrowscope.models.registry import resolve_model

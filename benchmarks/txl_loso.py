@@ -60,9 +60,6 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 SOURCES = ("bccd", "bcd", "pbc", "raabin")
-#: ``--red-cell-class``: the RBC boxes become a second class, which is trained and not scored
-RED_CELL_CLASSES = ("cell", "red_cell")
-RED_CELL_MAPPING = {"WBC": "cell", "RBC": "red_cell", "Platelet": None}
 
 
 def block_name(meta: dict[str, Any]) -> str:
@@ -243,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from marrowscope.data.detection_datasets import leave_one_source_out
+    from marrowscope.data.detection_datasets import RED_CELL_MAPPING, leave_one_source_out
     from marrowscope.data.ood_datasets import txl_source_scales
+    from marrowscope.engines.train_detector import MARROW_CLASSES
     from peers import _git, train_ours_detector
 
     red = a.scales == "red-cells"
@@ -253,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     scales = txl_source_scales(a.data_root / "txl_pbc") if red else None
-    classes: dict[str, Any] = ({"classes": RED_CELL_CLASSES, "mapping": RED_CELL_MAPPING}
+    # --red-cell-class: the RBC boxes become a second class, which is trained and not scored
+    classes: dict[str, Any] = ({"classes": MARROW_CLASSES, "mapping": RED_CELL_MAPPING}
                                if a.red_cell_class else {})
 
     torch.set_num_threads(a.threads)

@@ -40,3 +40,30 @@ def test_cohort_rois_become_samples(tiny_cohort: Path) -> None:
 def test_cohort_needs_a_one_class_model(tiny_cohort: Path) -> None:
     with pytest.raises(InputError, match="one class"):
         cohort_samples(tiny_cohort, ("a", "b"))
+
+
+def test_cohort_red_cell_class_takes_the_erythrocyte_boxes(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    generate_cohort(SynthConfig(n_patients=1, seed=5, slide_size=1536, roi_size=512, n_rois=1,
+                                cells_per_roi=8, box_red_cells=True), out)
+    one = cohort_samples(out)
+    two = cohort_samples(out, ("cell", "red_cell"))
+    assert [len(s.annotations) for s in one] == [len(s.annotations) for s in two]  # the same boxes
+    labels = [c.label for s in two for c in s.annotations]
+    consensus = [c.label for s in cohort_samples(out, ("x",)) for c in s.annotations]
+    assert set(consensus) == {"x"}
+    record = read_synth_record(out)
+    n_red = int(record["slides"][0]["counts"].get("erythrocyte", 0))
+    # every box whose consensus label is erythrocyte (the ROI's background red cells) is red_cell
+    assert labels.count("red_cell") == n_red > 10 and labels.count("cell") > 0
+    # the background red cells are class-level boxes: no simulated vote, so none becomes an "artifact", and
+    # the other boxes keep the labels of the same cohort written without them
+    plain = tmp_path / "p"
+    generate_cohort(SynthConfig(n_patients=1, seed=5, slide_size=1536, roi_size=512, n_rois=1,
+                                cells_per_roi=8), plain)
+    before = [(c["box"], c["label"]) for c in read_synth_record(plain)["patients"][0]["cells"]]
+    truth = record["patients"][0]["cells"]
+    added = [c for c in truth if (c["box"], c["label"]) not in before]
+    assert len(truth) == len(before) + len(added) and len(added) > 10
+    assert all(c["true_label"] == c["label"] == "erythrocyte" and c["session_labels"] == ["erythrocyte"] * 2
+               for c in added)

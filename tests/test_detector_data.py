@@ -244,7 +244,8 @@ def test_marrow_recipe_takes_white_cells_as_cells_and_holds_out_txl_val(tmp_path
     cohort = tmp_path / "cohort"
     generate_cohort(SynthConfig(n_patients=2, seed=5, slide_size=1536, roi_size=512, n_rois=1,
                                 cells_per_roi=12), cohort)
-    train, val = marrow_recipe_samples(root, cohort, bccd_repeats=2, cohort_repeats=3, val_fraction=0.5)
+    train, val = marrow_recipe_samples(root, cohort, bccd_repeats=2, cohort_repeats=3, val_fraction=0.5,
+                                       classes=("cell",))
     blood = [s for s in train if s.mpp == 0.075]
     assert sorted(s.image_id for s in blood) == ["b0", "b0", "b1", "b1", "t2"]  # t3 (TXL val) held out
     assert all([c.label for c in s.annotations] == ["cell"] for s in blood)  # the WBC; the RBC dropped
@@ -254,4 +255,51 @@ def test_marrow_recipe_takes_white_cells_as_cells_and_holds_out_txl_val(tmp_path
     assert len([s for s in val if s.mpp != 0.075]) == 1  # the other patient validates
     assert {s.group for s in synth}.isdisjoint(s.group for s in val)
     with pytest.raises(InputError, match="no DICOM slide"):
-        marrow_recipe_samples(root, tmp_path / "data")  # not a cohort folder
+        marrow_recipe_samples(root, tmp_path / "data", classes=("cell",))  # not a cohort folder
+    # the recipe's red_cell class would learn this cohort's unboxed red cells as background: refused
+    with pytest.raises(InputError, match="--box-red-cells"):
+        marrow_recipe_samples(root, cohort)
+
+
+def test_marrow_recipe_trains_red_cells_as_their_own_class(tmp_path: Path) -> None:
+    from marrowscope.data.detection_datasets import marrow_recipe_samples
+    from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
+    from marrowscope.engines.train_detector import MARROW_CLASSES, marrow_recipe_config
+
+    root = _blood_root(tmp_path / "data")
+    cohort = tmp_path / "cohort"
+    generate_cohort(SynthConfig(n_patients=2, seed=5, slide_size=1536, roi_size=512, n_rois=1,
+                                cells_per_roi=8, box_red_cells=True), cohort)
+    train, val = marrow_recipe_samples(root, cohort, bccd_repeats=1, val_fraction=0.5)
+    blood = [s for s in train + val if s.mpp == 0.075]
+    assert all(sorted(c.label for c in s.annotations) == ["cell", "red_cell"] for s in blood)  # WBC, RBC
+    synth = [c.label for s in train + val if s.mpp != 0.075 for c in s.annotations]
+    assert synth.count("red_cell") > 10 and synth.count("cell") > 0
+    cfg = marrow_recipe_config()
+    assert cfg.classes == MARROW_CLASSES == ("cell", "red_cell") and cfg.select_classes == ("cell",)
+
+
+def test_validation_baseline_scores_one_and_two_class_models_on_the_same_cell_truths(tmp_path: Path) -> None:
+    import sys
+
+    from marrowscope.data.synth.cohort import SynthConfig, generate_cohort
+    from marrowscope.models.detector import build_detector, detector_spec, save_detector
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from detector_val_baseline import cell_val
+
+    root = _blood_root(tmp_path / "data")
+    cohort = tmp_path / "cohort"
+    generate_cohort(SynthConfig(n_patients=2, seed=5, slide_size=1536, roi_size=512, n_rois=1,
+                                cells_per_roi=8, box_red_cells=True), cohort)
+    rows = []
+    for classes in (("cell",), ("cell", "red_cell")):
+        spec = detector_spec(classes, mpp=0.25, tile_size=128)
+        w = tmp_path / f"{len(classes)}.pt"
+        save_detector(w, build_detector(spec), spec)
+        rows.append(cell_val(str(w), root, cohort))
+    for part in ("pooled", "bccd_val", "cohort_val"):
+        assert rows[0][part]["n_cell_truths"] == rows[1][part]["n_cell_truths"] > 0
+        assert rows[0][part]["n_images"] == rows[1][part]["n_images"] > 0
+    parts = rows[0]["bccd_val"]["n_images"] + rows[0]["cohort_val"]["n_images"]
+    assert rows[0]["pooled"]["n_images"] == parts

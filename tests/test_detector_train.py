@@ -144,3 +144,15 @@ def test_romanowsky_training_writes_its_stain_basis_and_is_deterministic(tmp_pat
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     plain = train_detector(_samples(4), [], _config(), tmp_path / "c", progress=False)
     assert not (tmp_path / "c" / "stain_basis.json").exists() and plain.best_weights is not None
+
+
+def test_best_epoch_is_picked_on_the_selected_classes() -> None:
+    from types import SimpleNamespace
+
+    from marrowscope.engines.train_detector import _selection_ap
+
+    m = SimpleNamespace(ap50=0.7, ap50_per_class={"cell": 0.9, "red_cell": 0.5})
+    assert _selection_ap(m, None) == 0.7  # every class
+    assert _selection_ap(m, ("cell",)) == 0.9  # the counted class alone
+    nan = SimpleNamespace(ap50=0.6, ap50_per_class={"cell": float("nan"), "red_cell": 0.6})
+    assert _selection_ap(nan, ("cell",)) == 0.6  # no cell truth in validation: the mean over classes

@@ -254,6 +254,7 @@ def test_only_nucleated_boxes_of_a_multi_class_detector_are_classified(models) -
 
     assert nucleated_class_indices(("WBC", "RBC", "Platelet")) == [0]
     assert nucleated_class_indices(("cell",)) == [0] and nucleated_class_indices(("a", "b")) == [0, 1]
+    assert nucleated_class_indices(("cell", "red_cell")) == [0]  # detector-marrow: red cells are not counted
     slide = smear_slide()
     one = analyze_slide(slide, models, _cfg(target_cells=5), annotations=two_rois())
     blood = replace(models, detector=_BloodLikeDetector())

@@ -24,8 +24,9 @@ def train_detector_cmd(
     recipe: str | None = typer.Option(
         None, "--recipe", callback=params.one_of("blood", "synth", "marrow"),
         help="'blood': detector-blood (BCCD + TXL-PBC under --data-root); 'synth': detector-synth "
-             "(with --dataset cohort:DIR); 'marrow': detector-marrow (blood fields under --data-root + "
-             "--dataset cohort:DIR, fine-tuned from detector-synth)."),
+             "(with --dataset cohort:DIR); 'marrow': detector-marrow (classes cell and red_cell; blood "
+             "fields under --data-root + --dataset cohort:DIR written with synth --box-red-cells, "
+             "fine-tuned from detector-synth)."),
     data_root: Path = typer.Option(Path("../shared/data"), "--data-root", help="Data folder for --recipe."),
     classes: str | None = typer.Option(
         None, "--classes", help="Comma-separated model classes (default: the dataset's; 'cell' for cohort)."),

@@ -223,6 +223,15 @@ def _cached_loader(store: Any, entry: Any) -> Callable[[], np.ndarray]:
     return load
 
 
+#: the class name of red cells in a two-class detector (``cell``, ``red_cell``), and the labels that go to it
+RED_CELL = "red_cell"
+RED_CELL_LABELS = frozenset({"erythrocyte"})
+
+
+def _red_cell_class(classes: Sequence[str]) -> str | None:
+    return RED_CELL if len(classes) == 2 and RED_CELL in classes else None
+
+
 def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
                    patients: Sequence[str] | None = None, cache: Any = None,
                    cache_mpp: float | None = None, cache_context_um: float | None = None
@@ -230,8 +239,10 @@ def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
     """Every ROI of a cohort folder (IDC-style download or the synthetic cohort) as one sample.
 
     All boxes inside the ROI, labelled (consensus) and unlabelled, become the model's one class, as in
-    the pediatric dataset's detection task. Boxes come from the DICOM ANN series, else from the dataset
-    CSVs. The group is the patient, so splits keep a patient's ROIs together.
+    the pediatric dataset's detection task; with ``classes`` a pair holding ``red_cell``, boxes labelled
+    ``erythrocyte`` go to ``red_cell`` and all others (unlabelled ones too) to the other class. Boxes come
+    from the DICOM ANN series, else from the dataset CSVs. The group is the patient, so splits keep a
+    patient's ROIs together.
 
     ``cache`` (a :class:`~marrowscope.data.patches.PatchStore`) with ``cache_mpp``: ROIs with a cached
     patch at that scale are read from the cache (boxes scaled to it, ``mpp`` = ``cache_mpp``) instead of
@@ -239,8 +250,11 @@ def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
     from marrowscope.cells import Box
     from marrowscope.io.cohort import discover_cohort, load_patient_annotations
 
-    if len(classes) != 1:
-        raise InputError(root, f"cohort boxes are one class; the model has {', '.join(classes)}")
+    red = _red_cell_class(classes)
+    if len(classes) != 1 and red is None:
+        raise InputError(root, f"cohort boxes are one class, or cell and {RED_CELL}; the model has "
+                               f"{', '.join(classes)}")
+    nucleated = next(c for c in classes if c != red)
     cohort = discover_cohort(root)
     if not cohort.patients:
         raise InputError(root, "no slides found in the cohort folder")
@@ -269,7 +283,8 @@ def cohort_samples(root: str | Path, classes: Sequence[str] = ("cell",), *,
                 b = c.box.shifted(-x1, -y1)
                 bx = (max(0.0, b.x1), max(0.0, b.y1), min(float(w), b.x2), min(float(h), b.y2))
                 if bx[2] - bx[0] >= 1 and bx[3] - bx[1] >= 1:
-                    cells.append(replace(c, box=Box(*bx), label=classes[0]))
+                    lab = red if red is not None and c.label in RED_CELL_LABELS else nucleated
+                    cells.append(replace(c, box=Box(*bx), label=lab))
             roi_ann = CellAnnotations(cells=tuple(cells), slide_id=f"{entry.slide_id}_roi{region.roi_id}",
                                       width=w, height=h, mpp=entry.mpp, source=str(root),
                                       extra={"patient_id": entry.patient_id, "roi": str((x1, y1, x2, y2))})
@@ -384,6 +399,8 @@ def blood_recipe_samples(data_root: str | Path, *, bccd_repeats: int = 3,
 
 #: blood-field boxes for a nucleated-cell detector: white cells are cells, red cells and platelets background
 NUCLEATED_MAPPING: dict[str, str | None] = {"WBC": "cell", "RBC": None, "Platelet": None}
+#: the same for a detector with a red-cell class: white cells are cells, red cells ``red_cell``
+RED_CELL_MAPPING: dict[str, str | None] = {"WBC": "cell", "RBC": RED_CELL, "Platelet": None}
 
 
 def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: int = 3,
@@ -429,25 +446,46 @@ def leave_one_source_out(data_root: str | Path, source: str, *, bccd_repeats: in
     return train, val, test
 
 
+def _require_boxed_red_cells(cohort: Path) -> None:
+    """A synthetic cohort used to train a ``red_cell`` class must box its background red cells."""
+    from marrowscope.data.synth.cohort import RECORD_NAME, read_synth_record
+
+    if not (cohort / RECORD_NAME).is_file():
+        logger.warning("%s: not a synthetic cohort; its unboxed red cells are background to red_cell", cohort)
+        return
+    if not read_synth_record(cohort).get("config", {}).get("box_red_cells"):
+        raise InputError(cohort, "this synthetic cohort leaves its background red cells unboxed, so they "
+                                 "would teach red_cell the opposite: write it with marrowscope synth "
+                                 "--box-red-cells")
+
+
 def marrow_recipe_samples(data_root: str | Path, cohort: str | Path, *, bccd_repeats: int = 3,
                           cohort_repeats: int = 4, val_fraction: float = 0.2, seed: int = 0,
                           txl_mpp: Mapping[str, float] | None = None,
+                          classes: Sequence[str] = ("cell", RED_CELL),
                           ) -> tuple[list[DetectionSample], list[DetectionSample]]:
-    """The ``detector-marrow`` training data: one class ``cell`` (nucleated cells). Returns (train, val).
+    """The ``detector-marrow`` training data: classes ``cell`` (nucleated cells) and ``red_cell``
+    (``classes=("cell",)``: nucleated cells only, red cells background). Returns (train, val).
 
     - real blood fields as in :func:`blood_recipe_samples` (BCCD ``train`` x ``bccd_repeats``, the TXL-PBC
-      ``train`` images that copy no BCCD field), white-cell boxes as ``cell``, red cells and platelets as
-      background; TXL-PBC ``val`` is held out (it is scored per source) and BCCD ``test`` never touched;
+      ``train`` images that copy no BCCD field), white-cell boxes as ``cell``, red-cell boxes as
+      ``red_cell``, platelets background; TXL-PBC ``val`` is held out (it is scored per source) and BCCD
+      ``test`` never touched;
     - the synthetic cohort ``cohort`` (every boxed object of its ROIs, as in the pediatric dataset's
       detection task: marrow-like density, blasts, erythroid stages, megakaryocytes that no real set
-      here boxes), split by patient, the training ROIs listed ``cohort_repeats`` times;
-    - validation: BCCD ``val`` (white cells) plus the cohort's validation patients.
+      here boxes; with ``red_cell``, its boxed red cells: a synthetic cohort must then be written with
+      ``synth --box-red-cells``, or its unboxed red cells would teach the opposite), split by patient,
+      the training ROIs listed ``cohort_repeats`` times;
+    - validation: BCCD ``val`` (white cells, red cells) plus the cohort's validation patients.
 
     ``txl_mpp``: as in :func:`blood_recipe_samples`."""
-    blood_train, blood_val = blood_recipe_samples(data_root, bccd_repeats=bccd_repeats, classes=("cell",),
-                                                  mapping=NUCLEATED_MAPPING, txl_splits=("train",),
-                                                  txl_mpp=txl_mpp)
-    synth = cohort_samples(cohort, ("cell",))
+    red = _red_cell_class(classes) is not None
+    if red:
+        _require_boxed_red_cells(Path(cohort))
+    blood_train, blood_val = blood_recipe_samples(
+        data_root, bccd_repeats=bccd_repeats, classes=tuple(classes), txl_splits=("train",), txl_mpp=txl_mpp,
+        mapping=RED_CELL_MAPPING if red else NUCLEATED_MAPPING)
+    synth = cohort_samples(cohort, tuple(classes))
     if not synth:
         raise InputError(cohort, "the synthetic cohort has no ROIs (write one with marrowscope synth)")
     synth_train, synth_val = split_by_group(synth, val_fraction, seed)
