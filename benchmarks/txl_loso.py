@@ -169,6 +169,8 @@ def render(res: dict[str, Any]) -> str:
                if m.get("scale_range") else "")
             + ("; red cells trained as a second class (only `cell` scored)"
                if m.get("red_cell_class") else "")
+            + (f"; best epoch picked on `{'`, `'.join(m['best_epoch_on'])}` validation AP@0.5"
+               if m.get("red_cell_class") and m.get("best_epoch_on") else "")
             + "."
             + (f" Red-cell-scale column: `{m['rescored']}` (the same weights)." if "rescored" in m else "")
             + (f" Note: {m['note']}." if "note" in m else ""))
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from marrowscope.data.detection_datasets import RED_CELL_MAPPING, leave_one_source_out
     from marrowscope.data.ood_datasets import txl_source_scales
-    from marrowscope.engines.train_detector import MARROW_CLASSES
+    from marrowscope.engines.train_detector import MARROW_CLASSES, marrow_recipe_config
     from peers import _git, train_ours_detector
 
     red = a.scales == "red-cells"
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "scales": a.scales,
         "txl_mpp": scales, "augment": a.augment, "scale_range": a.scale_range, "tag": a.tag,
         "red_cell_class": a.red_cell_class,
+        "best_epoch_on": list(marrow_recipe_config().select_classes or []),
         "estimated": None if a.estimated is None else str(a.estimated)},
         "sources": {}}
     if a.estimated is not None and (red or not a.estimated.exists()):
